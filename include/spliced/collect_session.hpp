@@ -1,0 +1,73 @@
+#pragma once
+// One client connection of a collect route: client socket -> pump -> segment chain.
+#include <chrono>
+#include <list>
+#include <memory>
+
+#include "spliced/address.hpp"
+#include "spliced/archive.hpp"
+#include "spliced/event.hpp"
+#include "spliced/fd.hpp"
+#include "spliced/line_framer.hpp"
+#include "spliced/pump.hpp"
+
+namespace spliced {
+
+class Route;
+
+// How a session ended, for the close log line.
+enum class EndReason { Eof, IdleTimeout, Reset, Shutdown, Internal };
+const char* toString(EndReason r);
+
+// A CollectSession owns the client socket, its events, its pump, and (layout: per_connection)
+// its own segment chain; with layout: shared it borrows the route's chain. The Route owns the
+// session and frees it after the callback that closed it has returned.
+class CollectSession {
+ public:
+  CollectSession(Route& route, UniqueFd fd, PeerInfo peer, uint64_t id);
+  ~CollectSession();
+  CollectSession(const CollectSession&) = delete;
+  CollectSession& operator=(const CollectSession&) = delete;
+
+  void start();
+  // Closes the active segment of a per_connection chain (SIGUSR1, interval).
+  void rotate();
+  // drain_timeout is over: take what the socket already holds, write it, and close.
+  void shutdownSweep();
+
+  uint64_t id() const { return id_; }
+  bool closed() const { return state_ == State::Closed; }
+  std::list<std::unique_ptr<CollectSession>>::iterator self;  // position in the route's list
+
+ private:
+  // Streaming: reading the client. Backoff: the sink refused bytes (full disk, ...); the client
+  // is not read until a retry flushes what is held. Closed: waiting to be freed.
+  enum class State { Streaming, Backoff, Closed };
+
+  static void onEvent(evutil_socket_t fd, short what, void* arg);
+  static void onRetry(evutil_socket_t fd, short what, void* arg);
+  // The one entry point that moves bytes and advances the state.
+  void advance(size_t budget);
+  void handle(const PumpResult& r);
+  void enterBackoff(const PumpResult& r);
+  void close(EndReason why, int err);
+
+  Route& route_;
+  UniqueFd fd_;
+  PeerInfo peer_;
+  uint64_t id_;
+  std::unique_ptr<SegmentChain> own_chain_;  // layout: per_connection
+  std::unique_ptr<LineFramer> framer_;       // layout: shared, framing: lines
+  std::unique_ptr<Pump> pump_;               // after the sinks it borrows: destroyed first
+  EventPtr read_ev_;
+  EventPtr retry_ev_;
+  State state_ = State::Streaming;
+  bool client_gone_ = false;  // the client reset; close once held bytes are written
+  int client_err_ = 0;
+  int storage_err_ = 0;  // errno of the current storage episode (logged once)
+  std::chrono::milliseconds backoff_{0};
+  std::chrono::steady_clock::time_point started_;
+  uint64_t bytes_ = 0;
+};
+
+}  // namespace spliced

@@ -1,0 +1,23 @@
+#pragma once
+// Plain counters, updated on the data path and formatted only when read (admin /metrics, logs).
+// One set per route per worker; a scrape sums workers.
+#include <cstdint>
+
+namespace spliced {
+
+struct RouteMetrics {
+  uint64_t connections_active = 0;
+  uint64_t connections_total = 0;
+  uint64_t rejected_limit = 0;
+  uint64_t rejected_denied = 0;
+  uint64_t bytes_in = 0;        // from clients
+  uint64_t bytes_out = 0;       // to clients (proxy)
+  uint64_t upstream_bytes = 0;  // to upstreams (proxy)
+  uint64_t archive_bytes = 0;   // written into segment files
+  uint64_t archive_segments = 0;  // segments closed (renamed to their final name)
+  uint64_t copy_fallback_bytes = 0;  // bytes that passed through user space
+  uint64_t storage_errors = 0;
+  uint64_t lines_split = 0;  // framing: lines, lines longer than max_line
+};
+
+}  // namespace spliced

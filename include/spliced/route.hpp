@@ -1,0 +1,60 @@
+#pragma once
+// A route: one listener plus what happens to its streams (for now: collect into an archive).
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "spliced/archive.hpp"
+#include "spliced/collect_session.hpp"
+#include "spliced/config.hpp"
+#include "spliced/event.hpp"
+#include "spliced/listener.hpp"
+#include "spliced/metrics.hpp"
+
+namespace spliced {
+
+class Server;
+
+// A Route owns its listener, counters, archive dir fd, its shared chain (layout: shared), its
+// interval timer and its sessions. The Server and the config snapshot are borrowed.
+class Route {
+ public:
+  Route(Server& server, const RouteConfig& cfg);
+  ~Route();
+
+  // Creates the archive dir and starts listening. Empty on success, else the reason.
+  std::string start();
+  void stopAccepting();
+  void rotateAll();
+  void shutdownSweep();
+  // Closes the shared chain's segment (the last step of a shutdown).
+  void closeShared();
+
+  const RouteConfig& config() const { return cfg_; }
+  RouteMetrics& metrics() { return metrics_; }
+  Server& server() { return server_; }
+  SegmentChain* sharedChain() { return shared_.get(); }
+  int dirFd() const { return dir_fd_.get(); }
+  size_t sessionCount() const { return sessions_.size(); }
+  std::string boundAddress() const { return listener_ ? listener_->boundAddress() : ""; }
+
+  // Called by a session that has closed: it is freed after the current callback returns.
+  void sessionDone(CollectSession* s);
+
+ private:
+  void onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len);
+  static void onInterval(evutil_socket_t, short, void* arg);
+  void armInterval();
+
+  Server& server_;
+  const RouteConfig& cfg_;
+  RouteMetrics metrics_;
+  UniqueFd dir_fd_;
+  std::unique_ptr<SegmentChain> shared_;
+  std::unique_ptr<Listener> listener_;
+  EventPtr interval_ev_;
+  std::list<std::unique_ptr<CollectSession>> sessions_;
+};
+
+}  // namespace spliced

@@ -1,0 +1,62 @@
+#pragma once
+// The server: one event loop (a worker), its pipe pool, its routes, signals and shutdown.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "spliced/collect_session.hpp"
+#include "spliced/config.hpp"
+#include "spliced/event.hpp"
+#include "spliced/pipe_pool.hpp"
+#include "spliced/route.hpp"
+#include "spliced/syscalls.hpp"
+
+namespace spliced {
+
+// A Server owns its event_base, pipe pool and routes, and holds the config snapshot they borrow.
+class Server {
+ public:
+  explicit Server(ConfigPtr config, SysCalls& sys = SysCalls::kernel());
+  ~Server();
+
+  // Binds every listener and prepares archive dirs. Empty on success, else the reason.
+  std::string start();
+  // Runs the loop until a shutdown has finished. Returns the process exit code.
+  int run();
+
+  void beginShutdown();
+  void rotateAll();
+
+  event_base* base() { return base_.get(); }
+  PipePool& pipes() { return pipes_; }
+  SysCalls& sys() { return sys_; }
+  const Config& config() const { return *config_; }
+  bool shuttingDown() const { return shutting_down_; }
+  uint64_t nextConnectionId() { return ++last_conn_id_; }
+
+  // Frees `s` after the current callback has returned (never inside its own callback).
+  void retire(std::unique_ptr<CollectSession> s);
+
+ private:
+  static void onSignal(evutil_socket_t sig, short, void* arg);
+  static void onCleanup(evutil_socket_t, short, void* arg);
+  static void onDrainTimeout(evutil_socket_t, short, void* arg);
+  void maybeFinishShutdown();
+  size_t sessionCount() const;
+
+  ConfigPtr config_;
+  SysCalls& sys_;
+  EventBasePtr base_;
+  PipePool pipes_;
+  std::vector<std::unique_ptr<Route>> routes_;
+  std::vector<EventPtr> signal_evs_;
+  EventPtr cleanup_ev_;
+  EventPtr drain_ev_;
+  std::vector<std::unique_ptr<CollectSession>> graveyard_;
+  uint64_t last_conn_id_ = 0;
+  bool shutting_down_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace spliced

@@ -1,0 +1,207 @@
+#include "spliced/archive.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fmt/format.h>
+
+#include "spliced/rotation.hpp"
+
+namespace spliced {
+namespace {
+
+// "a/b/name.log" + 2 -> "a/b/name.2.log"; "a/name" + 2 -> "a/name.2".
+std::string withSuffix(const std::string& rel, int k) {
+  auto slash = rel.rfind('/');
+  auto dot = rel.rfind('.');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash) ||
+      dot == (slash == std::string::npos ? 0 : slash + 1)) {
+    return fmt::format("{}.{}", rel, k);
+  }
+  return fmt::format("{}.{}{}", rel.substr(0, dot), k, rel.substr(dot));
+}
+
+bool existsAt(int dir_fd, const std::string& rel) {
+  struct stat st;
+  return ::fstatat(dir_fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+}  // namespace
+
+int makeParents(int dir_fd, const std::string& rel) {
+  size_t pos = 0;
+  while ((pos = rel.find('/', pos)) != std::string::npos) {
+    std::string dir = rel.substr(0, pos);
+    if (::mkdirat(dir_fd, dir.c_str(), 0755) != 0 && errno != EEXIST) return errno;
+    ++pos;
+  }
+  return 0;
+}
+
+SegmentChain::SegmentChain(const ArchiveConfig& cfg, int dir_fd, NameVars vars, SysCalls& sys,
+                           RouteMetrics& metrics)
+    : cfg_(cfg), dir_fd_(dir_fd), vars_(std::move(vars)), sys_(sys), metrics_(metrics) {}
+
+SegmentChain::~SegmentChain() { rotate(); }
+
+int SegmentChain::ensureOpen() {
+  if (fd_.valid()) return 0;
+  auto name = cfg_.name.expand(vars_, std::chrono::system_clock::now(), cfg_.localtime);
+  if (!name.ok()) {
+    spdlog::error("error=internal route={} {}", vars_.route, name.error());
+    return EINVAL;
+  }
+  std::string rel = name.value();
+  if (int err = makeParents(dir_fd_, rel)) return err;
+  // O_EXCL on NAME.open, and NAME itself must not exist either: never truncate or overwrite.
+  for (int k = 1; k < 10000; ++k) {
+    if (!existsAt(dir_fd_, rel)) {
+      std::string open_path = rel + ".open";
+      int fd = sys_.openat(dir_fd_, open_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                           0640);
+      if (fd >= 0) {
+        fd_.reset(fd);
+        rel_ = rel;
+        size_ = 0;
+        return 0;
+      }
+      if (errno != EEXIST) return errno;
+    }
+    rel = withSuffix(name.value(), k);
+  }
+  return EEXIST;
+}
+
+void SegmentChain::rotate() {
+  if (!fd_.valid()) return;
+  if (cfg_.fsync == FsyncPolicy::OnClose && sys_.fdatasync(fd_.get()) != 0) {
+    spdlog::error("error=storage route={} fdatasync {}: {}", vars_.route, rel_,
+                  std::strerror(errno));
+  }
+  fd_.reset();
+  std::string from = rel_ + ".open";
+  std::string to = rel_;
+  for (int k = 1;; ++k) {
+    if (::renameat2(dir_fd_, from.c_str(), dir_fd_, to.c_str(), RENAME_NOREPLACE) == 0) break;
+    if (errno != EEXIST || k >= 10000) {
+      spdlog::error("error=storage route={} cannot rename {} to {}: {}", vars_.route, from, to,
+                    std::strerror(errno));
+      to = from;
+      break;
+    }
+    to = withSuffix(rel_, k);
+  }
+  if (cfg_.fsync == FsyncPolicy::OnClose) {
+    // Make the rename itself durable: fsync the directory holding the segment.
+    auto slash = to.rfind('/');
+    std::string parent = slash == std::string::npos ? "." : to.substr(0, slash);
+    UniqueFd dfd(::openat(dir_fd_, parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dfd.valid()) ::fsync(dfd.get());
+  }
+  ++metrics_.archive_segments;
+  ++closed_;
+  spdlog::debug("route={} segment closed {} bytes={}", vars_.route, to, size_);
+  uint64_t bytes = size_;
+  rel_.clear();
+  size_ = 0;
+  ++vars_.seq;
+  if (on_closed_) on_closed_(to, bytes);
+}
+
+SinkResult SegmentChain::fail(size_t done, int err) {
+  last_err_ = err;
+  ++metrics_.storage_errors;
+  return {done, IoStatus::Error, err};
+}
+
+SinkResult SegmentChain::fromPipe(Pipe& pipe, size_t n) {
+  size_t done = 0;
+  n = std::min(n, pipe.bytes);
+  while (done < n) {
+    if (int err = ensureOpen()) return fail(done, err);
+    uint64_t room = roomInSegment(size_, cfg_.rotate.max_bytes);
+    if (room == 0) {
+      rotate();
+      continue;
+    }
+    size_t chunk = static_cast<size_t>(std::min<uint64_t>(n - done, room));
+    loff_t off = static_cast<loff_t>(size_);
+    ssize_t w = sys_.splice(pipe.rd.get(), nullptr, fd_.get(), &off, chunk, SPLICE_F_MOVE);
+    if (w > 0) {
+      size_ += static_cast<uint64_t>(w);
+      total_ += static_cast<uint64_t>(w);
+      metrics_.archive_bytes += static_cast<uint64_t>(w);
+      pipe.bytes -= static_cast<size_t>(w);
+      done += static_cast<size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+      return {done, IoStatus::Unsupported, errno};
+    }
+    if (w < 0 && errno == EAGAIN) return {done, IoStatus::Blocked, EAGAIN};
+    return fail(done, w == 0 ? EIO : errno);
+  }
+  last_err_ = 0;
+  return {done, IoStatus::Ok, 0};
+}
+
+SinkResult SegmentChain::fromBuffer(const char* data, size_t n) {
+  return writeBuffer(data, n, false);
+}
+
+SinkResult SegmentChain::writeLines(uint64_t owner, const char* data, size_t n) {
+  if (incomplete_owner_ != 0 && incomplete_owner_ != owner) return {0, IoStatus::Blocked, 0};
+  SinkResult r = writeBuffer(data, n, true);
+  // A record cut short by an error must be completed by its owner before anyone else writes.
+  if (r.bytes < n && r.bytes > 0) {
+    incomplete_owner_ = owner;
+  } else if (r.bytes == n) {
+    incomplete_owner_ = 0;
+  }
+  return r;
+}
+
+SinkResult SegmentChain::writeBuffer(const char* data, size_t n, bool whole_lines) {
+  size_t done = 0;
+  while (done < n) {
+    if (int err = ensureOpen()) return fail(done, err);
+    uint64_t room = roomInSegment(size_, cfg_.rotate.max_bytes);
+    if (room == 0) {
+      rotate();
+      continue;
+    }
+    size_t chunk = static_cast<size_t>(std::min<uint64_t>(n - done, room));
+    if (whole_lines && chunk < n - done) {
+      // The rest does not fit: cut after the last whole line that does, or start a new
+      // segment; only a line longer than a whole segment is split.
+      const char* nl = static_cast<const char*>(memrchr(data + done, '\n', chunk));
+      if (nl != nullptr) {
+        chunk = static_cast<size_t>(nl - (data + done)) + 1;
+      } else if (size_ > 0) {
+        rotate();
+        continue;
+      }
+    }
+    ssize_t w = sys_.pwrite(fd_.get(), data + done, chunk, static_cast<off_t>(size_));
+    if (w > 0) {
+      size_ += static_cast<uint64_t>(w);
+      total_ += static_cast<uint64_t>(w);
+      metrics_.archive_bytes += static_cast<uint64_t>(w);
+      done += static_cast<size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    return fail(done, w == 0 ? EIO : errno);
+  }
+  last_err_ = 0;
+  return {done, IoStatus::Ok, 0};
+}
+
+}  // namespace spliced

@@ -1,0 +1,197 @@
+#include "spliced/collect_session.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "spliced/route.hpp"
+#include "spliced/server.hpp"
+
+namespace spliced {
+namespace {
+
+// Bytes moved per wake-up before yielding to other connections (level-triggered: the loop comes
+// back at once if more is waiting).
+constexpr size_t kBudgetPerWakeup = 4 * 1024 * 1024;
+// On drain_timeout, at most this much more is taken from a socket that keeps streaming.
+constexpr size_t kSweepLimit = 64 * 1024 * 1024;
+constexpr std::chrono::milliseconds kFirstBackoff{100};
+constexpr std::chrono::milliseconds kMaxBackoff{5000};
+
+}  // namespace
+
+const char* toString(EndReason r) {
+  switch (r) {
+    case EndReason::Eof:
+      return "eof";
+    case EndReason::IdleTimeout:
+      return "idle_timeout";
+    case EndReason::Reset:
+      return "client_error";
+    case EndReason::Shutdown:
+      return "shutdown";
+    case EndReason::Internal:
+      return "internal_error";
+  }
+  return "?";
+}
+
+CollectSession::CollectSession(Route& route, UniqueFd fd, PeerInfo peer, uint64_t id)
+    : route_(route), fd_(std::move(fd)), peer_(std::move(peer)), id_(id) {
+  Server& server = route_.server();
+  const ArchiveConfig& ac = *route_.config().archive;
+  Sink* sink = nullptr;
+  if (ac.layout == Layout::PerConnection) {
+    NameVars vars{route_.config().name, peer_.fileSafeIp(), peer_.port, id_, 0, ::getpid()};
+    own_chain_ = std::make_unique<SegmentChain>(ac, route_.dirFd(), std::move(vars), server.sys(),
+                                                route_.metrics());
+    sink = own_chain_.get();
+  } else if (ac.framing == Framing::Lines) {
+    framer_ = std::make_unique<LineFramer>(*route_.sharedChain(), id_, ac.max_line,
+                                           route_.metrics());
+    sink = framer_.get();
+  } else {
+    sink = route_.sharedChain();
+  }
+  pump_ = std::make_unique<Pump>(fd_.get(), *sink, server.pipes(), server.sys(), route_.metrics());
+}
+
+CollectSession::~CollectSession() = default;
+
+void CollectSession::start() {
+  started_ = std::chrono::steady_clock::now();
+  event_base* base = route_.server().base();
+  // EV_PERSIST with a timeout: libevent re-arms the timeout whenever the event fires, which is
+  // exactly an idle timeout.
+  read_ev_.reset(event_new(base, fd_.get(), EV_READ | EV_PERSIST, &CollectSession::onEvent, this));
+  retry_ev_.reset(evtimer_new(base, &CollectSession::onRetry, this));
+  addEvent(read_ev_.get(), route_.config().idle_timeout);
+}
+
+void CollectSession::onEvent(evutil_socket_t, short what, void* arg) {
+  auto* self = static_cast<CollectSession*>(arg);
+  if (self->state_ != State::Streaming) return;
+  if (what & EV_TIMEOUT) {
+    // Idle: nothing arrived for idle_timeout. Anything held is written first.
+    PumpResult r = self->pump_->flush();
+    (void)r;
+    self->close(EndReason::IdleTimeout, 0);
+    return;
+  }
+  self->advance(kBudgetPerWakeup);
+}
+
+void CollectSession::advance(size_t budget) {
+  PumpResult r = pump_->run(budget);
+  bytes_ += r.moved;
+  handle(r);
+}
+
+void CollectSession::handle(const PumpResult& r) {
+  switch (r.status) {
+    case PumpStatus::Drained:
+    case PumpStatus::Budget:
+      return;
+    case PumpStatus::Eof:
+      close(EndReason::Eof, 0);
+      return;
+    case PumpStatus::SourceError:
+      // Reset by the client: what was read is written before the session ends.
+      client_gone_ = true;
+      client_err_ = r.err;
+      if (pump_->heldBytes() == 0) {
+        close(EndReason::Reset, r.err);
+      } else {
+        enterBackoff(pump_->flush());
+        if (pump_->heldBytes() == 0) close(EndReason::Reset, r.err);
+      }
+      return;
+    case PumpStatus::SinkBlocked:
+    case PumpStatus::SinkError:
+      enterBackoff(r);
+      return;
+  }
+}
+
+void CollectSession::enterBackoff(const PumpResult& r) {
+  if (r.status != PumpStatus::SinkBlocked && r.status != PumpStatus::SinkError) return;
+  if (r.status == PumpStatus::SinkError && storage_err_ != r.err) {
+    // Logged once per episode (and again only if the error changes).
+    spdlog::error(
+        "error=storage route={} conn={} archive write failed: {}; pausing this client and "
+        "retrying (holding {} bytes)",
+        route_.config().name, id_, std::strerror(r.err), pump_->heldBytes());
+    storage_err_ = r.err;
+  }
+  if (state_ != State::Backoff) {
+    state_ = State::Backoff;
+    event_del(read_ev_.get());
+    backoff_ = kFirstBackoff;
+  } else {
+    backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+  }
+  addEvent(retry_ev_.get(), backoff_);
+}
+
+void CollectSession::onRetry(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<CollectSession*>(arg);
+  if (self->state_ != State::Backoff) return;
+  PumpResult r = self->pump_->flush();
+  if (r.status == PumpStatus::SinkBlocked || r.status == PumpStatus::SinkError) {
+    self->enterBackoff(r);
+    return;
+  }
+  if (self->storage_err_ != 0) {
+    spdlog::info("route={} conn={} archive writable again; resuming", self->route_.config().name,
+                 self->id_);
+    self->storage_err_ = 0;
+  }
+  self->state_ = State::Streaming;
+  if (r.status == PumpStatus::Eof) return self->close(EndReason::Eof, 0);
+  if (self->client_gone_) return self->close(EndReason::Reset, self->client_err_);
+  addEvent(self->read_ev_.get(), self->route_.config().idle_timeout);
+  self->advance(kBudgetPerWakeup);
+}
+
+void CollectSession::rotate() {
+  if (own_chain_) own_chain_->rotate();
+}
+
+void CollectSession::shutdownSweep() {
+  if (state_ == State::Closed) return;
+  if (state_ == State::Streaming && !client_gone_) {
+    PumpResult r = pump_->run(kSweepLimit);
+    bytes_ += r.moved;
+    if (r.status == PumpStatus::Eof) return close(EndReason::Eof, 0);
+  } else {
+    pump_->flush();
+  }
+  if (pump_->heldBytes() > 0) {
+    spdlog::error("error=storage route={} conn={} {} bytes could not be written before exit: {}",
+                  route_.config().name, id_, pump_->heldBytes(),
+                  std::strerror(storage_err_ ? storage_err_ : EIO));
+  }
+  close(EndReason::Shutdown, 0);
+}
+
+void CollectSession::close(EndReason why, int err) {
+  if (state_ == State::Closed) return;
+  state_ = State::Closed;
+  read_ev_.reset();
+  retry_ev_.reset();
+  if (own_chain_) own_chain_->rotate();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  started_);
+  auto level = why == EndReason::Internal ? spdlog::level::err : spdlog::level::info;
+  if (why == EndReason::Reset) level = spdlog::level::warn;
+  spdlog::log(level, "close route={} conn={} peer={} bytes={} segments={} duration={} end={}{}{}",
+              route_.config().name, id_, peer_.display(), bytes_,
+              own_chain_ ? own_chain_->segmentsClosed() : 0, formatDuration(ms), toString(why),
+              err ? " error=downstream detail=" : "", err ? std::strerror(err) : "");
+  route_.sessionDone(this);
+}
+
+}  // namespace spliced

@@ -1,0 +1,79 @@
+// spliced: a zero-copy log collector (and, later, TCP proxy) built on splice(2).
+#include <getopt.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <string>
+
+#include "spliced/config.hpp"
+#include "spliced/log.hpp"
+#include "spliced/server.hpp"
+#include "spliced/version.hpp"
+
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: spliced -c FILE        run in the foreground\n"
+               "       spliced -t -c FILE     check the config and exit (0 valid, 1 invalid)\n"
+               "       spliced --version\n"
+               "signals: TERM/INT drain and exit, USR1 rotate archive segments now\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  bool test_only = false;
+  static const option kOptions[] = {{"config", required_argument, nullptr, 'c'},
+                                    {"test", no_argument, nullptr, 't'},
+                                    {"version", no_argument, nullptr, 'V'},
+                                    {"help", no_argument, nullptr, 'h'},
+                                    {nullptr, 0, nullptr, 0}};
+  int opt;
+  while ((opt = getopt_long(argc, argv, "c:tVh", kOptions, nullptr)) != -1) {
+    switch (opt) {
+      case 'c':
+        config_path = optarg;
+        break;
+      case 't':
+        test_only = true;
+        break;
+      case 'V':
+        std::printf("spliced %s\n", spliced::kVersion);
+        return 0;
+      case 'h':
+        usage(stdout);
+        return 0;
+      default:
+        usage(stderr);
+        return 2;
+    }
+  }
+  if (config_path.empty() || optind != argc) {
+    usage(stderr);
+    return 2;
+  }
+  spliced::ConfigResult loaded = spliced::loadConfigFile(config_path);
+  for (const auto& e : loaded.errors) std::fprintf(stderr, "%s\n", e.format().c_str());
+  if (!loaded.errors.empty()) {
+    if (test_only) std::fprintf(stderr, "%s: configuration is invalid\n", config_path.c_str());
+    return 1;
+  }
+  if (test_only) {
+    std::printf("%s: configuration is valid\n", config_path.c_str());
+    return 0;
+  }
+  spliced::setupLogging(loaded.config->log);
+  spliced::Server server(loaded.config);
+  std::string err = server.start();
+  if (!err.empty()) {
+    spdlog::error("error=internal cannot start: {}", err);
+    return 1;
+  }
+  spdlog::info("spliced {} started (pid {}), config {}", spliced::kVersion, ::getpid(),
+               config_path);
+  int rc = server.run();
+  spdlog::info("spliced stopped");
+  return rc;
+}

@@ -1,0 +1,169 @@
+#include "spliced/pump.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace spliced {
+namespace {
+
+constexpr size_t kCopyBuffer = 64 * 1024;
+
+bool spliceUnsupported(int err) {
+  return err == EINVAL || err == ENOSYS || err == EBADF || err == EOPNOTSUPP;
+}
+
+}  // namespace
+
+Pump::Pump(int source, Sink& sink, PipePool& pool, SysCalls& sys, RouteMetrics& metrics)
+    : source_(source), sink_(sink), pool_(pool), sys_(sys), metrics_(metrics) {
+  forced_copy_ = sink_.needsBytes();
+}
+
+Pump::~Pump() {
+  if (pipe_) pool_.release(std::move(*pipe_));  // closed, not pooled, if it still holds bytes
+}
+
+size_t Pump::heldBytes() const { return (pipe_ ? pipe_->bytes : 0) + buf_len_; }
+
+PumpResult Pump::done(PumpResult r) {
+  if (pipe_ && pipe_->empty()) {
+    pool_.release(std::move(*pipe_));
+    pipe_.reset();
+  }
+  return r;
+}
+
+bool Pump::pipeToBuffer() {
+  size_t need = buf_off_ + buf_len_ + pipe_->bytes;
+  if (need > buf_size_) {
+    size_t size = std::max(need, kCopyBuffer);
+    auto fresh = std::make_unique<char[]>(size);
+    if (buf_len_) std::memcpy(fresh.get(), buf_.get() + buf_off_, buf_len_);
+    buf_ = std::move(fresh);
+    buf_size_ = size;
+    buf_off_ = 0;
+  }
+  while (pipe_->bytes > 0) {
+    ssize_t n = sys_.read(pipe_->rd.get(), buf_.get() + buf_off_ + buf_len_, pipe_->bytes);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    pipe_->bytes -= static_cast<size_t>(n);
+    buf_len_ += static_cast<size_t>(n);
+    metrics_.copy_fallback_bytes += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+PumpResult Pump::flushInternal() {
+  if (pipe_ && pipe_->bytes > 0) {
+    while (pipe_->bytes > 0) {
+      SinkResult r = sink_.fromPipe(*pipe_, pipe_->bytes);
+      if (r.status == IoStatus::Unsupported) {
+        spdlog::debug("sink cannot splice ({}); copying for this stream", std::strerror(r.err));
+        forced_copy_ = true;
+        if (!pipeToBuffer()) return {PumpStatus::SinkError, 0, EIO};
+        break;
+      }
+      if (r.status == IoStatus::Error) return {PumpStatus::SinkError, 0, r.err};
+      if (r.status == IoStatus::Blocked || r.bytes == 0) return {PumpStatus::SinkBlocked, 0, 0};
+    }
+  }
+  while (buf_len_ > 0) {
+    SinkResult r = sink_.fromBuffer(buf_.get() + buf_off_, buf_len_);
+    buf_off_ += r.bytes;
+    buf_len_ -= r.bytes;
+    if (buf_len_ == 0) buf_off_ = 0;
+    if (r.status == IoStatus::Error) return {PumpStatus::SinkError, 0, r.err};
+    if (r.status != IoStatus::Ok || (r.bytes == 0 && buf_len_ > 0)) {
+      return {PumpStatus::SinkBlocked, 0, 0};
+    }
+  }
+  SinkResult held = sink_.flushHeld();
+  if (held.status == IoStatus::Error) return {PumpStatus::SinkError, 0, held.err};
+  if (held.status != IoStatus::Ok) return {PumpStatus::SinkBlocked, 0, 0};
+  if (eof_ && !finished_) {
+    SinkResult fin = sink_.finish();
+    if (fin.status == IoStatus::Error) return {PumpStatus::SinkError, 0, fin.err};
+    if (fin.status != IoStatus::Ok) return {PumpStatus::SinkBlocked, 0, 0};
+    finished_ = true;
+  }
+  return {eof_ ? PumpStatus::Eof : PumpStatus::Drained, 0, 0};
+}
+
+PumpResult Pump::flush() { return done(flushInternal()); }
+
+PumpResult Pump::run(size_t budget) {
+  size_t moved = 0;
+  while (true) {
+    if (heldBytes() > 0 || eof_) {
+      PumpResult f = flushInternal();
+      if (f.status != PumpStatus::Drained && f.status != PumpStatus::Eof) {
+        f.moved = moved;
+        return done(f);
+      }
+    }
+    if (eof_) return done({PumpStatus::Eof, moved, 0});
+    if (moved >= budget) return done({PumpStatus::Budget, moved, 0});
+
+    if (!forced_copy_ && !pipe_) pipe_ = pool_.acquire();
+    if (!forced_copy_ && pipe_) {
+      size_t want = std::min(pipe_->capacity - pipe_->bytes, budget - moved);
+      ssize_t n = sys_.splice(source_, nullptr, pipe_->wr.get(), nullptr, want,
+                              SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        pipe_->bytes += static_cast<size_t>(n);
+        moved += static_cast<size_t>(n);
+        metrics_.bytes_in += static_cast<size_t>(n);
+        continue;
+      }
+      if (n == 0) {
+        eof_ = true;
+        continue;
+      }
+      int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN) {
+        // With bytes in the pipe this may mean "pipe full" (its slots, not its bytes): the loop
+        // flushes them and asks again. With an empty pipe the socket is drained.
+        if (pipe_->bytes > 0) continue;
+        return done({PumpStatus::Drained, moved, 0});
+      }
+      if (spliceUnsupported(err)) {
+        spdlog::debug("splice from socket failed ({}); copying for this stream",
+                      std::strerror(err));
+        forced_copy_ = true;
+        continue;
+      }
+      return done({PumpStatus::SourceError, moved, err});
+    }
+
+    // Copy path: forced for this stream, or no pipe could be had for this wake-up.
+    if (!buf_) {
+      buf_ = std::make_unique<char[]>(kCopyBuffer);
+      buf_size_ = kCopyBuffer;
+    }
+    size_t want = std::min(buf_size_ - buf_off_ - buf_len_, budget - moved);
+    ssize_t n = sys_.read(source_, buf_.get() + buf_off_ + buf_len_, want);
+    if (n > 0) {
+      buf_len_ += static_cast<size_t>(n);
+      moved += static_cast<size_t>(n);
+      metrics_.bytes_in += static_cast<size_t>(n);
+      metrics_.copy_fallback_bytes += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) {
+      eof_ = true;
+      continue;
+    }
+    int err = errno;
+    if (err == EINTR) continue;
+    if (err == EAGAIN) return done({PumpStatus::Drained, moved, 0});
+    return done({PumpStatus::SourceError, moved, err});
+  }
+}
+
+}  // namespace spliced

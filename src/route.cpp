@@ -1,0 +1,122 @@
+#include "spliced/route.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fmt/format.h>
+
+#include "spliced/rotation.hpp"
+#include "spliced/server.hpp"
+
+namespace spliced {
+
+Route::Route(Server& server, const RouteConfig& cfg) : server_(server), cfg_(cfg) {}
+
+Route::~Route() {
+  listener_.reset();
+  sessions_.clear();
+  shared_.reset();
+}
+
+std::string Route::start() {
+  const ArchiveConfig& ac = *cfg_.archive;
+  std::error_code ec;
+  std::filesystem::create_directories(ac.dir, ec);
+  if (ec) return fmt::format("cannot create archive dir {}: {}", ac.dir.string(), ec.message());
+  dir_fd_.reset(::open(ac.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir_fd_.valid()) {
+    return fmt::format("cannot open archive dir {}: {}", ac.dir.string(), std::strerror(errno));
+  }
+  if (::faccessat(dir_fd_.get(), ".", W_OK | X_OK, 0) != 0) {
+    return fmt::format("archive dir {} is not writable: {}", ac.dir.string(), std::strerror(errno));
+  }
+  if (ac.layout == Layout::Shared) {
+    NameVars vars;
+    vars.route = cfg_.name;
+    vars.pid = ::getpid();
+    shared_ = std::make_unique<SegmentChain>(ac, dir_fd_.get(), std::move(vars), server_.sys(),
+                                             metrics_);
+  }
+  listener_ = std::make_unique<Listener>(
+      server_.base(), server_.sys(), cfg_.name,
+      [this](UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
+        onAccept(std::move(fd), peer, len);
+      });
+  std::string err = listener_->open(cfg_.listen);
+  if (!err.empty()) return err;
+  interval_ev_.reset(evtimer_new(server_.base(), &Route::onInterval, this));
+  armInterval();
+  return {};
+}
+
+void Route::stopAccepting() {
+  if (listener_) listener_->close();
+}
+
+void Route::armInterval() {
+  auto interval = cfg_.archive->rotate.interval;
+  if (interval.count() <= 0) return;
+  auto now = std::chrono::system_clock::now();
+  auto next = nextBoundary(now, interval, cfg_.archive->localtime);
+  auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(next - now);
+  addEvent(interval_ev_.get(), delay + std::chrono::milliseconds(1));
+}
+
+void Route::onInterval(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Route*>(arg);
+  self->rotateAll();
+  self->armInterval();
+}
+
+void Route::rotateAll() {
+  for (auto& s : sessions_) s->rotate();
+  if (shared_) shared_->rotate();
+}
+
+void Route::shutdownSweep() {
+  // Sessions remove themselves from the list as they close: walk a copy of the pointers.
+  std::vector<CollectSession*> live;
+  for (auto& s : sessions_) live.push_back(s.get());
+  for (auto* s : live) s->shutdownSweep();
+}
+
+void Route::closeShared() {
+  if (shared_) shared_->rotate();
+}
+
+void Route::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
+  const auto* sa = reinterpret_cast<const sockaddr*>(&peer);
+  if (!allowed(cfg_.allow, sa)) {
+    ++metrics_.rejected_denied;
+    spdlog::debug("route={} refused {}: not in allow list", cfg_.name,
+                  describePeer(sa, len).display());
+    return;  // fd closes here
+  }
+  if (metrics_.connections_active >= cfg_.max_connections) {
+    ++metrics_.rejected_limit;
+    spdlog::debug("route={} refused {}: max_connections ({}) reached", cfg_.name,
+                  describePeer(sa, len).display(), cfg_.max_connections);
+    return;
+  }
+  ++metrics_.connections_total;
+  ++metrics_.connections_active;
+  auto session = std::make_unique<CollectSession>(*this, std::move(fd), describePeer(sa, len),
+                                                  server_.nextConnectionId());
+  CollectSession* raw = session.get();
+  sessions_.push_back(std::move(session));
+  raw->self = std::prev(sessions_.end());
+  raw->start();
+}
+
+void Route::sessionDone(CollectSession* s) {
+  --metrics_.connections_active;
+  auto owned = std::move(*s->self);
+  sessions_.erase(s->self);
+  server_.retire(std::move(owned));
+}
+
+}  // namespace spliced

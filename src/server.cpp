@@ -1,0 +1,128 @@
+#include "spliced/server.hpp"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <fmt/format.h>
+
+namespace spliced {
+
+Server::Server(ConfigPtr config, SysCalls& sys)
+    : config_(std::move(config)),
+      sys_(sys),
+      base_(event_base_new()),
+      pipes_(sys, config_->pipes.size, config_->pipes.max) {}
+
+Server::~Server() {
+  graveyard_.clear();
+  routes_.clear();
+  signal_evs_.clear();
+  cleanup_ev_.reset();
+  drain_ev_.reset();
+}
+
+std::string Server::start() {
+  if (!base_) return "cannot create the event loop";
+  ::signal(SIGPIPE, SIG_IGN);
+  for (const auto& rc : config_->routes) {
+    auto route = std::make_unique<Route>(*this, rc);
+    std::string err = route->start();
+    if (!err.empty()) return fmt::format("route {}: {}", rc.name, err);
+    spdlog::info("route={} listening on {} archive={}", rc.name, route->boundAddress(),
+                 rc.archive->dir.string());
+    routes_.push_back(std::move(route));
+  }
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) {
+    EventPtr ev(evsignal_new(base_.get(), sig, &Server::onSignal, this));
+    event_add(ev.get(), nullptr);
+    signal_evs_.push_back(std::move(ev));
+  }
+  cleanup_ev_.reset(event_new(base_.get(), -1, 0, &Server::onCleanup, this));
+  drain_ev_.reset(evtimer_new(base_.get(), &Server::onDrainTimeout, this));
+  return {};
+}
+
+int Server::run() {
+  event_base_dispatch(base_.get());
+  return 0;
+}
+
+void Server::onSignal(evutil_socket_t sig, short, void* arg) {
+  auto* self = static_cast<Server*>(arg);
+  switch (sig) {
+    case SIGTERM:
+    case SIGINT:
+      self->beginShutdown();
+      break;
+    case SIGUSR1:
+      spdlog::info("SIGUSR1: rotating every active segment");
+      self->rotateAll();
+      break;
+    case SIGHUP:
+      spdlog::warn("SIGHUP: configuration reload is not supported yet; ignored");
+      break;
+    default:
+      break;
+  }
+}
+
+void Server::rotateAll() {
+  for (auto& r : routes_) r->rotateAll();
+}
+
+size_t Server::sessionCount() const {
+  size_t n = 0;
+  for (const auto& r : routes_) n += r->sessionCount();
+  return n;
+}
+
+void Server::beginShutdown() {
+  if (shutting_down_) {
+    spdlog::warn("second stop signal: writing what is already received and exiting now");
+    for (auto& r : routes_) r->shutdownSweep();
+    maybeFinishShutdown();
+    return;
+  }
+  shutting_down_ = true;
+  for (auto& r : routes_) r->stopAccepting();
+  size_t n = sessionCount();
+  spdlog::info("shutting down: stopped accepting; {} connection(s) may finish within {}", n,
+               formatDuration(config_->drain_timeout));
+  if (n > 0) addEvent(drain_ev_.get(), std::max(config_->drain_timeout, milliseconds(1)));
+  maybeFinishShutdown();
+}
+
+void Server::onDrainTimeout(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Server*>(arg);
+  spdlog::info("drain_timeout reached: closing {} connection(s)", self->sessionCount());
+  for (auto& r : self->routes_) r->shutdownSweep();
+  self->maybeFinishShutdown();
+}
+
+void Server::maybeFinishShutdown() {
+  if (!shutting_down_ || finished_ || sessionCount() > 0) return;
+  finished_ = true;
+  for (auto& r : routes_) {
+    r->closeShared();
+    const RouteMetrics& m = r->metrics();
+    spdlog::info(
+        "route={} totals: connections={} rejected_limit={} rejected_denied={} bytes_in={} "
+        "archive_bytes={} segments={} copy_fallback_bytes={}",
+        r->config().name, m.connections_total, m.rejected_limit, m.rejected_denied, m.bytes_in,
+        m.archive_bytes, m.archive_segments, m.copy_fallback_bytes);
+  }
+  event_base_loopexit(base_.get(), nullptr);
+}
+
+void Server::retire(std::unique_ptr<CollectSession> s) {
+  graveyard_.push_back(std::move(s));
+  event_active(cleanup_ev_.get(), EV_TIMEOUT, 0);
+}
+
+void Server::onCleanup(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Server*>(arg);
+  self->graveyard_.clear();
+  self->maybeFinishShutdown();
+}
+
+}  // namespace spliced
