@@ -4,8 +4,8 @@
 #include <netdb.h>
 #include <sys/un.h>
 
-#include <cstring>
 #include <fmt/format.h>
+#include <cstring>
 
 namespace spliced {
 namespace {
@@ -40,7 +40,7 @@ Parsed<SocketAddress> parseSocketAddress(std::string_view text) {
     if (path.empty()) return {Fail{std::string("unix: needs a path, e.g. unix:/run/spliced.sock")}};
     if (path.size() >= sizeof(sockaddr_un::sun_path)) {
       return {Fail{fmt::format("unix socket path is longer than {} bytes",
-                          sizeof(sockaddr_un::sun_path) - 1)}};
+                               sizeof(sockaddr_un::sun_path) - 1)}};
     }
     auto* un = reinterpret_cast<sockaddr_un*>(&out.storage);
     un->sun_family = AF_UNIX;
@@ -63,7 +63,8 @@ Parsed<SocketAddress> parseSocketAddress(std::string_view text) {
   } else {
     auto colon = text.rfind(':');
     if (colon == std::string_view::npos) {
-      return {Fail{fmt::format("'{}' has no port (expected host:port, [v6]:port or unix:/path)", text)}};
+      return {Fail{
+          fmt::format("'{}' has no port (expected host:port, [v6]:port or unix:/path)", text)}};
     }
     host = std::string(text.substr(0, colon));
     if (host.find(':') != std::string::npos) {
@@ -73,7 +74,8 @@ Parsed<SocketAddress> parseSocketAddress(std::string_view text) {
   }
   auto port = parsePort(port_text);
   if (!port.ok()) return {Fail{port.error()}};
-  if (host.empty()) return {Fail{std::string("missing host (use * or 0.0.0.0 for all IPv4 addresses)")}};
+  if (host.empty())
+    return {Fail{std::string("missing host (use * or 0.0.0.0 for all IPv4 addresses)")}};
   if (host == "*") host = "0.0.0.0";
 
   addrinfo hints{};
@@ -114,8 +116,8 @@ Parsed<Cidr> Cidr::parse(std::string_view text) {
     c.family_ = AF_INET6;
     max_prefix = 128;
   } else {
-    return {Fail{fmt::format("'{}' is not an IPv4 or IPv6 network (expected e.g. 10.0.0.0/8, ::1/128)",
-                        text)}};
+    return {Fail{fmt::format(
+        "'{}' is not an IPv4 or IPv6 network (expected e.g. 10.0.0.0/8, ::1/128)", text)}};
   }
   if (slash != std::string::npos) {
     if (prefix_text.empty() || prefix_text.size() > 3 ||

@@ -5,11 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "spliced/rotation.hpp"
 
@@ -63,8 +63,8 @@ int SegmentChain::ensureOpen() {
   for (int k = 1; k < 10000; ++k) {
     if (!existsAt(dir_fd_, rel)) {
       std::string open_path = rel + ".open";
-      int fd = sys_.openat(dir_fd_, open_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                           0640);
+      int fd =
+          sys_.openat(dir_fd_, open_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
       if (fd >= 0) {
         fd_.reset(fd);
         rel_ = rel;

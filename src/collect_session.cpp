@@ -50,8 +50,8 @@ CollectSession::CollectSession(Route& route, UniqueFd fd, PeerInfo peer, uint64_
                                                 route_.metrics());
     sink = own_chain_.get();
   } else if (ac.framing == Framing::Lines) {
-    framer_ = std::make_unique<LineFramer>(*route_.sharedChain(), id_, ac.max_line,
-                                           route_.metrics());
+    framer_ =
+        std::make_unique<LineFramer>(*route_.sharedChain(), id_, ac.max_line, route_.metrics());
     sink = framer_.get();
   } else {
     sink = route_.sharedChain();

@@ -116,8 +116,8 @@ class Loader {
     return std::nullopt;
   }
 
-  void size(const YAML::Node& n, const std::string& key, uint64_t& out, uint64_t min,
-            uint64_t max, bool zero_ok) {
+  void size(const YAML::Node& n, const std::string& key, uint64_t& out, uint64_t min, uint64_t max,
+            bool zero_ok) {
     auto s = scalar(n, key);
     if (!s) return;
     auto p = parseSize(*s);
@@ -280,15 +280,16 @@ class Loader {
   }
 
   bool parseRoute(const YAML::Node& n, const std::string& path, RouteConfig& r) {
-    if (!checkMap(n, path,
-                  {"name", "listen", "max_connections", "idle_timeout", "allow", "archive",
-                   "forward"})) {
+    if (!checkMap(
+            n, path,
+            {"name", "listen", "max_connections", "idle_timeout", "allow", "archive", "forward"})) {
       return false;
     }
     if (auto v = n["name"]) {
       if (auto s = scalar(v, path + ".name")) {
         if (s->empty() || s->size() > 64 ||
-            s->find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
+            s->find_first_not_of(
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
                 std::string::npos) {
           add(v, path + ".name",
               fmt::format("'{}' is not a valid name (1-64 of A-Z a-z 0-9 _ -)", *s));
@@ -354,12 +355,14 @@ class Loader {
       add(n, path + ".dir", "missing: the directory segments are written to");
     }
     if (auto v = n["layout"]) {
-      auto l = choice<Layout>(v, path + ".layout",
-                              {{"per_connection", Layout::PerConnection}, {"shared", Layout::Shared}});
+      auto l =
+          choice<Layout>(v, path + ".layout",
+                         {{"per_connection", Layout::PerConnection}, {"shared", Layout::Shared}});
       if (l) a.layout = *l;
     }
     if (auto v = n["framing"]) {
-      auto f = choice<Framing>(v, path + ".framing", {{"raw", Framing::Raw}, {"lines", Framing::Lines}});
+      auto f =
+          choice<Framing>(v, path + ".framing", {{"raw", Framing::Raw}, {"lines", Framing::Lines}});
       if (f) a.framing = *f;
     }
     std::string name_text = a.layout == Layout::Shared
@@ -378,7 +381,7 @@ class Loader {
       if (a.layout == Layout::Shared && (a.name.usesPeer() || a.name.usesConn())) {
         addAt(name_mark, path + ".name",
               "{peer}, {peer_port} and {conn} have no meaning with layout: shared (one chain for "
-            "all connections)");
+              "all connections)");
       }
     }
     if (auto v = n["localtime"]) boolean(v, path + ".localtime", a.localtime);
@@ -407,13 +410,14 @@ class Loader {
       }
     }
     if (auto v = n["compress"]) {
-      auto c = choice<Compress>(v, path + ".compress",
-                                {{"none", Compress::None}, {"gzip", Compress::Gzip}, {"zstd", Compress::Zstd}});
+      auto c = choice<Compress>(
+          v, path + ".compress",
+          {{"none", Compress::None}, {"gzip", Compress::Gzip}, {"zstd", Compress::Zstd}});
       if (c) a.compress = *c;
     }
     if (auto v = n["fsync"]) {
-      auto f = choice<FsyncPolicy>(v, path + ".fsync",
-                                   {{"never", FsyncPolicy::Never}, {"on_close", FsyncPolicy::OnClose}});
+      auto f = choice<FsyncPolicy>(
+          v, path + ".fsync", {{"never", FsyncPolicy::Never}, {"on_close", FsyncPolicy::OnClose}});
       if (f) a.fsync = *f;
     }
     if (auto v = n["max_line"]) {
@@ -498,7 +502,8 @@ ConfigResult loadConfigFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     ConfigResult r;
-    r.errors.push_back({path, 0, 0, "", fmt::format("cannot read config: {}", std::strerror(errno))});
+    r.errors.push_back(
+        {path, 0, 0, "", fmt::format("cannot read config: {}", std::strerror(errno))});
     return r;
   }
   std::stringstream ss;

@@ -4,8 +4,7 @@
 
 namespace spliced {
 
-LineFramer::LineFramer(SegmentChain& chain, uint64_t owner, size_t max_line,
-                       RouteMetrics& metrics)
+LineFramer::LineFramer(SegmentChain& chain, uint64_t owner, size_t max_line, RouteMetrics& metrics)
     : chain_(chain), owner_(owner), max_line_(max_line), metrics_(metrics) {}
 
 SinkResult LineFramer::writeComplete() {

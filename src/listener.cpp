@@ -6,9 +6,9 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <fmt/format.h>
 #include <cerrno>
 #include <cstring>
-#include <fmt/format.h>
 
 namespace spliced {
 namespace {
@@ -50,7 +50,8 @@ std::string Listener::open(const SocketAddress& addr) {
   if (!addr.isUnix()) {
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     // [::]:port means IPv6 only, as nginx does; list 0.0.0.0:port too for IPv4.
-    if (addr.family() == AF_INET6) ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (addr.family() == AF_INET6)
+      ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   }
   if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.len) != 0) {
     return fmt::format("cannot bind {}: {}", addr.text, std::strerror(errno));

@@ -1,7 +1,7 @@
 #include "spliced/naming.hpp"
 
-#include <ctime>
 #include <fmt/format.h>
+#include <ctime>
 
 namespace spliced {
 namespace {
@@ -117,11 +117,12 @@ Parsed<std::string> NameTemplate::expand(const NameVars& vars,
   }
   std::string out(pattern.size() * 4 + 256, '\0');
   size_t n = std::strftime(out.data(), out.size(), pattern.c_str(), &tm);
-  if (n == 0 && !pattern.empty()) return {Fail{std::string("name expands to nothing or is too long")}};
+  if (n == 0 && !pattern.empty())
+    return {Fail{std::string("name expands to nothing or is too long")}};
   out.resize(n);
   if (!isContainedRelativePath(out)) {
-    return {Fail{fmt::format("name '{}' expands to '{}', which is not inside the archive dir", text_,
-                        out)}};
+    return {Fail{
+        fmt::format("name '{}' expands to '{}', which is not inside the archive dir", text_, out)}};
   }
   return {out};
 }

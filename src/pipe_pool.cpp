@@ -23,7 +23,8 @@ std::optional<Pipe> PipePool::acquire() {
   if (sys_.pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
     static bool warned = false;  // one line per process: this is an fd-exhaustion episode
     if (!warned) {
-      spdlog::warn("error=internal cannot create a pipe ({}); copying instead", std::strerror(errno));
+      spdlog::warn("error=internal cannot create a pipe ({}); copying instead",
+                   std::strerror(errno));
       warned = true;
     }
     return std::nullopt;

@@ -98,19 +98,31 @@ PumpResult Pump::flush() { return done(flushInternal()); }
 
 PumpResult Pump::run(size_t budget) {
   size_t moved = 0;
-  while (true) {
-    if (heldBytes() > 0 || eof_) {
-      PumpResult f = flushInternal();
-      if (f.status != PumpStatus::Drained && f.status != PumpStatus::Eof) {
-        f.moved = moved;
-        return done(f);
-      }
+  // Leaving the loop: push what was read into the sink first, so that a returned Drained,
+  // Budget, Eof or SourceError means "nothing held" unless the sink refused.
+  auto leave = [&](PumpStatus status, int err) -> PumpResult {
+    PumpResult f = flushInternal();
+    if (f.status == PumpStatus::SinkBlocked || f.status == PumpStatus::SinkError) {
+      f.moved = moved;
+      return done(f);
     }
-    if (eof_) return done({PumpStatus::Eof, moved, 0});
-    if (moved >= budget) return done({PumpStatus::Budget, moved, 0});
-
+    return done({eof_ && status != PumpStatus::SourceError ? PumpStatus::Eof : status, moved, err});
+  };
+  if (heldBytes() > 0 || eof_) {
+    PumpResult f = flushInternal();
+    if (f.status != PumpStatus::Drained) return done(f);  // blocked, failed, or finished
+  }
+  while (true) {
+    if (moved >= budget) return leave(PumpStatus::Budget, 0);
     if (!forced_copy_ && !pipe_) pipe_ = pool_.acquire();
     if (!forced_copy_ && pipe_) {
+      if (pipe_->bytes >= pipe_->capacity) {
+        PumpResult f = flushInternal();
+        if (f.status != PumpStatus::Drained) {
+          f.moved = moved;
+          return done(f);
+        }
+      }
       size_t want = std::min(pipe_->capacity - pipe_->bytes, budget - moved);
       ssize_t n = sys_.splice(source_, nullptr, pipe_->wr.get(), nullptr, want,
                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -121,30 +133,36 @@ PumpResult Pump::run(size_t budget) {
         continue;
       }
       if (n == 0) {
-        eof_ = true;
-        continue;
+        eof_ = true;  // end of stream: drain the pipe first, then report it
+        return leave(PumpStatus::Eof, 0);
       }
       int err = errno;
       if (err == EINTR) continue;
       if (err == EAGAIN) {
-        // With bytes in the pipe this may mean "pipe full" (its slots, not its bytes): the loop
-        // flushes them and asks again. With an empty pipe the socket is drained.
-        if (pipe_->bytes > 0) continue;
-        return done({PumpStatus::Drained, moved, 0});
+        // Socket empty, or the pipe is full in slots though not in bytes. Either way: drain
+        // the pipe and return; level-triggered polling calls back at once if more is waiting.
+        return leave(PumpStatus::Drained, 0);
       }
       if (spliceUnsupported(err)) {
         spdlog::debug("splice from socket failed ({}); copying for this stream",
                       std::strerror(err));
         forced_copy_ = true;
-        continue;
+        continue;  // bytes already in the pipe stay ahead of the copied ones
       }
-      return done({PumpStatus::SourceError, moved, err});
+      return leave(PumpStatus::SourceError, err);
     }
 
     // Copy path: forced for this stream, or no pipe could be had for this wake-up.
     if (!buf_) {
       buf_ = std::make_unique<char[]>(kCopyBuffer);
       buf_size_ = kCopyBuffer;
+    }
+    if (buf_off_ + buf_len_ >= buf_size_) {
+      PumpResult f = flushInternal();
+      if (f.status != PumpStatus::Drained) {
+        f.moved = moved;
+        return done(f);
+      }
     }
     size_t want = std::min(buf_size_ - buf_off_ - buf_len_, budget - moved);
     ssize_t n = sys_.read(source_, buf_.get() + buf_off_ + buf_len_, want);
@@ -157,12 +175,12 @@ PumpResult Pump::run(size_t budget) {
     }
     if (n == 0) {
       eof_ = true;
-      continue;
+      return leave(PumpStatus::Eof, 0);
     }
     int err = errno;
     if (err == EINTR) continue;
-    if (err == EAGAIN) return done({PumpStatus::Drained, moved, 0});
-    return done({PumpStatus::SourceError, moved, err});
+    if (err == EAGAIN) return leave(PumpStatus::Drained, 0);
+    return leave(PumpStatus::SourceError, err);
   }
 }
 

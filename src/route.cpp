@@ -4,10 +4,10 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <fmt/format.h>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fmt/format.h>
 
 #include "spliced/rotation.hpp"
 #include "spliced/server.hpp"
@@ -38,14 +38,14 @@ std::string Route::start() {
     NameVars vars;
     vars.route = cfg_.name;
     vars.pid = ::getpid();
-    shared_ = std::make_unique<SegmentChain>(ac, dir_fd_.get(), std::move(vars), server_.sys(),
-                                             metrics_);
+    shared_ =
+        std::make_unique<SegmentChain>(ac, dir_fd_.get(), std::move(vars), server_.sys(), metrics_);
   }
-  listener_ = std::make_unique<Listener>(
-      server_.base(), server_.sys(), cfg_.name,
-      [this](UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
-        onAccept(std::move(fd), peer, len);
-      });
+  listener_ =
+      std::make_unique<Listener>(server_.base(), server_.sys(), cfg_.name,
+                                 [this](UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
+                                   onAccept(std::move(fd), peer, len);
+                                 });
   std::string err = listener_->open(cfg_.listen);
   if (!err.empty()) return err;
   interval_ev_.reset(evtimer_new(server_.base(), &Route::onInterval, this));

@@ -114,6 +114,20 @@ void Server::maybeFinishShutdown() {
   event_base_loopexit(base_.get(), nullptr);
 }
 
+std::string Server::boundAddress(const std::string& route) const {
+  for (const auto& r : routes_) {
+    if (r->config().name == route) return r->boundAddress();
+  }
+  return {};
+}
+
+const RouteMetrics* Server::metrics(const std::string& route) const {
+  for (const auto& r : routes_) {
+    if (r->config().name == route) return &r->metrics();
+  }
+  return nullptr;
+}
+
 void Server::retire(std::unique_ptr<CollectSession> s) {
   graveyard_.push_back(std::move(s));
   event_active(cleanup_ev_.get(), EV_TIMEOUT, 0);

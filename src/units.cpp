@@ -1,7 +1,7 @@
 #include "spliced/units.hpp"
 
-#include <cctype>
 #include <fmt/format.h>
+#include <cctype>
 #include <limits>
 
 namespace spliced {
@@ -63,7 +63,8 @@ Parsed<uint64_t> parseSize(std::string_view text) {
   } else if (s == "TB") {
     mult = 1000ull * 1000 * 1000 * 1000;
   } else {
-    return {Fail{fmt::format("unknown size unit '{}' (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)}};
+    return {
+        Fail{fmt::format("unknown size unit '{}' (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)}};
   }
   if (mulOverflows(n, mult)) return {Fail{fmt::format("size '{}' is too large", text)}};
   return {n * mult};
@@ -78,7 +79,8 @@ Parsed<std::chrono::milliseconds> parseDuration(std::string_view text) {
   while (!s.empty()) {
     uint64_t n = 0;
     if (!readNumber(s, n)) {
-      return {Fail{fmt::format("'{}' is not a duration (expected e.g. 250ms, 10s, 5m, 1h, 2d)", text)}};
+      return {
+          Fail{fmt::format("'{}' is not a duration (expected e.g. 250ms, 10s, 5m, 1h, 2d)", text)}};
     }
     uint64_t mult = 0;
     if (s.substr(0, 2) == "ms") {

@@ -4,8 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
-build=build/test
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build"
-cd "$build"
+tools/build.sh
+cd build/test
 ctest --output-on-failure --timeout 300 -j2 "$@"

@@ -52,9 +52,9 @@ bool allowed(const std::vector<Cidr>& allow, const sockaddr* sa);
 
 // The peer of an accepted connection, ready for logs and file names.
 struct PeerInfo {
-  std::string ip;     // "192.0.2.7", "2001:db8::1", or "unix"
-  uint16_t port = 0;  // 0 for unix sockets
-  std::string display() const;    // "192.0.2.7:4242", "[2001:db8::1]:4242", "unix"
+  std::string ip;                  // "192.0.2.7", "2001:db8::1", or "unix"
+  uint16_t port = 0;               // 0 for unix sockets
+  std::string display() const;     // "192.0.2.7:4242", "[2001:db8::1]:4242", "unix"
   std::string fileSafeIp() const;  // ':' replaced by '_' for IPv6
 };
 PeerInfo describePeer(const sockaddr* sa, socklen_t len);

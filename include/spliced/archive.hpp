@@ -57,10 +57,10 @@ class SegmentChain : public Sink {
   SysCalls& sys_;
   RouteMetrics& metrics_;
   UniqueFd fd_;
-  std::string rel_;       // final name of the active segment, relative to dir
-  uint64_t size_ = 0;     // bytes in the active segment = next write offset
-  uint64_t total_ = 0;    // bytes written by this chain
-  uint64_t closed_ = 0;   // segments closed by this chain
+  std::string rel_;                // final name of the active segment, relative to dir
+  uint64_t size_ = 0;              // bytes in the active segment = next write offset
+  uint64_t total_ = 0;             // bytes written by this chain
+  uint64_t closed_ = 0;            // segments closed by this chain
   uint64_t incomplete_owner_ = 0;  // writeLines: owner whose record is half written
   int last_err_ = 0;
   SegmentClosedFn on_closed_;

@@ -34,7 +34,7 @@ class LineFramer : public Sink {
   uint64_t owner_;
   size_t max_line_;
   RouteMetrics& metrics_;
-  std::string buf_;     // bytes not yet written; [0, written_) already are
+  std::string buf_;  // bytes not yet written; [0, written_) already are
   size_t written_ = 0;
   size_t complete_ = 0;  // buf_[0, complete_) ends with '\n' and is ready to write
 };

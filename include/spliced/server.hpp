@@ -35,6 +35,11 @@ class Server {
   bool shuttingDown() const { return shutting_down_; }
   uint64_t nextConnectionId() { return ++last_conn_id_; }
 
+  // The address each route listens on (the real port when the config said 0), by route name.
+  std::string boundAddress(const std::string& route) const;
+  // A route's counters, or nullptr for an unknown route.
+  const RouteMetrics* metrics(const std::string& route) const;
+
   // Frees `s` after the current callback has returned (never inside its own callback).
   void retire(std::unique_ptr<CollectSession> s);
 

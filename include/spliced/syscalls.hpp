@@ -1,7 +1,7 @@
 #pragma once
 // The syscall seam: every data-path system call goes through a SysCalls so that a test can force
-// EAGAIN, EINVAL, ENOSPC or a short transfer at the exact call. The default methods call the kernel;
-// a test derives and overrides what it wants to break. Passed by reference, never global.
+// EAGAIN, EINVAL, ENOSPC or a short transfer at the exact call. The default methods call the
+// kernel; a test derives and overrides what it wants to break. Passed by reference, never global.
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/types.h>

@@ -28,8 +28,8 @@ struct Parsed {
 // the i (KiB vs KB); k/K are both accepted. Overflow and negatives are errors.
 Parsed<uint64_t> parseSize(std::string_view text);
 
-// "250ms", "10s", "5m", "1h", "2d", "1h30m", "0". A bare integer other than 0 is refused: a duration
-// must say its unit.
+// "250ms", "10s", "5m", "1h", "2d", "1h30m", "0". A bare integer other than 0 is refused: a
+// duration must say its unit.
 Parsed<std::chrono::milliseconds> parseDuration(std::string_view text);
 
 // Short forms for logs: 1536 -> "1.5KiB"; 90s -> "1m30s".
