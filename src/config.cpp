@@ -228,7 +228,8 @@ class Loader {
         add(routes[i]["name"], path + ".name",
             fmt::format("duplicate route name '{}': names must be unique", r.name));
       }
-      if (!r.listen.text.empty()) {
+      // Port 0 asks the kernel for a free port: two such routes never clash.
+      if (!r.listen.text.empty() && !r.listen.text.ends_with(":0")) {
         for (const auto& [text, node] : listens) {
           if (text == r.listen.text) {
             add(routes[i]["listen"], path + ".listen",

@@ -130,6 +130,9 @@ PumpResult Pump::run(size_t budget) {
         pipe_->bytes += static_cast<size_t>(n);
         moved += static_cast<size_t>(n);
         metrics_.bytes_in += static_cast<size_t>(n);
+        // Less than asked for: the socket is (most likely) empty. Drain and return rather than
+        // pay a system call for the EAGAIN; level-triggered polling calls back if more came.
+        if (static_cast<size_t>(n) < want) return leave(PumpStatus::Drained, 0);
         continue;
       }
       if (n == 0) {

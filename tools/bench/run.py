@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""spliced benchmark driver (standard library only).
+
+Runs each scenario for spliced and its peers alternately, N times, and reports medians of
+GB/s (wall) and CPU-seconds per GB of the system under test (utime+stime of the process and its
+reaped children, from /proc). Every archived byte is verified against what was sent.
+
+    tools/bench/run.py [--runs 5] [--scenario archive-tmpfs] [--quick] [--json out.json]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, "build", "release")
+SPLICED = os.path.join(BUILD, "spliced")
+LOADGEN = os.path.join(BUILD, "tools", "bench", "spliced-loadgen")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def build():
+    subprocess.run([os.path.join(ROOT, "tools", "deps.sh")], check=True)
+    lock = open("/tmp/spliced-build.lock", "w")  # one build at a time on this machine
+    import fcntl
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    subprocess.run(["cmake", "-S", ROOT, "-B", BUILD, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+                    "-DSPLICED_TESTS=OFF"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", BUILD, "--target", "spliced", "spliced-loadgen"],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def ensure_packages(pkgs):
+    missing = [p for p in pkgs if subprocess.run(["dpkg", "-s", p], stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL).returncode != 0]
+    if missing:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+
+
+def cpu_seconds(pid):
+    """utime+stime of pid plus its reaped children (fields 14-17 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def files_under(d):
+    out = []
+    for root, _, names in os.walk(d):
+        out += [os.path.join(root, n) for n in names]
+    return out
+
+
+def loadgen(to, clients, nbytes, seed=1):
+    r = subprocess.run([LOADGEN, "send", "--to", to, "--clients", str(clients), "--bytes",
+                        str(nbytes), "--seed", str(seed)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {r.stderr.strip()} {r.stdout.strip()}")
+    return json.loads(r.stdout)
+
+
+class Spliced:
+    name = "spliced"
+
+    def __init__(self, workdir, layout="per_connection", pipe_size="1MiB", pipes_max=1024):
+        self.workdir, self.layout = workdir, layout
+        self.pipe_size, self.pipes_max = pipe_size, pipes_max
+
+    def start(self, archive):
+        cfg = os.path.join(self.workdir, "spliced.yaml")
+        name = "{route}-{conn}-{seq}.log"
+        with open(cfg, "w") as f:
+            f.write(f"""log: {{ level: warn }}
+pipes: {{ size: {self.pipe_size}, max: {self.pipes_max} }}
+routes:
+  - name: bench
+    listen: 127.0.0.1:{free_port()}
+    archive:
+      dir: {archive}
+      layout: {self.layout}
+      name: "{name}"
+      rotate: {{ max_bytes: 0 }}
+""")
+        with open(cfg) as f:
+            self.port = re.search(r"127.0.0.1:(\d+)", f.read()).group(1)
+        self.proc = subprocess.Popen([SPLICED, "-c", cfg], stderr=subprocess.PIPE)
+        wait_for(lambda: self._listening(), 5, "spliced to listen")
+        return f"127.0.0.1:{self.port}"
+
+    def _listening(self):
+        try:
+            socket.create_connection(("127.0.0.1", int(self.port)), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def done(self, archive, expected):
+        files = files_under(archive)
+        return (files and not any(f.endswith(".open") for f in files)
+                and sum(os.path.getsize(f) for f in files) == expected)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class SocatFile:
+    """socat -u TCP-LISTEN,fork -> OPEN:file,append: one child per connection appends."""
+    name = "socat"
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    def start(self, archive):
+        self.port = free_port()
+        out = os.path.join(archive, "socat.log")
+        self.proc = subprocess.Popen(
+            ["socat", "-u", "-b", "262144",
+             f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr,backlog=1024",
+             f"OPEN:{out},creat,append"], stderr=subprocess.DEVNULL)
+        wait_for(lambda: self._listening(), 5, "socat to listen")
+        return f"127.0.0.1:{self.port}"
+
+    def _listening(self):
+        with open("/proc/net/tcp") as f:
+            return f":{self.port:04X} 00000000:0000 0A" in f.read()
+
+    def done(self, archive, expected):
+        files = files_under(archive)
+        if sum(os.path.getsize(f) for f in files) != expected:
+            return False
+        # every child has exited (and been reaped, so its CPU is counted)
+        kids = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()
+        return not kids
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def run_archive(system, base_dir, clients, nbytes, verify):
+    archive = tempfile.mkdtemp(prefix="archive-", dir=base_dir)
+    try:
+        to = system.start(archive)
+        cpu0 = cpu_seconds(system.proc.pid)
+        t0 = time.monotonic()
+        loadgen(to, clients, nbytes)
+        total = clients * nbytes
+        wait_for(lambda: system.done(archive, total), 300, f"{system.name} to archive")
+        wall = time.monotonic() - t0
+        cpu = cpu_seconds(system.proc.pid) - cpu0
+        system.stop()
+        if verify:
+            verify(archive, clients, nbytes)
+        gb = total / 1e9
+        return {"gbps": gb / wall, "cpu_per_gb": cpu / gb, "wall": wall, "cpu": cpu}
+    finally:
+        try:
+            system.stop()
+        except Exception:
+            pass
+        shutil.rmtree(archive, ignore_errors=True)
+
+
+def verify_per_connection(archive, clients, nbytes):
+    # {conn} counts from 1 in accept order; seeds are per client: match by trying each seed.
+    chains = {}
+    for f in files_under(archive):
+        m = re.search(r"bench-(\d+)-(\d+)\.log$", f)
+        chains.setdefault(int(m.group(1)), []).append((int(m.group(2)), f))
+    if len(chains) != clients:
+        raise RuntimeError(f"expected {clients} chains, found {len(chains)}")
+    seeds = set(range(1, clients + 1))
+    for conn, segs in chains.items():
+        files = [f for _, f in sorted(segs)]
+        with open(files[0], "rb") as fh:
+            seed = int.from_bytes(fh.read(8), "little")
+        if seed not in seeds:
+            raise RuntimeError(f"chain {conn} has unknown seed {seed}")
+        seeds.discard(seed)
+        r = subprocess.run([LOADGEN, "verify", "--bytes", str(nbytes), "--seed", str(seed), *files],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"verification failed: {r.stderr.strip()}")
+
+
+def scenario_archive(args, where):
+    base = "/dev/shm" if where == "tmpfs" else os.path.join(ROOT, "build")
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir=base)
+    clients, nbytes = (4, 50_000_000) if args.quick else (4, 500_000_000)
+    systems = [("spliced", lambda: Spliced(work), verify_per_connection),
+               ("socat", lambda: SocatFile(work), None)]
+    results = {name: [] for name, _, _ in systems}
+    try:
+        for i in range(args.runs):
+            for name, make, verify in systems:
+                r = run_archive(make(), work, clients, nbytes, verify)
+                results[name].append(r)
+                print(f"  run {i + 1} {name:8s} {r['gbps']:.3f} GB/s  "
+                      f"{r['cpu_per_gb']:.3f} CPU-s/GB", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"scenario": f"archive {clients} x {nbytes // 1_000_000} MB into {where}",
+            "results": {n: summarize(rs) for n, rs in results.items()}}
+
+
+def summarize(rs):
+    return {"gbps": statistics.median(r["gbps"] for r in rs),
+            "cpu_per_gb": statistics.median(r["cpu_per_gb"] for r in rs),
+            "runs": len(rs)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="small sizes, 1 run (CI smoke test)")
+    ap.add_argument("--scenario", action="append", choices=["archive-tmpfs", "archive-disk"])
+    ap.add_argument("--json", help="write raw results here")
+    args = ap.parse_args()
+    if args.quick:
+        args.runs = 1
+    ensure_packages(["socat"])
+    build()
+    out = []
+    for sc in args.scenario or ["archive-tmpfs"]:
+        print(f"scenario {sc}", file=sys.stderr)
+        out.append(scenario_archive(args, sc.split("-")[1]))
+    for sc in out:
+        print(f"\n{sc['scenario']} (median of {args.runs})")
+        print("| system | GB/s | CPU-s per GB |\n|---|---|---|")
+        for name, r in sc["results"].items():
+            print(f"| {name} | {r['gbps']:.3f} | {r['cpu_per_gb']:.3f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
