@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <fstream>
 #include <initializer_list>
+#include <map>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -26,7 +27,14 @@ class Loader {
     cfg->source = source_;
     YAML::Node root;
     try {
-      root = YAML::Load(text);
+      std::vector<YAML::Node> docs = YAML::LoadAll(text);
+      if (docs.size() > 1) {
+        errors_.push_back({source_, docs[1].Mark().line + 1, docs[1].Mark().column + 1, "",
+                           "only one YAML document is allowed (found a second after '---')"});
+        result.errors = std::move(errors_);
+        return result;
+      }
+      if (!docs.empty()) root = docs[0];
     } catch (const YAML::ParserException& e) {
       errors_.push_back({source_, e.mark.line + 1, e.mark.column + 1, "yaml", e.msg});
       result.errors = std::move(errors_);
@@ -53,8 +61,14 @@ class Loader {
  private:
   std::string source_;
   std::vector<ConfigError> errors_;
+  std::map<std::string, YAML::Mark> key_marks_;  // full key path -> where the key stands
 
   void add(const YAML::Node& at, const std::string& key, const std::string& message) {
+    // yaml-cpp places an empty value at the next token (often the next line): point at its key.
+    if (at.IsNull()) {
+      auto it = key_marks_.find(key);
+      if (it != key_marks_.end()) return addAt(it->second, key, message);
+    }
     addAt(at.Mark(), key, message);
   }
 
@@ -82,6 +96,7 @@ class Loader {
         continue;
       }
       const std::string key = it->first.Scalar();
+      key_marks_.emplace(join(path, key), it->first.Mark());
       bool ok = false;
       for (auto k : known) ok = ok || k == key;
       if (!ok) {
@@ -95,6 +110,10 @@ class Loader {
   }
 
   std::optional<std::string> scalar(const YAML::Node& n, const std::string& key) {
+    if (n.IsNull()) {
+      add(n, key, "missing value");
+      return std::nullopt;
+    }
     if (!n.IsScalar()) {
       add(n, key, "expected a single value");
       return std::nullopt;
@@ -138,8 +157,11 @@ class Loader {
              uint64_t max) {
     auto s = scalar(n, key);
     if (!s) return;
-    if (s->empty() || s->find_first_not_of("0123456789") != std::string::npos || s->size() > 12) {
+    if (s->empty() || s->find_first_not_of("0123456789") != std::string::npos) {
       return add(n, key, fmt::format("'{}' is not a whole number", *s));
+    }
+    if (s->size() > 12) {
+      return add(n, key, fmt::format("{} is out of range ({} to {})", *s, min, max));
     }
     uint64_t v = std::stoull(*s);
     if (v < min || v > max) {
@@ -234,6 +256,7 @@ class Loader {
           if (text == r.listen.text) {
             add(routes[i]["listen"], path + ".listen",
                 fmt::format("address {} is already used by another route", text));
+            break;
           }
         }
         listens.emplace_back(r.listen.text, routes[i]["listen"]);
@@ -245,6 +268,7 @@ class Loader {
         if (text == cfg.admin.listen->text) {
           add(root["admin"]["listen"], "admin.listen",
               fmt::format("address {} is already used by a route", text));
+          break;
         }
       }
     }

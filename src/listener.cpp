@@ -1,5 +1,7 @@
 #include "spliced/listener.hpp"
 
+#include "spliced/listen_socket.hpp"
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
@@ -16,22 +18,6 @@ namespace {
 constexpr int kAcceptsPerWakeup = 64;
 constexpr std::chrono::milliseconds kPauseOnFdExhaustion{100};
 
-// A unix socket file left by a process that is gone is removed; a live one is an error.
-std::string clearStaleUnixSocket(const SocketAddress& addr) {
-  struct stat st;
-  if (::lstat(addr.path.c_str(), &st) != 0) return {};
-  if (!S_ISSOCK(st.st_mode)) {
-    return fmt::format("{} exists and is not a socket; refusing to remove it", addr.path);
-  }
-  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (probe.valid() &&
-      ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.len) == 0) {
-    return fmt::format("{} is in use by a running process", addr.path);
-  }
-  ::unlink(addr.path.c_str());
-  return {};
-}
-
 }  // namespace
 
 Listener::Listener(event_base* base, SysCalls& sys, std::string route, AcceptFn on_accept)
@@ -40,29 +26,10 @@ Listener::Listener(event_base* base, SysCalls& sys, std::string route, AcceptFn 
 Listener::~Listener() { close(); }
 
 std::string Listener::open(const SocketAddress& addr) {
-  if (addr.isUnix()) {
-    std::string why = clearStaleUnixSocket(addr);
-    if (!why.empty()) return why;
-  }
-  UniqueFd fd(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return fmt::format("socket: {}", std::strerror(errno));
-  int one = 1;
-  if (!addr.isUnix()) {
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    // [::]:port means IPv6 only, as nginx does; list 0.0.0.0:port too for IPv4.
-    if (addr.family() == AF_INET6)
-      ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  }
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.len) != 0) {
-    return fmt::format("cannot bind {}: {}", addr.text, std::strerror(errno));
-  }
-  if (addr.isUnix()) {
-    unix_path_ = addr.path;
-    ::chmod(addr.path.c_str(), 0660);
-  }
-  if (::listen(fd.get(), SOMAXCONN) != 0) {
-    return fmt::format("cannot listen on {}: {}", addr.text, std::strerror(errno));
-  }
+  std::string error;
+  UniqueFd fd = openListenSocket(addr, error);
+  if (!fd.valid()) return error;
+  if (addr.isUnix()) unix_path_ = addr.path;
   fd_ = std::move(fd);
   read_ev_.reset(event_new(base_, fd_.get(), EV_READ | EV_PERSIST, &Listener::onReadable, this));
   resume_ev_.reset(evtimer_new(base_, &Listener::onResume, this));

@@ -83,6 +83,14 @@ Parsed<std::string> NameTemplate::expand(const NameVars& vars,
   for (size_t i = 0; i < text_.size(); ++i) {
     char c = text_[i];
     if (c == '%') {  // keep strftime codes (and their modifier) for the second pass
+      if (i + 1 < text_.size() && text_[i + 1] == 's') {
+        // Epoch seconds, written here: glibc computes %s with mktime(), which would read a UTC
+        // broken-down time as local time.
+        pattern += std::to_string(
+            std::chrono::duration_cast<std::chrono::seconds>(when.time_since_epoch()).count());
+        ++i;
+        continue;
+      }
       pattern += c;
       if (i + 1 < text_.size()) pattern += text_[++i];
       continue;

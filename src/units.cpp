@@ -39,9 +39,10 @@ Parsed<uint64_t> parseSize(std::string_view text) {
   if (s.empty()) return {Fail{std::string("empty size")}};
   if (s.front() == '-') return {Fail{std::string("size must not be negative")}};
   uint64_t n = 0;
-  if (!readNumber(s, n)) {
+  if (!std::isdigit(static_cast<unsigned char>(s.front()))) {
     return {Fail{fmt::format("'{}' is not a size (expected e.g. 512, 64KiB, 1MiB, 2GiB)", text)}};
   }
+  if (!readNumber(s, n)) return {Fail{fmt::format("size '{}' is too large", text)}};
   s = trim(s);
   uint64_t mult = 1;
   if (s.empty() || s == "B") {
@@ -78,10 +79,11 @@ Parsed<std::chrono::milliseconds> parseDuration(std::string_view text) {
   uint64_t total_ms = 0;
   while (!s.empty()) {
     uint64_t n = 0;
-    if (!readNumber(s, n)) {
+    if (!std::isdigit(static_cast<unsigned char>(s.front()))) {
       return {
           Fail{fmt::format("'{}' is not a duration (expected e.g. 250ms, 10s, 5m, 1h, 2d)", text)}};
     }
+    if (!readNumber(s, n)) return {Fail{fmt::format("duration '{}' is too large", text)}};
     uint64_t mult = 0;
     if (s.substr(0, 2) == "ms") {
       mult = 1;
@@ -127,7 +129,10 @@ std::string formatSize(uint64_t bytes) {
 std::string formatDuration(std::chrono::milliseconds d) {
   auto ms = d.count();
   if (ms < 1000) return fmt::format("{}ms", ms);
-  if (ms < 60000) return fmt::format("{:.3f}s", static_cast<double>(ms) / 1000.0);
+  if (ms < 60000) {
+    if (ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
+    return fmt::format("{:.3f}s", static_cast<double>(ms) / 1000.0);
+  }
   auto s = ms / 1000;
   if (s < 3600) return fmt::format("{}m{}s", s / 60, s % 60);
   return fmt::format("{}h{}m{}s", s / 3600, (s / 60) % 60, s % 60);

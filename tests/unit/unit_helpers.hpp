@@ -1,0 +1,65 @@
+#pragma once
+// Helpers shared by the unit tests: a temporary directory and a scoped time zone.
+#include <stdlib.h>
+#include <time.h>
+
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace spliced::test {
+
+// A directory made with mkdtemp() under $TMPDIR (or /tmp); removed with its contents on
+// destruction.
+class TempDir {
+ public:
+  TempDir() {
+    std::string base = std::filesystem::temp_directory_path().string() + "/spliced-unit-XXXXXX";
+    if (::mkdtemp(base.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = base;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  std::string str() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Sets TZ for the lifetime of the object (then restores the previous value) and calls tzset().
+class ScopedTz {
+ public:
+  explicit ScopedTz(const char* tz) {
+    if (const char* old = ::getenv("TZ")) old_ = old;
+    ::setenv("TZ", tz, 1);
+    ::tzset();
+  }
+  ~ScopedTz() {
+    if (old_) {
+      ::setenv("TZ", old_->c_str(), 1);
+    } else {
+      ::unsetenv("TZ");
+    }
+    ::tzset();
+  }
+  ScopedTz(const ScopedTz&) = delete;
+  ScopedTz& operator=(const ScopedTz&) = delete;
+
+ private:
+  std::optional<std::string> old_;
+};
+
+// True when the system has compiled time zone data for `name` (e.g. "Asia/Kolkata").
+inline bool haveZoneInfo(const std::string& name) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file("/usr/share/zoneinfo/" + name, ec);
+}
+
+}  // namespace spliced::test
