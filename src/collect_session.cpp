@@ -125,6 +125,10 @@ void CollectSession::enterBackoff(const PumpResult& r) {
         "retrying (holding {} bytes)",
         route_.config().name, id_, std::strerror(r.err), pump_->heldBytes());
     storage_err_ = r.err;
+    if (!stalled_) {
+      stalled_ = true;
+      route_.storageStalled(r.err);
+    }
   }
   if (state_ != State::Backoff) {
     state_ = State::Backoff;
@@ -148,6 +152,10 @@ void CollectSession::onRetry(evutil_socket_t, short, void* arg) {
     spdlog::info("route={} conn={} archive writable again; resuming", self->route_.config().name,
                  self->id_);
     self->storage_err_ = 0;
+  }
+  if (self->stalled_) {
+    self->stalled_ = false;
+    self->route_.storageRecovered();
   }
   self->state_ = State::Streaming;
   if (r.status == PumpStatus::Eof) return self->close(EndReason::Eof, 0);
@@ -180,6 +188,10 @@ void CollectSession::shutdownSweep() {
 void CollectSession::close(EndReason why, int err) {
   if (state_ == State::Closed) return;
   state_ = State::Closed;
+  if (stalled_) {
+    stalled_ = false;
+    route_.storageRecovered();
+  }
   read_ev_.reset();
   retry_ev_.reset();
   if (own_chain_) own_chain_->rotate();

@@ -112,6 +112,32 @@ void Route::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
   raw->start();
 }
 
+void Route::storageStalled(int err) {
+  ++stalled_;
+  last_storage_err_ = err;
+}
+
+void Route::storageRecovered() {
+  if (stalled_ > 0) --stalled_;
+}
+
+std::vector<std::string> Route::problems() const {
+  std::vector<std::string> out;
+  if (!listening()) {
+    out.push_back(fmt::format("route {}: not listening", cfg_.name));
+  }
+  if (stalled_ > 0) {
+    out.push_back(fmt::format("route {}: archive writes failing ({}) for {} connection(s)",
+                              cfg_.name, std::strerror(last_storage_err_), stalled_));
+  }
+  struct stat st;
+  if (dir_fd_.valid() && ::fstat(dir_fd_.get(), &st) == 0 && st.st_nlink == 0) {
+    out.push_back(
+        fmt::format("route {}: archive dir {} was removed", cfg_.name, cfg_.archive->dir.string()));
+  }
+  return out;
+}
+
 void Route::sessionDone(CollectSession* s) {
   --metrics_.connections_active;
   auto owned = std::move(*s->self);

@@ -14,6 +14,7 @@ Server::Server(ConfigPtr config, SysCalls& sys)
       pipes_(sys, config_->pipes.size, config_->pipes.max) {}
 
 Server::~Server() {
+  admin_.reset();
   graveyard_.clear();
   routes_.clear();
   signal_evs_.clear();
@@ -31,6 +32,12 @@ std::string Server::start() {
     spdlog::info("route={} listening on {} archive={}", rc.name, route->boundAddress(),
                  rc.archive->dir.string());
     routes_.push_back(std::move(route));
+  }
+  if (config_->admin.listen) {
+    admin_ = std::make_unique<Admin>(*this, config_->admin);
+    std::string err = admin_->start();
+    if (!err.empty()) return fmt::format("admin: {}", err);
+    spdlog::info("admin listening on {}", admin_->boundAddress());
   }
   for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) {
     EventPtr ev(evsignal_new(base_.get(), sig, &Server::onSignal, this));
@@ -102,6 +109,7 @@ void Server::onDrainTimeout(evutil_socket_t, short, void* arg) {
 void Server::maybeFinishShutdown() {
   if (!shutting_down_ || finished_ || sessionCount() > 0) return;
   finished_ = true;
+  admin_.reset();
   for (auto& r : routes_) {
     r->closeShared();
     const RouteMetrics& m = r->metrics();
@@ -113,6 +121,15 @@ void Server::maybeFinishShutdown() {
   }
   event_base_loopexit(base_.get(), nullptr);
 }
+
+Route* Server::route(std::string_view name) const {
+  for (const auto& r : routes_) {
+    if (r->config().name == name) return r.get();
+  }
+  return nullptr;
+}
+
+std::string Server::adminAddress() const { return admin_ ? admin_->boundAddress() : ""; }
 
 std::string Server::boundAddress(const std::string& route) const {
   for (const auto& r : routes_) {

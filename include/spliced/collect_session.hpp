@@ -64,7 +64,8 @@ class CollectSession {
   State state_ = State::Streaming;
   bool client_gone_ = false;  // the client reset; close once held bytes are written
   int client_err_ = 0;
-  int storage_err_ = 0;  // errno of the current storage episode (logged once)
+  int storage_err_ = 0;   // errno of the current storage episode (logged once)
+  bool stalled_ = false;  // counted in the route's stalled sessions
   std::chrono::milliseconds backoff_{0};
   std::chrono::steady_clock::time_point started_;
   uint64_t bytes_ = 0;

@@ -25,6 +25,7 @@ class Listener {
   std::string open(const SocketAddress& addr);
   // Stops accepting and closes the socket (graceful shutdown).
   void close();
+  bool isOpen() const { return fd_.valid(); }
   // The bound address (the real port when the config said port 0).
   std::string boundAddress() const;
 

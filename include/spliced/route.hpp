@@ -4,6 +4,7 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "spliced/archive.hpp"
 #include "spliced/collect_session.hpp"
@@ -42,6 +43,16 @@ class Route {
   // Called by a session that has closed: it is freed after the current callback returns.
   void sessionDone(CollectSession* s);
 
+  // Storage episodes: a session whose archive writes fail marks the route stalled until its
+  // writes succeed again (for /healthz and the stalled gauge).
+  void storageStalled(int err);
+  void storageRecovered();
+  uint64_t stalledSessions() const { return stalled_; }
+  int lastStorageError() const { return last_storage_err_; }
+  // Problems for /healthz, one line each; empty when the route is healthy.
+  std::vector<std::string> problems() const;
+  bool listening() const { return listener_ && listener_->isOpen(); }
+
  private:
   void onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len);
   static void onInterval(evutil_socket_t, short, void* arg);
@@ -55,6 +66,8 @@ class Route {
   std::unique_ptr<Listener> listener_;
   EventPtr interval_ev_;
   std::list<std::unique_ptr<CollectSession>> sessions_;
+  uint64_t stalled_ = 0;
+  int last_storage_err_ = 0;
 };
 
 }  // namespace spliced

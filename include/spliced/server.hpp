@@ -1,10 +1,13 @@
 #pragma once
 // The server: one event loop (a worker), its pipe pool, its routes, signals and shutdown.
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "spliced/admin.hpp"
 #include "spliced/collect_session.hpp"
 #include "spliced/config.hpp"
 #include "spliced/event.hpp"
@@ -37,6 +40,11 @@ class Server {
 
   // The address each route listens on (the real port when the config said 0), by route name.
   std::string boundAddress(const std::string& route) const;
+  const std::vector<std::unique_ptr<Route>>& routes() const { return routes_; }
+  Route* route(std::string_view name) const;
+  std::chrono::system_clock::time_point startTime() const { return start_time_; }
+  std::string adminAddress() const;
+
   // A route's counters, or nullptr for an unknown route.
   const RouteMetrics* metrics(const std::string& route) const;
 
@@ -55,6 +63,7 @@ class Server {
   EventBasePtr base_;
   PipePool pipes_;
   std::vector<std::unique_ptr<Route>> routes_;
+  std::unique_ptr<Admin> admin_;  // after routes_: destroyed first, it reads them
   std::vector<EventPtr> signal_evs_;
   EventPtr cleanup_ev_;
   EventPtr drain_ev_;
@@ -62,6 +71,7 @@ class Server {
   uint64_t last_conn_id_ = 0;
   bool shutting_down_ = false;
   bool finished_ = false;
+  std::chrono::system_clock::time_point start_time_ = std::chrono::system_clock::now();
 };
 
 }  // namespace spliced
