@@ -6,8 +6,8 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 

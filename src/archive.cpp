@@ -16,8 +16,14 @@
 namespace spliced {
 namespace {
 
-// "a/b/name.log" + 2 -> "a/b/name.2.log"; "a/name" + 2 -> "a/name.2".
-std::string withSuffix(const std::string& rel, int k) {
+bool existsAt(int dir_fd, const std::string& rel) {
+  struct stat st;
+  return ::fstatat(dir_fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+}  // namespace
+
+std::string withNumericSuffix(const std::string& rel, int k) {
   auto slash = rel.rfind('/');
   auto dot = rel.rfind('.');
   if (dot == std::string::npos || (slash != std::string::npos && dot < slash) ||
@@ -26,13 +32,6 @@ std::string withSuffix(const std::string& rel, int k) {
   }
   return fmt::format("{}.{}{}", rel.substr(0, dot), k, rel.substr(dot));
 }
-
-bool existsAt(int dir_fd, const std::string& rel) {
-  struct stat st;
-  return ::fstatat(dir_fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
-}
-
-}  // namespace
 
 int makeParents(int dir_fd, const std::string& rel) {
   size_t pos = 0;
@@ -73,7 +72,7 @@ int SegmentChain::ensureOpen() {
       }
       if (errno != EEXIST) return errno;
     }
-    rel = withSuffix(name.value(), k);
+    rel = withNumericSuffix(name.value(), k);
   }
   return EEXIST;
 }
@@ -95,7 +94,7 @@ void SegmentChain::rotate() {
       to = from;
       break;
     }
-    to = withSuffix(rel_, k);
+    to = withNumericSuffix(rel_, k);
   }
   if (cfg_.fsync == FsyncPolicy::OnClose) {
     // Make the rename itself durable: fsync the directory holding the segment.

@@ -241,6 +241,7 @@ class Loader {
       return;
     }
     std::set<std::string> names;
+    std::vector<std::pair<std::string, std::string>> dirs;  // absolute archive dir, route
     std::vector<std::pair<std::string, YAML::Node>> listens;
     for (size_t i = 0; i < routes.size(); ++i) {
       RouteConfig r;
@@ -260,6 +261,19 @@ class Loader {
           }
         }
         listens.emplace_back(r.listen.text, routes[i]["listen"]);
+      }
+      if (r.archive && !r.archive->dir.empty()) {
+        // Retention and crash recovery own a whole dir: two routes must not share one.
+        std::error_code ec;
+        std::string abs = std::filesystem::weakly_canonical(r.archive->dir, ec).string();
+        for (const auto& [d, other] : dirs) {
+          if (d == abs) {
+            add(routes[i]["archive"]["dir"], path + ".archive.dir",
+                fmt::format("archive dir {} is already used by route {}", abs, other));
+            break;
+          }
+        }
+        dirs.emplace_back(abs, r.name);
       }
       cfg.routes.push_back(std::move(r));
     }
@@ -363,7 +377,7 @@ class Loader {
   void parseArchive(const YAML::Node& n, const std::string& path, ArchiveConfig& a) {
     if (!checkMap(n, path,
                   {"dir", "layout", "framing", "name", "localtime", "rotate", "retain", "compress",
-                   "fsync", "max_line"})) {
+                   "compress_level", "fsync", "max_line"})) {
       return;
     }
     if (auto v = n["dir"]) {
@@ -439,6 +453,15 @@ class Loader {
           v, path + ".compress",
           {{"none", Compress::None}, {"gzip", Compress::Gzip}, {"zstd", Compress::Zstd}});
       if (c) a.compress = *c;
+    }
+    if (auto v = n["compress_level"]) {
+      uint64_t level = 0;
+      bool zstd = a.compress == Compress::Zstd;
+      count(v, path + ".compress_level", level, 1, zstd ? 19 : 9);
+      a.compress_level = static_cast<int>(level);
+      if (a.compress == Compress::None) {
+        add(v, path + ".compress_level", "has no effect without compress: gzip or zstd");
+      }
     }
     if (auto v = n["fsync"]) {
       auto f = choice<FsyncPolicy>(

@@ -66,6 +66,10 @@ class SegmentChain : public Sink {
   SegmentClosedFn on_closed_;
 };
 
+// "a/b/name.log" + 2 -> "a/b/name.2.log"; "a/name" + 2 -> "a/name.2": the name used when `rel`
+// is taken (a file is never overwritten).
+std::string withNumericSuffix(const std::string& rel, int k);
+
 // Creates the parent directories of `rel` below `dir_fd` (mode 0755). Returns 0 or an errno.
 int makeParents(int dir_fd, const std::string& rel);
 

@@ -64,6 +64,7 @@ struct ArchiveConfig {
   RotateConfig rotate;
   RetainConfig retain;
   Compress compress = Compress::None;
+  int compress_level = 0;  // 0 = the codec's default (zstd 3, gzip 6)
   FsyncPolicy fsync = FsyncPolicy::Never;
   uint64_t max_line = kMiB;  // framing: lines only; a longer line is split (and counted)
 };

@@ -21,11 +21,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Replaces every "@DIR@" in `yaml` by `dir`.
+// Replaces every "@DIR@" in `yaml` by `dir`. Two routes may not share an archive dir, so a bare
+// "@DIR@" after the first becomes "dir/r2", "dir/r3", ...
 std::string withDir(std::string yaml, const std::string& dir) {
+  int bare = 0;
   for (size_t at = yaml.find("@DIR@"); at != std::string::npos; at = yaml.find("@DIR@", at)) {
-    yaml.replace(at, 5, dir);
-    at += dir.size();
+    bool is_bare = at + 5 >= yaml.size() || yaml[at + 5] != '/';
+    std::string with = dir;
+    if (is_bare && ++bare > 1) with += "/r" + std::to_string(bare);
+    yaml.replace(at, 5, with);
+    at += with.size();
   }
   return yaml;
 }
@@ -387,7 +392,7 @@ TEST_CASE("config: unknown keys, top-level and nested", "[config][errors]") {
   expectError(withDir(std::string(kRoute) + "      dirs: /x\n", tmp.str()),
               {6, 7, "routes[0].archive.dirs",
                "unknown key (known here: dir, layout, framing, name, localtime, rotate, retain, "
-               "compress, fsync, max_line)"});
+               "compress, compress_level, fsync, max_line)"});
   expectError(
       withDir(std::string(kRoute) + "      rotate: { max_bytes: 1MiB, every: 1h }\n", tmp.str()),
       {6, 34, "routes[0].archive.rotate.every", "unknown key (known here: max_bytes, interval)"});
