@@ -76,9 +76,7 @@ void CollectSession::onEvent(evutil_socket_t, short what, void* arg) {
   if (self->state_ != State::Streaming) return;
   if (what & EV_TIMEOUT) {
     // Idle: nothing arrived for idle_timeout. Anything held is written first.
-    PumpResult r = self->pump_->flush();
-    (void)r;
-    self->close(EndReason::IdleTimeout, 0);
+    self->finishStream(EndReason::IdleTimeout, 0);
     return;
   }
   self->advance(kBudgetPerWakeup);
@@ -100,20 +98,24 @@ void CollectSession::handle(const PumpResult& r) {
       return;
     case PumpStatus::SourceError:
       // Reset by the client: what was read is written before the session ends.
-      client_gone_ = true;
-      client_err_ = r.err;
-      if (pump_->heldBytes() == 0) {
-        close(EndReason::Reset, r.err);
-      } else {
-        enterBackoff(pump_->flush());
-        if (pump_->heldBytes() == 0) close(EndReason::Reset, r.err);
-      }
+      finishStream(EndReason::Reset, r.err);
       return;
     case PumpStatus::SinkBlocked:
     case PumpStatus::SinkError:
       enterBackoff(r);
       return;
   }
+}
+
+void CollectSession::finishStream(EndReason why, int err) {
+  ending_ = why;
+  ending_err_ = err;
+  PumpResult r = pump_->endStream();
+  if (r.status == PumpStatus::SinkBlocked || r.status == PumpStatus::SinkError) {
+    enterBackoff(r);  // onRetry closes once everything is written
+    return;
+  }
+  close(why, err);
 }
 
 void CollectSession::enterBackoff(const PumpResult& r) {
@@ -158,8 +160,8 @@ void CollectSession::onRetry(evutil_socket_t, short, void* arg) {
     self->route_.storageRecovered();
   }
   self->state_ = State::Streaming;
+  if (self->ending_) return self->close(*self->ending_, self->ending_err_);
   if (r.status == PumpStatus::Eof) return self->close(EndReason::Eof, 0);
-  if (self->client_gone_) return self->close(EndReason::Reset, self->client_err_);
   addEvent(self->read_ev_.get(), self->route_.config().idle_timeout);
   self->advance(kBudgetPerWakeup);
 }
@@ -170,19 +172,19 @@ void CollectSession::rotate() {
 
 void CollectSession::shutdownSweep() {
   if (state_ == State::Closed) return;
-  if (state_ == State::Streaming && !client_gone_) {
+  EndReason why = ending_.value_or(EndReason::Shutdown);
+  if (state_ == State::Streaming && !ending_) {
     PumpResult r = pump_->run(kSweepLimit);
     bytes_ += r.moved;
     if (r.status == PumpStatus::Eof) return close(EndReason::Eof, 0);
-  } else {
-    pump_->flush();
   }
+  pump_->endStream();  // the last chance: what cannot be written now is lost, and said so
   if (pump_->heldBytes() > 0) {
     spdlog::error("error=storage route={} conn={} {} bytes could not be written before exit: {}",
                   route_.config().name, id_, pump_->heldBytes(),
                   std::strerror(storage_err_ ? storage_err_ : EIO));
   }
-  close(EndReason::Shutdown, 0);
+  close(why, ending_ ? ending_err_ : 0);
 }
 
 void CollectSession::close(EndReason why, int err) {

@@ -96,6 +96,11 @@ PumpResult Pump::flushInternal() {
 
 PumpResult Pump::flush() { return done(flushInternal()); }
 
+PumpResult Pump::endStream() {
+  eof_ = true;
+  return flush();
+}
+
 PumpResult Pump::run(size_t budget) {
   size_t moved = 0;
   // Leaving the loop: push what was read into the sink first, so that a returned Drained,

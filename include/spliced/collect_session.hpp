@@ -3,6 +3,7 @@
 #include <chrono>
 #include <list>
 #include <memory>
+#include <optional>
 
 #include "spliced/address.hpp"
 #include "spliced/archive.hpp"
@@ -50,6 +51,9 @@ class CollectSession {
   void advance(size_t budget);
   void handle(const PumpResult& r);
   void enterBackoff(const PumpResult& r);
+  // Ends the stream: writes what is held (and an unterminated last line), then closes; if the
+  // sink refuses, waits in Backoff and closes once the retry has written it.
+  void finishStream(EndReason why, int err);
   void close(EndReason why, int err);
 
   Route& route_;
@@ -62,8 +66,8 @@ class CollectSession {
   EventPtr read_ev_;
   EventPtr retry_ev_;
   State state_ = State::Streaming;
-  bool client_gone_ = false;  // the client reset; close once held bytes are written
-  int client_err_ = 0;
+  std::optional<EndReason> ending_;  // the stream is over; close once held bytes are written
+  int ending_err_ = 0;
   int storage_err_ = 0;   // errno of the current storage episode (logged once)
   bool stalled_ = false;  // counted in the route's stalled sessions
   std::chrono::milliseconds backoff_{0};

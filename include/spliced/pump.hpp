@@ -73,6 +73,10 @@ class Pump {
   // at end of stream also after the sink's finish().
   PumpResult flush();
 
+  // The stream ends here whatever the source says (idle timeout, reset, shutdown): nothing more
+  // is read, and held bytes plus what the sink keeps back (an unterminated line) are written.
+  PumpResult endStream();
+
   size_t heldBytes() const;
   bool sawEof() const { return eof_; }
   bool copying() const { return forced_copy_; }

@@ -1,0 +1,594 @@
+#include "harness.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#ifndef SPLICED_BIN
+#error "SPLICED_BIN must name the spliced binary"
+#endif
+
+namespace e2e {
+namespace {
+
+std::string errnoText(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+// Starts SPLICED_BIN with `args` in `cwd`, stdout to `out` and stderr to `err` (truncated; the
+// same file when they are equal). Everything the child needs is prepared before fork(): between
+// fork and exec only async-signal-safe calls.
+pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& out,
+            const fs::path& err) {
+  int log_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (log_fd < 0) throw std::runtime_error(errnoText("open " + out.string()));
+  int err_fd = log_fd;
+  if (err != out) {
+    err_fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (err_fd < 0) {
+      ::close(log_fd);
+      throw std::runtime_error(errnoText("open " + err.string()));
+    }
+  }
+  std::vector<std::string> argv_store;
+  argv_store.push_back(SPLICED_BIN);
+  argv_store.insert(argv_store.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_store) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string dir = cwd.string();
+  const pid_t parent = ::getpid();
+
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(log_fd);
+    if (err_fd != log_fd) ::close(err_fd);
+    throw std::runtime_error(errnoText("fork"));
+  }
+  if (pid == 0) {
+    // If the test process dies (crash, ctest timeout), the daemon goes with it.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(126);
+    ::dup2(log_fd, STDOUT_FILENO);
+    ::dup2(err_fd, STDERR_FILENO);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
+    // No test socket or file may leak into the daemon (it would skew its fd count).
+    ::close_range(3, ~0U, 0);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGUSR1, SIGHUP}) ::sigaction(sig, &dfl, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (::chdir(dir.c_str()) != 0) ::_exit(126);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(log_fd);
+  if (err_fd != log_fd) ::close(err_fd);
+  return pid;
+}
+
+std::vector<fs::path> listSegments(const fs::path& dir, bool open) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return out;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
+       it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    const std::string name = it->path().filename().string();
+    const bool is_open = name.size() >= 5 && name.compare(name.size() - 5, 5, ".open") == 0;
+    if (is_open == open) out.push_back(it->path());
+  }
+  std::sort(out.begin(), out.end(), [&](const fs::path& a, const fs::path& b) {
+    return a.lexically_relative(dir).string() < b.lexically_relative(dir).string();
+  });
+  return out;
+}
+
+void setTimeouts(int fd) {
+  timeval tv{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+std::atomic<int> g_run_counter{0};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/spliced-e2e-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error(errnoText("mkdtemp"));
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+std::string readFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path.string());
+  std::string out;
+  in.seekg(0, std::ios::end);
+  auto size = in.tellg();
+  in.seekg(0, std::ios::beg);
+  if (size > 0) out.resize(static_cast<size_t>(size));
+  in.read(out.data(), static_cast<std::streamsize>(out.size()));
+  out.resize(static_cast<size_t>(in.gcount()));
+  return out;
+}
+
+void writeFile(const fs::path& path, std::string_view content) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(content.data(), static_cast<std::streamsize>(content.size()));
+  if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
+std::vector<fs::path> closedSegments(const fs::path& dir) { return listSegments(dir, false); }
+
+std::vector<fs::path> openSegments(const fs::path& dir) { return listSegments(dir, true); }
+
+std::string concatFiles(const std::vector<fs::path>& files) {
+  std::string out;
+  for (const auto& f : files) out += readFile(f);
+  return out;
+}
+
+std::string withDir(std::string text, const TempDir& dir) {
+  const std::string token = "@DIR@";
+  for (size_t pos = 0; (pos = text.find(token, pos)) != std::string::npos;) {
+    text.replace(pos, token.size(), dir.path().string());
+    pos += dir.path().string().size();
+  }
+  return text;
+}
+
+std::map<uint64_t, Chain> chainsByConn(const fs::path& dir, std::vector<std::string>* unparsed) {
+  std::map<uint64_t, Chain> chains;
+  for (const auto& f : closedSegments(dir)) {
+    const std::string name = f.filename().string();
+    unsigned long long conn = 0, seq = 0;
+    unsigned port = 0;
+    char route[65] = {};
+    int used = 0;
+    // "{route}-{conn}-{peer_port}-{seq}.log", route without '-'.
+    if (std::sscanf(name.c_str(), "%64[^-]-%llu-%u-%llu.log%n", route, &conn, &port, &seq, &used) !=
+            4 ||
+        static_cast<size_t>(used) != name.size()) {
+      if (unparsed) unparsed->push_back(name);
+      continue;
+    }
+    Chain& c = chains[conn];
+    c.conn = conn;
+    c.port = static_cast<uint16_t>(port);
+    c.segments.push_back({seq, f});
+  }
+  for (auto& [conn, c] : chains) {
+    std::sort(c.segments.begin(), c.segments.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+  }
+  return chains;
+}
+
+std::vector<fs::path> Chain::files() const {
+  std::vector<fs::path> out;
+  for (const auto& s : segments) out.push_back(s.second);
+  return out;
+}
+
+bool Chain::seqsContiguous() const {
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (segments[i].first != i) return false;
+  }
+  return true;
+}
+
+const Chain* findByPort(const std::map<uint64_t, Chain>& chains, uint16_t port) {
+  const Chain* found = nullptr;
+  for (const auto& [conn, c] : chains) {
+    if (c.port != port) continue;
+    if (found) return nullptr;  // ambiguous
+    found = &c;
+  }
+  return found;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon
+
+Daemon::Daemon(const TempDir& dir, const std::string& config)
+    : config_path_(dir / "spliced.yaml"), log_path_(dir / "daemon.log") {
+  writeFile(config_path_, config);
+  pid_ = spawn({"-c", config_path_.string()}, dir.path(), log_path_, log_path_);
+}
+
+Daemon::~Daemon() {
+  if (pid_ > 0 && !exited_) {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+void Daemon::reap(int status) {
+  exited_ = true;
+  exit_status_ = status;
+}
+
+bool Daemon::running() {
+  if (exited_) return false;
+  int status = 0;
+  pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) reap(status);
+  return !exited_;
+}
+
+std::string Daemon::waitListening(const std::string& route, Millis timeout) {
+  const std::string needle = "route=" + route + " listening on ";
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    std::string text = log();
+    auto pos = text.find(needle);
+    if (pos != std::string::npos) {
+      auto start = pos + needle.size();
+      auto end = text.find_first_of(" \n", start);
+      if (end != std::string::npos) return text.substr(start, end - start);
+    }
+    if (!running()) FAIL("spliced exited before listening; log:\n" << log());
+    if (Clock::now() > deadline) {
+      FAIL("spliced did not log '" << needle << "' within " << timeout.count() << " ms; log:\n"
+                                   << log());
+    }
+    std::this_thread::sleep_for(Millis(10));
+  }
+}
+
+uint16_t Daemon::port(const std::string& route, Millis timeout) {
+  std::string addr = waitListening(route, timeout);
+  auto colon = addr.rfind(':');
+  REQUIRE(colon != std::string::npos);
+  int port = std::atoi(addr.c_str() + colon + 1);
+  INFO("listening address: " << addr);
+  REQUIRE(port > 0);
+  REQUIRE(port < 65536);
+  return static_cast<uint16_t>(port);
+}
+
+void Daemon::signal(int sig) {
+  INFO("signal " << sig << " to pid " << pid_);
+  REQUIRE(running());
+  REQUIRE(::kill(pid_, sig) == 0);
+}
+
+int Daemon::waitExit(Millis timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (running()) {
+    if (Clock::now() > deadline) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+      }
+      reap(status);
+      FAIL("spliced did not exit within " << timeout.count() << " ms (killed); log:\n" << log());
+    }
+    std::this_thread::sleep_for(Millis(5));
+  }
+  if (WIFSIGNALED(exit_status_)) {
+    FAIL("spliced died of signal " << WTERMSIG(exit_status_) << "; log:\n" << log());
+  }
+  return WEXITSTATUS(exit_status_);
+}
+
+std::string Daemon::log() const {
+  try {
+    return readFile(log_path_);
+  } catch (const std::exception&) {
+    return {};
+  }
+}
+
+bool Daemon::waitLog(const std::string& needle, Millis timeout) const {
+  return waitUntil([&] { return log().find(needle) != std::string::npos; }, timeout);
+}
+
+size_t Daemon::fdCount() const {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid_) + "/fd", ec);
+       !ec && it != fs::end(it); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+std::string Daemon::fdListing() const {
+  std::ostringstream out;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid_) + "/fd", ec);
+       !ec && it != fs::end(it); it.increment(ec)) {
+    std::error_code ec2;
+    out << it->path().filename().string() << " -> " << fs::read_symlink(it->path(), ec2).string()
+        << "\n";
+  }
+  return out.str();
+}
+
+CommandResult runSpliced(const TempDir& dir, const std::vector<std::string>& args, Millis timeout) {
+  const std::string stem = "run-" + std::to_string(++g_run_counter);
+  const fs::path out = dir / (stem + ".out");
+  const fs::path err = dir / (stem + ".err");
+  pid_t pid = spawn(args, dir.path(), out, err);
+  CommandResult result;
+  const auto deadline = Clock::now() + timeout;
+  int status = 0;
+  while (true) {
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (Clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      result.out = readFile(out);
+      result.err = readFile(err);
+      return result;
+    }
+    std::this_thread::sleep_for(Millis(5));
+  }
+  result.out = readFile(out);
+  result.err = readFile(err);
+  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  return result;
+}
+
+std::map<std::string, uint64_t> parseTotals(const std::string& log, const std::string& route) {
+  std::map<std::string, uint64_t> out;
+  const std::string needle = "route=" + route + " totals:";
+  auto pos = log.find(needle);
+  if (pos == std::string::npos) return out;
+  auto end = log.find('\n', pos);
+  std::istringstream fields(log.substr(pos + needle.size(), end - pos - needle.size()));
+  std::string field;
+  while (fields >> field) {
+    auto eq = field.find('=');
+    if (eq == std::string::npos) continue;
+    out[field.substr(0, eq)] = std::strtoull(field.c_str() + eq + 1, nullptr, 10);
+  }
+  return out;
+}
+
+std::vector<std::string> logLines(const std::string& log, const std::vector<std::string>& needles) {
+  std::vector<std::string> out;
+  std::istringstream in(log);
+  std::string line;
+  while (std::getline(in, line)) {
+    bool all = true;
+    for (const auto& n : needles) all = all && line.find(n) != std::string::npos;
+    if (all) out.push_back(line);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets
+
+Conn& Conn::operator=(Conn&& o) noexcept {
+  if (this != &o) {
+    close();
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+void Conn::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+int Conn::sendAll(const char* data, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = ::send(fd_, data + done, n - done, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    done += static_cast<size_t>(w);
+  }
+  return 0;
+}
+
+void Conn::shutdownWrite() { ::shutdown(fd_, SHUT_WR); }
+
+int Conn::waitClosed(Millis timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now());
+    if (left.count() <= 0) return ETIMEDOUT;
+    pollfd p{fd_, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return errno;
+    if (r == 0) return ETIMEDOUT;
+    char buf[256];
+    ssize_t n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0) return 0;
+    if (n > 0) return EPROTO;
+    if (errno == EINTR || errno == EAGAIN) continue;
+    return errno;
+  }
+}
+
+uint16_t Conn::localPort() const {
+  sockaddr_in sa{};
+  socklen_t len = sizeof sa;
+  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return 0;
+  return ntohs(sa.sin_port);
+}
+
+Conn connectTcp(uint16_t port, int* err) {
+  Conn c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!c.valid()) {
+    if (err) *err = errno;
+    return c;
+  }
+  setTimeouts(c.fd());
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  while (::connect(c.fd(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0) {
+    if (errno == EINTR) continue;
+    if (err) *err = errno;
+    return Conn();
+  }
+  if (err) *err = 0;
+  return c;
+}
+
+Conn connectUnix(const std::string& path, int* err) {
+  Conn c(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!c.valid()) {
+    if (err) *err = errno;
+    return c;
+  }
+  setTimeouts(c.fd());
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (path.size() >= sizeof sa.sun_path) {
+    if (err) *err = ENAMETOOLONG;
+    return Conn();
+  }
+  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  while (::connect(c.fd(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0) {
+    if (errno == EINTR) continue;
+    if (err) *err = errno;
+    return Conn();
+  }
+  if (err) *err = 0;
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads
+
+uint64_t Prng::next() {
+  uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+void PayloadStream::fill(char* out, size_t n) {
+  while (n > 0 && left_ > 0) {
+    *out++ = static_cast<char>(word_ & 0xff);
+    word_ >>= 8;
+    --left_;
+    --n;
+  }
+  while (n >= 8) {
+    uint64_t w = prng_.next();
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((w >> (8 * i)) & 0xff);
+    out += 8;
+    n -= 8;
+  }
+  if (n > 0) {
+    word_ = prng_.next();
+    left_ = 8;
+    while (n > 0) {
+      *out++ = static_cast<char>(word_ & 0xff);
+      word_ >>= 8;
+      --left_;
+      --n;
+    }
+  }
+}
+
+std::string randomPayload(uint64_t seed, size_t n) {
+  std::string out(n, '\0');
+  PayloadStream(seed).fill(out.data(), n);
+  return out;
+}
+
+std::string firstDifference(std::string_view got, std::string_view want) {
+  if (got == want) return {};
+  std::ostringstream out;
+  out << "got " << got.size() << " bytes, want " << want.size() << " bytes";
+  auto [g, w] = std::mismatch(got.begin(), got.end(), want.begin(), want.end());
+  size_t off = static_cast<size_t>(g - got.begin());
+  if (g != got.end() && w != want.end()) {
+    out << "; first difference at offset " << off << " (got 0x" << std::hex
+        << (static_cast<unsigned>(static_cast<unsigned char>(*g))) << ", want 0x"
+        << (static_cast<unsigned>(static_cast<unsigned char>(*w))) << std::dec << ")";
+  } else {
+    out << "; identical over the first " << off << " bytes";
+  }
+  return out.str();
+}
+
+EndlessWriter::EndlessWriter(Conn& conn, uint64_t seed)
+    : thread_([this, &conn, seed](std::stop_token stop) {
+        PayloadStream stream(seed);
+        std::string buf(16 * kKiB, '\0');
+        while (!stop.stop_requested()) {
+          stream.fill(buf.data(), buf.size());
+          size_t off = 0;
+          while (off < buf.size()) {
+            ssize_t w = ::send(conn.fd(), buf.data() + off, buf.size() - off, MSG_NOSIGNAL);
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0) {
+              error_ = errno;
+              finished_ = true;
+              return;
+            }
+            off += static_cast<size_t>(w);
+            written_ += static_cast<uint64_t>(w);
+          }
+          std::this_thread::sleep_for(Millis(1));
+        }
+        finished_ = true;
+      }) {}
+
+void EndlessWriter::stop() {
+  if (thread_.joinable()) {
+    thread_.request_stop();
+    thread_.join();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+
+bool waitUntil(const std::function<bool()>& cond, Millis timeout, Millis step) {
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    if (cond()) return true;
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(step);
+  }
+}
+
+}  // namespace e2e

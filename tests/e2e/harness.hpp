@@ -1,0 +1,258 @@
+#pragma once
+// End-to-end harness: runs the real spliced binary (SPLICED_BIN) on a temporary config and talks
+// to it over real sockets. Everything that owns an OS resource (temp dir, child process, socket)
+// releases it in its destructor, so a failing REQUIRE never leaves a daemon or a directory behind.
+//
+// Catch2 assertions are only made from the thread running the test case: helpers meant for client
+// threads return results instead of asserting.
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace e2e {
+
+namespace fs = std::filesystem;
+using Millis = std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+inline constexpr size_t kKiB = 1024;
+inline constexpr size_t kMiB = 1024 * kKiB;
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+// A fresh directory /tmp/spliced-e2e-XXXXXX (mkdtemp), removed with everything in it on
+// destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& rel) const { return path_ / rel; }
+
+ private:
+  fs::path path_;
+};
+
+// Whole file as bytes; throws std::runtime_error when it cannot be read.
+std::string readFile(const fs::path& path);
+// Creates or truncates `path` with `content`; throws std::runtime_error on failure.
+void writeFile(const fs::path& path, std::string_view content);
+
+// Regular files below `dir` (recursively) whose names do not end in ".open", sorted by their
+// path relative to `dir`. A missing dir gives an empty list.
+std::vector<fs::path> closedSegments(const fs::path& dir);
+// Files below `dir` whose names end in ".open", sorted the same way.
+std::vector<fs::path> openSegments(const fs::path& dir);
+// The contents of `files`, concatenated in the given order.
+std::string concatFiles(const std::vector<fs::path>& files);
+
+// `text` with every "@DIR@" replaced by the temp dir's path (configs are written as raw strings).
+std::string withDir(std::string text, const TempDir& dir);
+
+// Segment name template used by per_connection tests: route, connection id, client port, seq.
+inline constexpr const char* kPerConnName = "{route}-{conn}-{peer_port}-{seq}.log";
+
+// The closed segments of one connection, ordered by {seq}.
+struct Chain {
+  uint64_t conn = 0;
+  uint16_t port = 0;
+  std::vector<std::pair<uint64_t, fs::path>> segments;  // (seq, file), ascending seq
+
+  std::vector<fs::path> files() const;
+  // True when the seqs are exactly 0, 1, 2, ... (no segment missing).
+  bool seqsContiguous() const;
+};
+// Closed segments of `dir` named by kPerConnName, grouped by {conn}. Names that do not parse go
+// to `*unparsed` (when given).
+std::map<uint64_t, Chain> chainsByConn(const fs::path& dir,
+                                       std::vector<std::string>* unparsed = nullptr);
+// The chain whose {peer_port} is `port`; nullptr when none or more than one.
+const Chain* findByPort(const std::map<uint64_t, Chain>& chains, uint16_t port);
+
+// ---------------------------------------------------------------------------------------------
+// The daemon
+
+// A running `spliced -c DIR/spliced.yaml`; its stdout and stderr go to DIR/daemon.log.
+// The Daemon owns the child process: the destructor kills (SIGKILL) and reaps it if it still runs.
+class Daemon {
+ public:
+  // Writes `config` to `dir`/spliced.yaml and starts the daemon on it (fork/exec).
+  Daemon(const TempDir& dir, const std::string& config);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  pid_t pid() const { return pid_; }
+  const fs::path& logPath() const { return log_path_; }
+  const fs::path& configPath() const { return config_path_; }
+
+  // Waits for the start-up line "route=ROUTE listening on ADDR" and returns ADDR (e.g.
+  // "127.0.0.1:43121" or "unix:/tmp/x/s.sock"). FAILs when the daemon exits first or on timeout.
+  std::string waitListening(const std::string& route, Millis timeout = Millis(10000));
+  // The TCP port of ROUTE's listener (waitListening, then the digits after the last ':').
+  uint16_t port(const std::string& route, Millis timeout = Millis(10000));
+
+  // kill(pid, sig); FAILs if the signal cannot be sent.
+  void signal(int sig);
+  // Waits for the daemon to exit and returns its exit status. On timeout (or death by a signal)
+  // it is killed with SIGKILL and the test FAILs, showing the log.
+  int waitExit(Millis timeout);
+  // True while the child has not been reaped.
+  bool running();
+
+  // What the daemon has logged so far.
+  std::string log() const;
+  // Polls the log until it contains `needle`; false on timeout.
+  bool waitLog(const std::string& needle, Millis timeout) const;
+
+  // Entries in /proc/PID/fd, and their targets (for a failure message).
+  size_t fdCount() const;
+  std::string fdListing() const;
+
+ private:
+  void reap(int status);
+
+  fs::path config_path_;
+  fs::path log_path_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int exit_status_ = -1;
+};
+
+struct CommandResult {
+  int exit_code = -1;  // -1 when killed by a signal or timed out
+  std::string out;     // stdout
+  std::string err;     // stderr
+};
+// Runs SPLICED_BIN with `args` (e.g. {"-t", "-c", path}) in `dir`, waits at most `timeout`.
+CommandResult runSpliced(const TempDir& dir, const std::vector<std::string>& args,
+                         Millis timeout = Millis(10000));
+
+// "route=NAME totals: connections=N ..." from `log`, as {"connections": N, ...}; empty when the
+// line is missing.
+std::map<std::string, uint64_t> parseTotals(const std::string& log, const std::string& route);
+// Lines of `log` that contain every one of `needles`.
+std::vector<std::string> logLines(const std::string& log, const std::vector<std::string>& needles);
+
+// ---------------------------------------------------------------------------------------------
+// Sockets
+
+// A blocking client socket (close-on-exec, send/receive timeouts of 30 s so that a stuck daemon
+// cannot hang a test). Owns its fd.
+class Conn {
+ public:
+  Conn() = default;
+  explicit Conn(int fd) : fd_(fd) {}
+  ~Conn() { close(); }
+  Conn(Conn&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Conn& operator=(Conn&& o) noexcept;
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  bool valid() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  void close();
+
+  // Sends all of `data`. Returns 0, or the errno that stopped it (MSG_NOSIGNAL: no SIGPIPE).
+  int sendAll(const char* data, size_t n);
+  int sendAll(std::string_view data) { return sendAll(data.data(), data.size()); }
+  // shutdown(SHUT_WR): tells the daemon the stream is over.
+  void shutdownWrite();
+  // Waits until the daemon closes the connection. Returns 0 on EOF, the errno of a failed recv
+  // (ECONNRESET...), ETIMEDOUT when still open after `timeout`, or EPROTO if bytes arrived (the
+  // daemon never writes to collect clients).
+  int waitClosed(Millis timeout);
+  // The local port (the daemon's {peer_port}).
+  uint16_t localPort() const;
+
+ private:
+  int fd_ = -1;
+};
+
+// Connects to 127.0.0.1:port. On failure the Conn is invalid and `*err` (if given) holds errno.
+Conn connectTcp(uint16_t port, int* err = nullptr);
+// Connects to a unix stream socket at `path`.
+Conn connectUnix(const std::string& path, int* err = nullptr);
+
+// ---------------------------------------------------------------------------------------------
+// Payloads
+
+// splitmix64: small, fast, and the same sequence on every platform.
+class Prng {
+ public:
+  explicit Prng(uint64_t seed) : state_(seed) {}
+  uint64_t next();
+  // Uniform in [lo, hi] (lo <= hi); the tiny modulo bias does not matter here.
+  uint64_t between(uint64_t lo, uint64_t hi) { return lo + next() % (hi - lo + 1); }
+
+ private:
+  uint64_t state_;
+};
+
+// An endless deterministic byte stream: fill() called with any split of sizes yields the same
+// bytes as randomPayload(seed, total).
+class PayloadStream {
+ public:
+  explicit PayloadStream(uint64_t seed) : prng_(seed) {}
+  void fill(char* out, size_t n);
+
+ private:
+  Prng prng_;
+  uint64_t word_ = 0;
+  int left_ = 0;  // bytes of word_ not handed out yet
+};
+
+// The first `n` bytes of PayloadStream(seed).
+std::string randomPayload(uint64_t seed, size_t n);
+
+// "" when equal, else where and how `got` differs from `want` (sizes, first differing offset).
+std::string firstDifference(std::string_view got, std::string_view want);
+
+// A client that streams PayloadStream(seed) into `conn` at about 16 KiB per millisecond until a
+// send fails (the daemon closed the connection) or it is stopped. Owns its thread; the Conn is
+// borrowed and must outlive it.
+class EndlessWriter {
+ public:
+  EndlessWriter(Conn& conn, uint64_t seed);
+  ~EndlessWriter() { stop(); }
+  EndlessWriter(const EndlessWriter&) = delete;
+  EndlessWriter& operator=(const EndlessWriter&) = delete;
+
+  // Bytes the kernel accepted so far.
+  uint64_t written() const { return written_.load(); }
+  // True once the thread has returned.
+  bool finished() const { return finished_.load(); }
+  // errno of the send that failed, 0 while none has.
+  int error() const { return error_.load(); }
+  // Stops the thread and waits for it.
+  void stop();
+
+ private:
+  std::atomic<uint64_t> written_{0};
+  std::atomic<bool> finished_{false};
+  std::atomic<int> error_{0};
+  std::jthread thread_;  // last: starts after, and is joined before, the counters it updates
+};
+
+// ---------------------------------------------------------------------------------------------
+// Time
+
+// Polls `cond` every `step` until it is true (returns true) or `timeout` passes (returns false).
+bool waitUntil(const std::function<bool()>& cond, Millis timeout, Millis step = Millis(10));
+
+}  // namespace e2e
