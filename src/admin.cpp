@@ -51,7 +51,7 @@ void walk(int dir_fd, const std::string& prefix, std::vector<Segment>& out, int 
   }
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
+    if (name.empty() || name.front() == '.') continue;  // ., .., .spliced.lock: not segments
     std::string rel = prefix.empty() ? name : prefix + "/" + name;
     struct stat st;
     if (::fstatat(dir_fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
@@ -297,10 +297,25 @@ void Admin::metrics(evhttp_request* req) {
            [](Route& r) { return r.stalledSessions(); });
   perRoute("spliced_lines_split_total", T::Counter, "Lines longer than max_line, cut.",
            [](Route& r) { return r.metrics().lines_split; });
+  perRoute("spliced_archive_compressed_total", T::Counter, "Closed segments compressed.",
+           [](Route& r) { return r.lifecycle().compressed.load(); });
+  perRoute("spliced_archive_compress_errors_total", T::Counter,
+           "Compressions that failed (the plain segment is kept).",
+           [](Route& r) { return r.lifecycle().compress_errors.load(); });
+  perRoute("spliced_archive_compress_skipped_total", T::Counter,
+           "Segments not queued for compression because the queue was full (caught up later).",
+           [](Route& r) { return r.lifecycle().compress_skipped.load(); });
+  perRoute("spliced_archive_deleted_segments_total", T::Counter, "Segments deleted by retention.",
+           [](Route& r) { return r.lifecycle().deleted_files.load(); });
+  perRoute("spliced_archive_deleted_bytes_total", T::Counter, "Bytes deleted by retention.",
+           [](Route& r) { return r.lifecycle().deleted_bytes.load(); });
   perRoute("spliced_listener_up", T::Gauge, "1 while the route accepts connections.",
            [](Route& r) { return static_cast<uint64_t>(r.listening() ? 1 : 0); });
   x.family("spliced_upstream_errors_total", T::Counter,
            "Failed upstream connections and transfers (proxy routes).");
+  x.family("spliced_archive_queue_length", T::Gauge,
+           "Compression and retention jobs waiting for the archive worker (the backlog).");
+  x.sample({}, static_cast<uint64_t>(server_.worker().queued()));
   x.family("spliced_pipes_in_use", T::Gauge, "Pipes lent to connections (holding bytes).");
   x.sample({}, static_cast<uint64_t>(server_.pipes().inUse()));
   x.family("spliced_pipes_pooled", T::Gauge, "Empty pipes kept for reuse.");
@@ -353,7 +368,7 @@ void Admin::archive(evhttp_request* req, const std::string& raw) {
   std::string rel(decoded, len);
   std::free(decoded);
   if (rel.size() != std::strlen(rel.c_str()) || !isContainedRelativePath(rel) ||
-      !isClosedSegment(rel)) {
+      !isClosedSegment(rel) || rel.front() == '.' || rel.find("/.") != std::string::npos) {
     return notFound(req);
   }
   sendSegment(req, *route, rel);

@@ -21,6 +21,11 @@ bool existsAt(int dir_fd, const std::string& rel) {
   return ::fstatat(dir_fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
+// A name is taken when the segment, or its compressed form, exists.
+bool takenAt(int dir_fd, const std::string& rel) {
+  return existsAt(dir_fd, rel) || existsAt(dir_fd, rel + ".zst") || existsAt(dir_fd, rel + ".gz");
+}
+
 }  // namespace
 
 std::string withNumericSuffix(const std::string& rel, int k) {
@@ -59,8 +64,9 @@ int SegmentChain::ensureOpen() {
   std::string rel = name.value();
   if (int err = makeParents(dir_fd_, rel)) return err;
   // O_EXCL on NAME.open, and NAME itself must not exist either: never truncate or overwrite.
+  bool remade = false;
   for (int k = 1; k < 10000; ++k) {
-    if (!existsAt(dir_fd_, rel)) {
+    if (!takenAt(dir_fd_, rel)) {
       std::string open_path = rel + ".open";
       int fd =
           sys_.openat(dir_fd_, open_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
@@ -69,6 +75,13 @@ int SegmentChain::ensureOpen() {
         rel_ = rel;
         size_ = 0;
         return 0;
+      }
+      if (errno == ENOENT && !remade) {
+        // Retention may have removed a directory it had emptied just after it was created.
+        remade = true;
+        if (int err = makeParents(dir_fd_, rel)) return err;
+        --k;
+        continue;
       }
       if (errno != EEXIST) return errno;
     }

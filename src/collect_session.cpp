@@ -48,6 +48,8 @@ CollectSession::CollectSession(Route& route, UniqueFd fd, PeerInfo peer, uint64_
     NameVars vars{route_.config().name, peer_.fileSafeIp(), peer_.port, id_, 0, ::getpid()};
     own_chain_ = std::make_unique<SegmentChain>(ac, route_.dirFd(), std::move(vars), server.sys(),
                                                 route_.metrics());
+    own_chain_->onSegmentClosed(
+        [&route = route_](const std::string& rel, uint64_t) { route.segmentClosed(rel); });
     sink = own_chain_.get();
   } else if (ac.framing == Framing::Lines) {
     framer_ =

@@ -82,7 +82,7 @@ spdlog::level::level_enum toSpdlog(LogLevel l) {
 }  // namespace
 
 void setupLogging(const LogConfig& cfg) {
-  auto logger = spdlog::stderr_logger_st("spliced");
+  auto logger = spdlog::stderr_logger_mt("spliced");
   if (cfg.format == LogFormat::Json) {
     logger->set_formatter(std::make_unique<JsonFormatter>());
   } else {

@@ -132,6 +132,17 @@ Parsed<std::string> NameTemplate::expand(const NameVars& vars,
     return {Fail{
         fmt::format("name '{}' expands to '{}', which is not inside the archive dir", text_, out)}};
   }
+  // Names the archive lifecycle gives a meaning to are not segment names.
+  for (std::string_view suffix : {".open", ".tmp", ".zst", ".gz"}) {
+    if (out.ends_with(suffix)) {
+      return {Fail{fmt::format("name '{}' must not end in '{}' (spliced uses that suffix itself)",
+                               text_, suffix)}};
+    }
+  }
+  if (out.front() == '.' || out.find("/.") != std::string::npos) {
+    return {Fail{
+        fmt::format("name '{}' expands to '{}': no part of it may start with '.'", text_, out)}};
+  }
   return {out};
 }
 

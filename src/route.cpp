@@ -2,13 +2,17 @@
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 
+#include "spliced/recovery.hpp"
 #include "spliced/rotation.hpp"
 #include "spliced/server.hpp"
 
@@ -34,12 +38,25 @@ std::string Route::start() {
   if (::faccessat(dir_fd_.get(), ".", W_OK | X_OK, 0) != 0) {
     return fmt::format("archive dir {} is not writable: {}", ac.dir.string(), std::strerror(errno));
   }
+  if (std::string err = lockDir(); !err.empty()) return err;
+  // Leftovers of a crash: NAME.open segments are finalised, interrupted compressions removed.
+  RecoveryResult rec = recoverArchive(dir_fd_.get(), cfg_.name);
+  for (const auto& e : rec.errors)
+    spdlog::error("error=storage route={} recovery: {}", cfg_.name, e);
+  if (!rec.finalized.empty() || rec.removed_tmp > 0) {
+    spdlog::warn(
+        "route={} recovered after an unclean stop: {} segment(s) finalised, {} "
+        "temporary file(s) removed",
+        cfg_.name, rec.finalized.size(), rec.removed_tmp);
+  }
+  target_ = ArchiveTarget{cfg_.name, dir_fd_.get(), &ac, &lifecycle_};
   if (ac.layout == Layout::Shared) {
     NameVars vars;
     vars.route = cfg_.name;
     vars.pid = ::getpid();
     shared_ =
         std::make_unique<SegmentChain>(ac, dir_fd_.get(), std::move(vars), server_.sys(), metrics_);
+    shared_->onSegmentClosed([this](const std::string& rel, uint64_t) { segmentClosed(rel); });
   }
   listener_ =
       std::make_unique<Listener>(server_.base(), server_.sys(), cfg_.name,
@@ -50,7 +67,49 @@ std::string Route::start() {
   if (!err.empty()) return err;
   interval_ev_.reset(evtimer_new(server_.base(), &Route::onInterval, this));
   armInterval();
+  if (target_.compresses() || target_.retains()) {
+    // A catch-up now (segments left plain or due for deletion while stopped), then on a timer:
+    // retention by age needs the clock, not only rotations.
+    server_.worker().catchUp(&target_);
+    maintenance_ev_.reset(event_new(server_.base(), -1, EV_PERSIST, &Route::onMaintenance, this));
+    auto every = std::chrono::milliseconds(60000);
+    if (ac.retain.max_age.count() > 0) {
+      every = std::clamp(ac.retain.max_age / 10, std::chrono::milliseconds(1000), every);
+    }
+    addEvent(maintenance_ev_.get(), every);
+  }
   return {};
+}
+
+std::string Route::lockDir() {
+  lock_fd_.reset(::openat(dir_fd_.get(), ".spliced.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!lock_fd_.valid()) {
+    return fmt::format("cannot create {}/.spliced.lock: {}", cfg_.archive->dir.string(),
+                       std::strerror(errno));
+  }
+  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {0};
+    ssize_t n = ::pread(lock_fd_.get(), pid, sizeof pid - 1, 0);
+    std::string who;
+    if (n > 0) who = fmt::format(" (pid {})", std::string(pid, std::strcspn(pid, "\n")));
+    return fmt::format("archive dir {} is in use by another spliced process{}",
+                       cfg_.archive->dir.string(), who);
+  }
+  std::string me = fmt::format("{}\n", ::getpid());
+  if (::ftruncate(lock_fd_.get(), 0) == 0) {
+    [[maybe_unused]] ssize_t w = ::pwrite(lock_fd_.get(), me.data(), me.size(), 0);
+  }
+  return {};
+}
+
+void Route::onMaintenance(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Route*>(arg);
+  self->server_.worker().catchUp(&self->target_);
+}
+
+void Route::segmentClosed(const std::string& rel) {
+  if (target_.compresses()) server_.worker().compress(&target_, rel);
+  if (target_.retains()) server_.worker().retain(&target_);
 }
 
 void Route::stopAccepting() {

@@ -15,6 +15,7 @@ Server::Server(ConfigPtr config, SysCalls& sys)
 
 Server::~Server() {
   admin_.reset();
+  worker_.reset();  // joined before the routes its jobs point into go away
   graveyard_.clear();
   routes_.clear();
   signal_evs_.clear();
@@ -25,6 +26,7 @@ Server::~Server() {
 std::string Server::start() {
   if (!base_) return "cannot create the event loop";
   ::signal(SIGPIPE, SIG_IGN);
+  worker_ = std::make_unique<ArchiveWorker>();
   for (const auto& rc : config_->routes) {
     auto route = std::make_unique<Route>(*this, rc);
     std::string err = route->start();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "spliced/archive.hpp"
+#include "spliced/archive_worker.hpp"
 #include "spliced/collect_session.hpp"
 #include "spliced/config.hpp"
 #include "spliced/event.hpp"
@@ -40,6 +41,10 @@ class Route {
   size_t sessionCount() const { return sessions_.size(); }
   std::string boundAddress() const { return listener_ ? listener_->boundAddress() : ""; }
 
+  // A segment of this route is complete: queue its compression and a retention pass.
+  void segmentClosed(const std::string& rel);
+  const LifecycleMetrics& lifecycle() const { return lifecycle_; }
+
   // Called by a session that has closed: it is freed after the current callback returns.
   void sessionDone(CollectSession* s);
 
@@ -56,15 +61,21 @@ class Route {
  private:
   void onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len);
   static void onInterval(evutil_socket_t, short, void* arg);
+  static void onMaintenance(evutil_socket_t, short, void* arg);
   void armInterval();
+  std::string lockDir();
 
   Server& server_;
   const RouteConfig& cfg_;
   RouteMetrics metrics_;
   UniqueFd dir_fd_;
+  UniqueFd lock_fd_;  // flock on <dir>/.spliced.lock: one process per archive dir
+  LifecycleMetrics lifecycle_;
+  ArchiveTarget target_;  // what the archive worker needs of this route
   std::unique_ptr<SegmentChain> shared_;
   std::unique_ptr<Listener> listener_;
   EventPtr interval_ev_;
+  EventPtr maintenance_ev_;
   std::list<std::unique_ptr<CollectSession>> sessions_;
   uint64_t stalled_ = 0;
   int last_storage_err_ = 0;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "spliced/admin.hpp"
+#include "spliced/archive_worker.hpp"
 #include "spliced/collect_session.hpp"
 #include "spliced/config.hpp"
 #include "spliced/event.hpp"
@@ -41,6 +42,7 @@ class Server {
   // The address each route listens on (the real port when the config said 0), by route name.
   std::string boundAddress(const std::string& route) const;
   const std::vector<std::unique_ptr<Route>>& routes() const { return routes_; }
+  ArchiveWorker& worker() { return *worker_; }
   Route* route(std::string_view name) const;
   std::chrono::system_clock::time_point startTime() const { return start_time_; }
   std::string adminAddress() const;
@@ -64,6 +66,8 @@ class Server {
   PipePool pipes_;
   std::vector<std::unique_ptr<Route>> routes_;
   std::unique_ptr<Admin> admin_;  // after routes_: destroyed first, it reads them
+  // After routes_: destroyed (joined) first, its jobs point into routes.
+  std::unique_ptr<ArchiveWorker> worker_;
   std::vector<EventPtr> signal_evs_;
   EventPtr cleanup_ev_;
   EventPtr drain_ev_;

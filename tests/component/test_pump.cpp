@@ -260,7 +260,14 @@ TEST_CASE("ENOSPC mid-stream stops reading, keeps the bytes, and resumes", "[pum
     REQUIRE(r.status != PumpStatus::SinkError);
   }
   full = true;
+  // The next bytes to arrive hit the full disk (the writer thread may not have refilled the
+  // socket yet: wait for it rather than assume it).
   PumpResult r = pump.run(1 << 30);
+  for (int i = 0; i < 200 && r.status == PumpStatus::Drained; ++i) {
+    pollfd p{rig.server.get(), POLLIN, 0};
+    ::poll(&p, 1, 50);
+    r = pump.run(1 << 30);
+  }
   REQUIRE(r.status == PumpStatus::SinkError);
   CHECK(r.err == ENOSPC);
   uint64_t in_at_fault = rig.metrics.bytes_in;

@@ -94,6 +94,7 @@ std::vector<fs::path> listSegments(const fs::path& dir, bool open) {
        it.increment(ec)) {
     if (!it->is_regular_file(ec)) continue;
     const std::string name = it->path().filename().string();
+    if (name.front() == '.') continue;  // .spliced.lock is the archive dir's lock, not a segment
     const bool is_open = name.size() >= 5 && name.compare(name.size() - 5, 5, ".open") == 0;
     if (is_open == open) out.push_back(it->path());
   }

@@ -200,8 +200,11 @@ TEST_CASE("NameTemplate: literal '..' and other non-contained shapes are refused
         "name 'a//b' expands to 'a//b', which is not inside the archive dir");
   CHECK(compileError("dir/") ==
         "name 'dir/' expands to 'dir/', which is not inside the archive dir");
-  // Dots that are part of a longer component are fine.
-  CHECK(expanded("..{route}/x..y/...", sampleVars()) == "..app/x..y/...");
+  // Dots inside a component are fine; a component may not start with one (hidden files are
+  // not segments: the lifecycle skips them).
+  CHECK(expanded("{route}../x..y/a...", sampleVars()) == "app../x..y/a...");
+  CHECK(compileError("..{route}/x") ==
+        "name '..{route}/x' expands to '..route/x': no part of it may start with '.'");
 }
 
 TEST_CASE("NameTemplate::expand: a placeholder value cannot climb out", "[naming]") {
@@ -219,12 +222,13 @@ TEST_CASE("NameTemplate::expand: a placeholder value cannot climb out", "[naming
   CHECK(out.error() ==
         "name '{route}/x.log' expands to 'a/../../etc/x.log', which is not inside the archive dir");
 
-  // "..{route}" compiles (the sample route is not empty) but an empty value makes it "..".
-  auto dots = compiled("..{route}");
-  v.route = "";
+  // "x/{route}" compiles (the sample route is not empty) but a value of ".." climbs out.
+  auto dots = compiled("x/{route}");
+  v.route = "..";
   out = dots.expand(v, kWhen, false);
   REQUIRE_FALSE(out.ok());
-  CHECK(out.error() == "name '..{route}' expands to '..', which is not inside the archive dir");
+  CHECK(out.error() == "name 'x/{route}' expands to 'x/..', which is not inside the archive dir");
+  v.route = "";
 
   // A name that expands to nothing at all.
   auto bare = compiled("{route}");
@@ -268,4 +272,14 @@ TEST_CASE("NameTemplate: %s is the epoch whatever TZ is", "[naming]") {
   ScopedTz tz("XXX-05:30");
   CHECK(expanded("%s", v, true) == std::to_string(kEpoch));
   CHECK(expanded("%s", v, false) == std::to_string(kEpoch));  // actual: kEpoch - 19800
+}
+
+TEST_CASE("NameTemplate: names the archive lifecycle uses are refused", "[naming]") {
+  for (const char* bad : {"{route}.open", "{route}-{seq}.tmp", "x/{seq}.log.zst", "{seq}.gz",
+                          ".hidden-{seq}", "%Y/.x/{seq}.log"}) {
+    INFO(bad);
+    CHECK_FALSE(NameTemplate::compile(bad).ok());
+  }
+  CHECK(NameTemplate::compile("{route}-{seq}.log").ok());
+  CHECK(NameTemplate::compile("a.b/{seq}.open.log").ok());
 }
