@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -248,12 +249,19 @@ bool Daemon::running() {
 }
 
 std::string Daemon::waitListening(const std::string& route, Millis timeout) {
-  const std::string needle = "route=" + route + " listening on ";
+  return waitAddress("route=" + route + " listening on ", timeout);
+}
+
+std::string Daemon::waitAdmin(Millis timeout) {
+  return waitAddress("admin listening on ", timeout);
+}
+
+std::string Daemon::waitAddress(const std::string& needle, Millis timeout) {
   const auto deadline = Clock::now() + timeout;
   while (true) {
     std::string text = log();
-    auto pos = text.find(needle);
-    if (pos != std::string::npos) {
+    for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) {
+      if (pos > 0 && text[pos - 1] == '=') continue;  // "route=admin listening on"
       auto start = pos + needle.size();
       auto end = text.find_first_of(" \n", start);
       if (end != std::string::npos) return text.substr(start, end - start);
@@ -491,6 +499,171 @@ Conn connectUnix(const std::string& path, int* err) {
   }
   if (err) *err = 0;
   return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1
+
+namespace {
+
+bool equalsNoCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string trimmed(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return std::string(s);
+}
+
+// "unix:/path", "a.b.c.d:port" or "[v6]:port".
+Conn connectAddress(const std::string& addr, int* err) {
+  if (addr.rfind("unix:", 0) == 0) return connectUnix(addr.substr(5), err);
+  auto colon = addr.rfind(':');
+  if (colon == std::string::npos) {
+    *err = EINVAL;
+    return Conn();
+  }
+  std::string host = addr.substr(0, colon);
+  const int port = std::atoi(addr.c_str() + colon + 1);
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    auto* sa = reinterpret_cast<sockaddr_in6*>(&ss);
+    sa->sin6_family = AF_INET6;
+    sa->sin6_port = htons(static_cast<uint16_t>(port));
+    if (::inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &sa->sin6_addr) != 1) {
+      *err = EINVAL;
+      return Conn();
+    }
+    len = sizeof *sa;
+  } else {
+    auto* sa = reinterpret_cast<sockaddr_in*>(&ss);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons(static_cast<uint16_t>(port));
+    if (::inet_pton(AF_INET, host.c_str(), &sa->sin_addr) != 1) {
+      *err = EINVAL;
+      return Conn();
+    }
+    len = sizeof *sa;
+  }
+  Conn c(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!c.valid()) {
+    *err = errno;
+    return c;
+  }
+  setTimeouts(c.fd());
+  while (::connect(c.fd(), reinterpret_cast<const sockaddr*>(&ss), len) != 0) {
+    if (errno == EINTR) continue;
+    *err = errno;
+    return Conn();
+  }
+  *err = 0;
+  return c;
+}
+
+}  // namespace
+
+std::string HttpResponse::header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (equalsNoCase(k, name)) return v;
+  }
+  return {};
+}
+
+size_t HttpResponse::headerCount(std::string_view name) const {
+  return static_cast<size_t>(std::count_if(
+      headers.begin(), headers.end(), [&](const auto& h) { return equalsNoCase(h.first, name); }));
+}
+
+HttpResponse httpExchange(Conn& conn, std::string_view request, Millis timeout) {
+  HttpResponse r;
+  if (int e = conn.sendAll(request)) {
+    r.error = std::string("send: ") + std::strerror(e);
+    return r;
+  }
+  std::string raw;
+  std::string buf(256 * kKiB, '\0');
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now());
+    if (left.count() <= 0) {
+      r.error = "timed out after " + std::to_string(raw.size()) + " bytes";
+      return r;
+    }
+    pollfd p{conn.fd(), POLLIN, 0};
+    int pr = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr < 0) {
+      r.error = errnoText("poll");
+      return r;
+    }
+    if (pr == 0) continue;
+    ssize_t n = ::recv(conn.fd(), buf.data(), buf.size(), MSG_DONTWAIT);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      r.error = errnoText("recv");
+      return r;
+    }
+    raw.append(buf.data(), static_cast<size_t>(n));
+  }
+  const auto head_end = raw.find("\r\n\r\n");
+  if (head_end == std::string::npos) {
+    r.error = "no complete header block in " + std::to_string(raw.size()) + " bytes";
+    return r;
+  }
+  std::istringstream head(raw.substr(0, head_end + 2));
+  std::string line;
+  std::getline(head, line);
+  // "HTTP/1.x NNN reason\r"
+  if (line.size() < 13 || line.rfind("HTTP/1.", 0) != 0 || line.back() != '\r' || line[8] != ' ' ||
+      line[12] != ' ' || !std::isdigit(static_cast<unsigned char>(line[9])) ||
+      !std::isdigit(static_cast<unsigned char>(line[10])) ||
+      !std::isdigit(static_cast<unsigned char>(line[11]))) {
+    r.error = "malformed status line: " + line;
+    return r;
+  }
+  r.status = std::atoi(line.substr(9, 3).c_str());
+  r.reason = line.substr(13, line.size() - 14);
+  while (std::getline(head, line)) {
+    if (line.empty() || line.back() != '\r') {
+      r.error = "header line not ended by CRLF: " + line;
+      return r;
+    }
+    line.pop_back();
+    auto colon = line.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      r.error = "malformed header line: " + line;
+      return r;
+    }
+    r.headers.emplace_back(line.substr(0, colon),
+                           trimmed(std::string_view(line).substr(colon + 1)));
+  }
+  r.body = raw.substr(head_end + 4);
+  return r;
+}
+
+HttpResponse httpRequest(const std::string& addr, const std::string& method,
+                         const std::string& target,
+                         const std::vector<std::pair<std::string, std::string>>& headers,
+                         Millis timeout) {
+  int err = 0;
+  Conn conn = connectAddress(addr, &err);
+  if (!conn.valid()) {
+    HttpResponse r;
+    r.error = "connect " + addr + ": " + std::strerror(err);
+    return r;
+  }
+  std::string request = method + " " + target + " HTTP/1.1\r\nHost: " +
+                        (addr.rfind("unix:", 0) == 0 ? std::string("localhost") : addr) +
+                        "\r\nConnection: close\r\n";
+  for (const auto& [k, v] : headers) request += k + ": " + v + "\r\n";
+  request += "\r\n";
+  return httpExchange(conn, request, timeout);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -106,6 +106,8 @@ class Daemon {
   std::string waitListening(const std::string& route, Millis timeout = Millis(10000));
   // The TCP port of ROUTE's listener (waitListening, then the digits after the last ':').
   uint16_t port(const std::string& route, Millis timeout = Millis(10000));
+  // Waits for the start-up line "admin listening on ADDR" and returns ADDR (as waitListening).
+  std::string waitAdmin(Millis timeout = Millis(10000));
 
   // kill(pid, sig); FAILs if the signal cannot be sent.
   void signal(int sig);
@@ -126,6 +128,8 @@ class Daemon {
 
  private:
   void reap(int status);
+  // Waits for a log line with `needle` (not preceded by '=') and returns the word after it.
+  std::string waitAddress(const std::string& needle, Millis timeout);
 
   fs::path config_path_;
   fs::path log_path_;
@@ -188,6 +192,38 @@ class Conn {
 Conn connectTcp(uint16_t port, int* err = nullptr);
 // Connects to a unix stream socket at `path`.
 Conn connectUnix(const std::string& path, int* err = nullptr);
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1 (the admin endpoint)
+
+struct HttpResponse {
+  int status = 0;      // 0 when no status line could be parsed
+  std::string reason;  // the reason phrase
+  std::vector<std::pair<std::string, std::string>> headers;  // in order, values trimmed
+  // Everything after the header block up to EOF. For HEAD it must be empty: whatever arrives is
+  // kept here so that a test can see it.
+  std::string body;
+  std::string error;  // "" or why the exchange failed (connect, send, timeout, malformed reply)
+
+  // Value of the first header named `name` (case-insensitive); "" when absent.
+  std::string header(std::string_view name) const;
+  // How many headers are named `name` (case-insensitive).
+  size_t headerCount(std::string_view name) const;
+};
+
+// Sends `request` (raw bytes, e.g. "GET / HTTP/1.1\r\n...\r\n\r\n") on `conn`, reads until
+// EOF (or `timeout`), and parses status line, headers and body. Safe to call from any thread.
+HttpResponse httpExchange(Conn& conn, std::string_view request, Millis timeout = Millis(10000));
+// "METHOD TARGET HTTP/1.1" with Host, `Connection: close` and `headers`, to `addr`
+// ("127.0.0.1:PORT" or "unix:/path"). `target` is sent verbatim: no normalisation or encoding.
+HttpResponse httpRequest(const std::string& addr, const std::string& method,
+                         const std::string& target,
+                         const std::vector<std::pair<std::string, std::string>>& headers = {},
+                         Millis timeout = Millis(10000));
+inline HttpResponse httpGet(const std::string& addr, const std::string& target,
+                            const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+  return httpRequest(addr, "GET", target, headers);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Payloads
