@@ -212,7 +212,8 @@ std::string Admin::start() {
   if (!http_) return "cannot create the HTTP server";
   evhttp_set_allowed_methods(http_.get(), EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
                                               EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
+                                              EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
   evhttp_set_timeout(http_.get(), 30);
   evhttp_set_max_headers_size(http_.get(), 16 * 1024);
   evhttp_set_max_body_size(http_.get(), 64 * 1024);

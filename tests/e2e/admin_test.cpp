@@ -1144,7 +1144,7 @@ TEST_CASE("admin: methods other than GET and HEAD get 405 with Allow, unknown pa
   const std::string admin = daemon.waitAdmin();
   daemon.port("app");
 
-  for (const char* method : {"POST", "PUT", "DELETE", "PATCH", "OPTIONS"}) {
+  for (const char* method : {"POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"}) {
     for (const char* target : {"/metrics", "/healthz", "/archive/app/", "/nowhere"}) {
       INFO(method << " " << target);
       HttpResponse r = httpRequest(admin, method, target, {{"Content-Length", "0"}});
