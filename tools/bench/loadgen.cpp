@@ -6,8 +6,8 @@
 //   spliced-loadgen verify --bytes B --seed S FILE...
 //       The concatenation of FILEs must be exactly client seed S's B-byte pattern. Exit 1 if not.
 //
-// The pattern: every 4 KiB block starts with (seed, offset) and is filled from a keyed mix of
-// the two, so misplaced, repeated or missing blocks are caught, not only wrong sizes.
+// The pattern: every 4 KiB block starts with (seed, offset), followed by keyed bytes of the
+// stream, so misplaced, repeated or missing blocks are caught, not only wrong sizes.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -37,20 +37,31 @@ uint64_t mix(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-// Fills `out` with the pattern bytes [offset, offset + len) of stream `seed`; offset is a
-// multiple of kBlock.
-void fillPattern(uint64_t seed, uint64_t offset, char* out, size_t len) {
+// The body of stream `seed`: 1 MiB of keyed bytes, repeated; every 4 KiB block then gets its
+// (seed, offset) header stamped over its first 16 bytes.
+constexpr size_t kBody = 1 << 20;
+
+std::vector<char> makeBody(uint64_t seed) {
+  std::vector<char> body(kBody);
+  uint64_t x = mix(seed * 0x9e3779b97f4a7c15ull);
+  for (size_t i = 0; i < kBody; i += 8) {
+    x += 0x9e3779b97f4a7c15ull;
+    uint64_t v = mix(x);
+    std::memcpy(body.data() + i, &v, 8);
+  }
+  return body;
+}
+
+// Fills `out` with the pattern bytes [offset, offset + len) of stream `seed` (body from
+// makeBody(seed)); offset is a multiple of kBlock.
+void fillPattern(const std::vector<char>& body, uint64_t seed, uint64_t offset, char* out,
+                 size_t len) {
   for (size_t b = 0; b < len; b += kBlock) {
     uint64_t block_off = offset + b;
-    uint64_t words[kBlock / 8];
-    words[0] = seed;
-    words[1] = block_off;
-    uint64_t x = mix(seed * 0x9e3779b97f4a7c15ull ^ block_off);
-    for (size_t i = 2; i < kBlock / 8; ++i) {
-      x += 0x9e3779b97f4a7c15ull;
-      words[i] = mix(x);
-    }
-    std::memcpy(out + b, words, std::min(kBlock, len - b));
+    size_t n = std::min(kBlock, len - b);
+    std::memcpy(out + b, body.data() + (block_off % kBody), n);
+    uint64_t header[2] = {seed, block_off};
+    std::memcpy(out + b, header, std::min(n, sizeof header));
   }
 }
 
@@ -102,9 +113,10 @@ int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size
       }
       std::vector<char> buf(chunk);
       uint64_t s = seed + static_cast<uint64_t>(c);
+      std::vector<char> body = makeBody(s);
       for (uint64_t off = 0; off < bytes;) {
         size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, bytes - off));
-        fillPattern(s, off, buf.data(), n);
+        fillPattern(body, s, off, buf.data(), n);
         size_t done = 0;
         while (done < n) {
           ssize_t w = ::send(fd, buf.data() + done, n - done, MSG_NOSIGNAL);
@@ -134,7 +146,8 @@ int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size
 }
 
 int verify(uint64_t bytes, uint64_t seed, const std::vector<std::string>& files) {
-  std::vector<char> want(1 << 20), got(1 << 20);
+  std::vector<char> want(kBlock), got(1 << 20);
+  std::vector<char> body = makeBody(seed);
   uint64_t off = 0;
   for (const auto& f : files) {
     int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
@@ -154,7 +167,7 @@ int verify(uint64_t bytes, uint64_t seed, const std::vector<std::string>& files)
                        static_cast<unsigned long long>(bytes));
           return 1;
         }
-        fillPattern(seed, base, want.data(), kBlock);
+        fillPattern(body, seed, base, want.data(), kBlock);
         if (std::memcmp(want.data() + skip, got.data() + done, len) != 0) {
           std::fprintf(stderr, "verify: %s differs near stream offset %llu\n", f.c_str(),
                        static_cast<unsigned long long>(off));
