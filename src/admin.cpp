@@ -277,6 +277,10 @@ void Admin::metrics(evhttp_request* req) {
   for (const auto& r : routes) {
     x.sample({{"route", r->config().name}, {"reason", "limit"}}, r->metrics().rejected_limit);
     x.sample({{"route", r->config().name}, {"reason", "denied"}}, r->metrics().rejected_denied);
+    x.sample({{"route", r->config().name}, {"reason", "no_upstream"}},
+             r->metrics().rejected_no_upstream);
+    x.sample({{"route", r->config().name}, {"reason", "bad_proxy_header"}},
+             r->metrics().rejected_bad_header);
   }
   perRoute("spliced_bytes_in_total", T::Counter, "Bytes received from clients.",
            [](Route& r) { return r.metrics().bytes_in; });
@@ -314,6 +318,30 @@ void Admin::metrics(evhttp_request* req) {
            [](Route& r) { return static_cast<uint64_t>(r.listening() ? 1 : 0); });
   x.family("spliced_upstream_errors_total", T::Counter,
            "Failed upstream connections and transfers (proxy routes).");
+  for (const auto& r : routes) {
+    if (r->upstreams() == nullptr) continue;
+    for (const auto& u : r->upstreams()->upstreams()) {
+      x.sample({{"route", r->config().name}, {"upstream", u->addr.text}}, u->errors);
+    }
+  }
+  x.family("spliced_upstream_up", T::Gauge,
+           "1 while an upstream is considered up (passive and active health).");
+  auto now = std::chrono::steady_clock::now();
+  for (const auto& r : routes) {
+    if (r->upstreams() == nullptr) continue;
+    for (const auto& u : r->upstreams()->upstreams()) {
+      x.sample({{"route", r->config().name}, {"upstream", u->addr.text}},
+               static_cast<uint64_t>(u->up(now) ? 1 : 0));
+    }
+  }
+  x.family("spliced_upstream_active_connections", T::Gauge,
+           "Sessions connected through an upstream now.");
+  for (const auto& r : routes) {
+    if (r->upstreams() == nullptr) continue;
+    for (const auto& u : r->upstreams()->upstreams()) {
+      x.sample({{"route", r->config().name}, {"upstream", u->addr.text}}, u->active);
+    }
+  }
   x.family("spliced_archive_queue_length", T::Gauge,
            "Compression and retention jobs waiting for the archive worker (the backlog).");
   x.sample({}, static_cast<uint64_t>(server_.worker().queued()));

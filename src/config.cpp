@@ -319,9 +319,9 @@ class Loader {
   }
 
   bool parseRoute(const YAML::Node& n, const std::string& path, RouteConfig& r) {
-    if (!checkMap(
-            n, path,
-            {"name", "listen", "max_connections", "idle_timeout", "allow", "archive", "forward"})) {
+    if (!checkMap(n, path,
+                  {"name", "listen", "max_connections", "idle_timeout", "allow", "accept_proxy",
+                   "accept_proxy_timeout", "archive", "forward"})) {
       return false;
     }
     if (auto v = n["name"]) {
@@ -351,6 +351,10 @@ class Loader {
       duration(v, path + ".idle_timeout", r.idle_timeout, milliseconds(100), true);
     }
     if (auto v = n["allow"]) r.allow = cidrs(v, path + ".allow");
+    if (auto v = n["accept_proxy"]) boolean(v, path + ".accept_proxy", r.accept_proxy);
+    if (auto v = n["accept_proxy_timeout"]) {
+      duration(v, path + ".accept_proxy_timeout", r.accept_proxy_timeout, milliseconds(1), false);
+    }
     auto archive = n["archive"];
     auto forward = n["forward"];
     if (archive) {
@@ -366,10 +370,8 @@ class Loader {
     if (archive && forward) {
       add(forward, path + ".forward",
           "a route with both archive and forward (collect + ship) is not supported yet");
-    } else if (forward) {
-      add(forward, path + ".forward", "proxy routes (forward) are not supported yet");
-    } else if (!archive) {
-      add(n, path, "a route needs an archive block (what to do with its streams)");
+    } else if (!archive && !forward) {
+      add(n, path, "a route needs an archive block (collect) or a forward block (proxy)");
     }
     return true;
   }
@@ -474,7 +476,11 @@ class Loader {
   }
 
   void parseForward(const YAML::Node& n, const std::string& path, ForwardConfig& f) {
-    if (!checkMap(n, path, {"upstreams", "balance", "connect_timeout", "proxy_protocol"})) return;
+    if (!checkMap(n, path,
+                  {"upstreams", "balance", "connect_timeout", "proxy_protocol", "retries",
+                   "max_fails", "fail_timeout", "health_check"})) {
+      return;
+    }
     if (auto v = n["upstreams"]) {
       if (!v.IsSequence() || v.size() == 0) {
         add(v, path + ".upstreams", "expected a non-empty list of addresses");
@@ -497,6 +503,25 @@ class Loader {
     }
     if (auto v = n["connect_timeout"]) {
       duration(v, path + ".connect_timeout", f.connect_timeout, milliseconds(1), false);
+    }
+    if (auto v = n["retries"]) count(v, path + ".retries", f.retries, 0, 100);
+    if (auto v = n["max_fails"]) count(v, path + ".max_fails", f.max_fails, 1, 1000);
+    if (auto v = n["fail_timeout"]) {
+      duration(v, path + ".fail_timeout", f.fail_timeout, milliseconds(100), false);
+    }
+    if (auto v = n["health_check"]) {
+      HealthCheckConfig h;
+      const std::string hp = path + ".health_check";
+      if (checkMap(v, hp, {"interval", "timeout", "fall", "rise"})) {
+        if (auto m = v["interval"]) {
+          duration(m, hp + ".interval", h.interval, milliseconds(100), false);
+        }
+        if (auto m = v["timeout"]) duration(m, hp + ".timeout", h.timeout, milliseconds(10), false);
+        if (auto m = v["fall"]) count(m, hp + ".fall", h.fall, 1, 100);
+        if (auto m = v["rise"]) count(m, hp + ".rise", h.rise, 1, 100);
+        if (h.timeout > h.interval) add(v, hp + ".timeout", "must not be longer than interval");
+      }
+      f.health_check = h;
     }
     if (auto v = n["proxy_protocol"]) {
       auto p = choice<ProxyProtocol>(

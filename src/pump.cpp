@@ -18,8 +18,8 @@ bool spliceUnsupported(int err) {
 
 }  // namespace
 
-Pump::Pump(int source, Sink& sink, PipePool& pool, SysCalls& sys, RouteMetrics& metrics)
-    : source_(source), sink_(sink), pool_(pool), sys_(sys), metrics_(metrics) {
+Pump::Pump(int source, Sink& sink, PipePool& pool, SysCalls& sys, PumpCounters counters)
+    : source_(source), sink_(sink), pool_(pool), sys_(sys), counters_(counters) {
   forced_copy_ = sink_.needsBytes();
 }
 
@@ -53,7 +53,7 @@ bool Pump::pipeToBuffer() {
     if (n <= 0) return false;
     pipe_->bytes -= static_cast<size_t>(n);
     buf_len_ += static_cast<size_t>(n);
-    metrics_.copy_fallback_bytes += static_cast<size_t>(n);
+    *counters_.copied += static_cast<size_t>(n);
   }
   return true;
 }
@@ -134,7 +134,7 @@ PumpResult Pump::run(size_t budget) {
       if (n > 0) {
         pipe_->bytes += static_cast<size_t>(n);
         moved += static_cast<size_t>(n);
-        metrics_.bytes_in += static_cast<size_t>(n);
+        *counters_.read += static_cast<size_t>(n);
         // Less than asked for: the socket is (most likely) empty. Drain and return rather than
         // pay a system call for the EAGAIN; level-triggered polling calls back if more came.
         if (static_cast<size_t>(n) < want) return leave(PumpStatus::Drained, 0);
@@ -177,8 +177,8 @@ PumpResult Pump::run(size_t budget) {
     if (n > 0) {
       buf_len_ += static_cast<size_t>(n);
       moved += static_cast<size_t>(n);
-      metrics_.bytes_in += static_cast<size_t>(n);
-      metrics_.copy_fallback_bytes += static_cast<size_t>(n);
+      *counters_.read += static_cast<size_t>(n);
+      *counters_.copied += static_cast<size_t>(n);
       continue;
     }
     if (n == 0) {

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "spliced/proxy_header_session.hpp"
+#include "spliced/proxy_session.hpp"
 #include "spliced/recovery.hpp"
 #include "spliced/rotation.hpp"
 #include "spliced/server.hpp"
@@ -27,6 +29,22 @@ Route::~Route() {
 }
 
 std::string Route::start() {
+  if (cfg_.archive) {
+    if (std::string err = startArchive(); !err.empty()) return err;
+  }
+  if (cfg_.forward) {
+    upstreams_ = std::make_unique<UpstreamPool>(server_.base(), *cfg_.forward, cfg_.name);
+    upstreams_->start();
+  }
+  listener_ =
+      std::make_unique<Listener>(server_.base(), server_.sys(), cfg_.name,
+                                 [this](UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
+                                   onAccept(std::move(fd), peer, len);
+                                 });
+  return listener_->open(cfg_.listen);
+}
+
+std::string Route::startArchive() {
   const ArchiveConfig& ac = *cfg_.archive;
   std::error_code ec;
   std::filesystem::create_directories(ac.dir, ec);
@@ -58,13 +76,6 @@ std::string Route::start() {
         std::make_unique<SegmentChain>(ac, dir_fd_.get(), std::move(vars), server_.sys(), metrics_);
     shared_->onSegmentClosed([this](const std::string& rel, uint64_t) { segmentClosed(rel); });
   }
-  listener_ =
-      std::make_unique<Listener>(server_.base(), server_.sys(), cfg_.name,
-                                 [this](UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
-                                   onAccept(std::move(fd), peer, len);
-                                 });
-  std::string err = listener_->open(cfg_.listen);
-  if (!err.empty()) return err;
   interval_ev_.reset(evtimer_new(server_.base(), &Route::onInterval, this));
   armInterval();
   if (target_.compresses() || target_.retains()) {
@@ -117,6 +128,7 @@ void Route::stopAccepting() {
 }
 
 void Route::armInterval() {
+  if (!cfg_.archive) return;
   auto interval = cfg_.archive->rotate.interval;
   if (interval.count() <= 0) return;
   auto now = std::chrono::system_clock::now();
@@ -138,7 +150,7 @@ void Route::rotateAll() {
 
 void Route::shutdownSweep() {
   // Sessions remove themselves from the list as they close: walk a copy of the pointers.
-  std::vector<CollectSession*> live;
+  std::vector<Session*> live;
   for (auto& s : sessions_) live.push_back(s.get());
   for (auto* s : live) s->shutdownSweep();
 }
@@ -149,7 +161,8 @@ void Route::closeShared() {
 
 void Route::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
   const auto* sa = reinterpret_cast<const sockaddr*>(&peer);
-  if (!allowed(cfg_.allow, sa)) {
+  // Behind a front load balancer the real client is known only from its PROXY header.
+  if (!cfg_.accept_proxy && !allowed(cfg_.allow, sa)) {
     ++metrics_.rejected_denied;
     spdlog::debug("route={} refused {}: not in allow list", cfg_.name,
                   describePeer(sa, len).display());
@@ -163,9 +176,55 @@ void Route::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
   }
   ++metrics_.connections_total;
   ++metrics_.connections_active;
-  auto session = std::make_unique<CollectSession>(*this, std::move(fd), describePeer(sa, len),
-                                                  server_.nextConnectionId());
-  CollectSession* raw = session.get();
+  if (cfg_.accept_proxy) {
+    adopt(std::make_unique<ProxyHeaderSession>(*this, std::move(fd), peer, len));
+    return;
+  }
+  startSession(std::move(fd), peer, len, std::nullopt);
+}
+
+void Route::startSession(UniqueFd fd, const sockaddr_storage& peer, socklen_t len,
+                         std::optional<ProxyAddresses> origin) {
+  uint64_t id = server_.nextConnectionId();
+  if (cfg_.forward) {
+    adopt(std::make_unique<ProxySession>(*this, std::move(fd), peer, len, std::move(origin), id));
+    return;
+  }
+  // A collect session names and logs the original client when a PROXY header gave one.
+  PeerInfo who = describePeer(reinterpret_cast<const sockaddr*>(&peer), len);
+  if (origin && origin->family != AF_UNSPEC) {
+    who = describePeer(reinterpret_cast<const sockaddr*>(&origin->src), origin->src_len);
+  }
+  adopt(std::make_unique<CollectSession>(*this, std::move(fd), std::move(who), id));
+}
+
+void Route::headerReceived(Session* handshake, UniqueFd fd, const sockaddr_storage& peer,
+                           socklen_t len, const ProxyAddresses& origin) {
+  // The connection stays counted as active: it moves from the handshake to its session.
+  bool proxied = origin.family != AF_UNSPEC;
+  const sockaddr* source = proxied ? reinterpret_cast<const sockaddr*>(&origin.src)
+                                   : reinterpret_cast<const sockaddr*>(&peer);
+  bool ok = allowed(cfg_.allow, source);
+  // A unix-socket client of the balancer cannot be checked against IP networks: with an allow
+  // list, it is refused rather than waved through.
+  if (proxied && origin.family == AF_UNIX && !cfg_.allow.empty()) ok = false;
+  PeerInfo who = describePeer(source, proxied ? origin.src_len : len);
+  auto owned = std::move(*handshake->self);
+  sessions_.erase(handshake->self);
+  server_.retire(std::move(owned));
+  if (!ok) {
+    ++metrics_.rejected_denied;
+    --metrics_.connections_active;
+    spdlog::debug("route={} refused {}: not in allow list", cfg_.name, who.display());
+    return;
+  }
+  std::optional<ProxyAddresses> o;
+  if (proxied) o = origin;
+  startSession(std::move(fd), peer, len, std::move(o));
+}
+
+void Route::adopt(SessionPtr session) {
+  Session* raw = session.get();
   sessions_.push_back(std::move(session));
   raw->self = std::prev(sessions_.end());
   raw->start();
@@ -189,6 +248,9 @@ std::vector<std::string> Route::problems() const {
     out.push_back(fmt::format("route {}: archive writes failing ({}) for {} connection(s)",
                               cfg_.name, std::strerror(last_storage_err_), stalled_));
   }
+  if (upstreams_ && !upstreams_->anyUp()) {
+    out.push_back(fmt::format("route {}: no upstream available", cfg_.name));
+  }
   struct stat st;
   if (dir_fd_.valid() && ::fstat(dir_fd_.get(), &st) == 0 && st.st_nlink == 0) {
     out.push_back(
@@ -197,7 +259,7 @@ std::vector<std::string> Route::problems() const {
   return out;
 }
 
-void Route::sessionDone(CollectSession* s) {
+void Route::sessionDone(Session* s) {
   --metrics_.connections_active;
   auto owned = std::move(*s->self);
   sessions_.erase(s->self);

@@ -31,8 +31,14 @@ std::string Server::start() {
     auto route = std::make_unique<Route>(*this, rc);
     std::string err = route->start();
     if (!err.empty()) return fmt::format("route {}: {}", rc.name, err);
-    spdlog::info("route={} listening on {} archive={}", rc.name, route->boundAddress(),
-                 rc.archive->dir.string());
+    if (rc.archive) {
+      spdlog::info("route={} listening on {} archive={}", rc.name, route->boundAddress(),
+                   rc.archive->dir.string());
+    } else {
+      std::string ups;
+      for (const auto& u : rc.forward->upstreams) ups += (ups.empty() ? "" : ",") + u.text;
+      spdlog::info("route={} listening on {} forward={}", rc.name, route->boundAddress(), ups);
+    }
     routes_.push_back(std::move(route));
   }
   if (config_->admin.listen) {
@@ -115,11 +121,22 @@ void Server::maybeFinishShutdown() {
   for (auto& r : routes_) {
     r->closeShared();
     const RouteMetrics& m = r->metrics();
+    if (r->config().forward) {
+      spdlog::info(
+          "route={} totals: connections={} rejected_limit={} rejected_denied={} "
+          "rejected_no_upstream={} rejected_bad_header={} bytes_in={} upstream_bytes={} "
+          "bytes_out={} copy_fallback_bytes={}",
+          r->config().name, m.connections_total, m.rejected_limit, m.rejected_denied,
+          m.rejected_no_upstream, m.rejected_bad_header, m.bytes_in, m.upstream_bytes, m.bytes_out,
+          m.copy_fallback_bytes);
+      continue;
+    }
     spdlog::info(
-        "route={} totals: connections={} rejected_limit={} rejected_denied={} bytes_in={} "
-        "archive_bytes={} segments={} copy_fallback_bytes={}",
-        r->config().name, m.connections_total, m.rejected_limit, m.rejected_denied, m.bytes_in,
-        m.archive_bytes, m.archive_segments, m.copy_fallback_bytes);
+        "route={} totals: connections={} rejected_limit={} rejected_denied={} "
+        "rejected_bad_header={} bytes_in={} archive_bytes={} segments={} copy_fallback_bytes={}",
+        r->config().name, m.connections_total, m.rejected_limit, m.rejected_denied,
+        m.rejected_bad_header, m.bytes_in, m.archive_bytes, m.archive_segments,
+        m.copy_fallback_bytes);
   }
   event_base_loopexit(base_.get(), nullptr);
 }
@@ -147,7 +164,7 @@ const RouteMetrics* Server::metrics(const std::string& route) const {
   return nullptr;
 }
 
-void Server::retire(std::unique_ptr<CollectSession> s) {
+void Server::retire(SessionPtr s) {
   graveyard_.push_back(std::move(s));
   event_active(cleanup_ev_.get(), EV_TIMEOUT, 0);
 }

@@ -11,6 +11,7 @@
 #include "spliced/fd.hpp"
 #include "spliced/line_framer.hpp"
 #include "spliced/pump.hpp"
+#include "spliced/session.hpp"
 
 namespace spliced {
 
@@ -23,22 +24,21 @@ const char* toString(EndReason r);
 // A CollectSession owns the client socket, its events, its pump, and (layout: per_connection)
 // its own segment chain; with layout: shared it borrows the route's chain. The Route owns the
 // session and frees it after the callback that closed it has returned.
-class CollectSession {
+class CollectSession : public Session {
  public:
   CollectSession(Route& route, UniqueFd fd, PeerInfo peer, uint64_t id);
-  ~CollectSession();
+  ~CollectSession() override;
   CollectSession(const CollectSession&) = delete;
   CollectSession& operator=(const CollectSession&) = delete;
 
-  void start();
+  void start() override;
   // Closes the active segment of a per_connection chain (SIGUSR1, interval).
-  void rotate();
+  void rotate() override;
   // drain_timeout is over: take what the socket already holds, write it, and close.
-  void shutdownSweep();
+  void shutdownSweep() override;
 
   uint64_t id() const { return id_; }
   bool closed() const { return state_ == State::Closed; }
-  std::list<std::unique_ptr<CollectSession>>::iterator self;  // position in the route's list
 
  private:
   // Streaming: reading the client. Backoff: the sink refused bytes (full disk, ...); the client

@@ -69,11 +69,24 @@ struct ArchiveConfig {
   uint64_t max_line = kMiB;  // framing: lines only; a longer line is split (and counted)
 };
 
+// Active TCP health check of each upstream: a connect every `interval`; `fall` failures in a row
+// mark it down, `rise` successes in a row up again.
+struct HealthCheckConfig {
+  milliseconds interval{2000};
+  milliseconds timeout{1000};
+  uint64_t fall = 3;
+  uint64_t rise = 2;
+};
+
 struct ForwardConfig {
   std::vector<SocketAddress> upstreams;
   Balance balance = Balance::RoundRobin;
   milliseconds connect_timeout{3000};
   ProxyProtocol proxy_protocol = ProxyProtocol::Off;
+  uint64_t retries = 2;              // further upstreams tried after a failed connect
+  uint64_t max_fails = 3;            // passive health: failed connects in a row that mark one down
+  milliseconds fail_timeout{10000};  // ... for this long, then it is tried again
+  std::optional<HealthCheckConfig> health_check;  // off when absent
 };
 
 struct RouteConfig {
@@ -82,6 +95,8 @@ struct RouteConfig {
   uint64_t max_connections = 10000;
   milliseconds idle_timeout{0};  // 0 = none
   std::vector<Cidr> allow;       // empty = everyone
+  bool accept_proxy = false;     // clients start with a PROXY v1/v2 header (front load balancer)
+  milliseconds accept_proxy_timeout{5000};
   std::optional<ArchiveConfig> archive;
   std::optional<ForwardConfig> forward;
 };

@@ -57,11 +57,20 @@ struct PumpResult {
   int err = 0;
 };
 
+// The counters a pump adds to: bytes read from its source, and those that took the copy path.
+struct PumpCounters {
+  uint64_t* read;
+  uint64_t* copied;
+};
+
 // A Pump owns its pipe (while it holds bytes) and its copy buffer; the source fd, the sink, the
 // pool, the syscalls and the counters are borrowed and must outlive it.
 class Pump {
  public:
-  Pump(int source, Sink& sink, PipePool& pool, SysCalls& sys, RouteMetrics& metrics);
+  Pump(int source, Sink& sink, PipePool& pool, SysCalls& sys, PumpCounters counters);
+  // Reads count as the route's bytes_in, copies as its copy_fallback_bytes.
+  Pump(int source, Sink& sink, PipePool& pool, SysCalls& sys, RouteMetrics& metrics)
+      : Pump(source, sink, pool, sys, {&metrics.bytes_in, &metrics.copy_fallback_bytes}) {}
   ~Pump();
   Pump(const Pump&) = delete;
   Pump& operator=(const Pump&) = delete;
@@ -90,7 +99,7 @@ class Pump {
   Sink& sink_;
   PipePool& pool_;
   SysCalls& sys_;
-  RouteMetrics& metrics_;
+  PumpCounters counters_;
   std::optional<Pipe> pipe_;
   std::unique_ptr<char[]> buf_;
   size_t buf_size_ = 0;

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,9 @@
 #include "spliced/event.hpp"
 #include "spliced/listener.hpp"
 #include "spliced/metrics.hpp"
+#include "spliced/proxy_protocol.hpp"
+#include "spliced/session.hpp"
+#include "spliced/upstream.hpp"
 
 namespace spliced {
 
@@ -45,8 +49,14 @@ class Route {
   void segmentClosed(const std::string& rel);
   const LifecycleMetrics& lifecycle() const { return lifecycle_; }
 
+  // Proxy routes: the upstream pool (nullptr for collect routes).
+  UpstreamPool* upstreams() { return upstreams_.get(); }
+  // accept_proxy: the handshake read a valid PROXY header; the connection gets its session.
+  void headerReceived(Session* handshake, UniqueFd fd, const sockaddr_storage& peer, socklen_t len,
+                      const ProxyAddresses& origin);
+
   // Called by a session that has closed: it is freed after the current callback returns.
-  void sessionDone(CollectSession* s);
+  void sessionDone(Session* s);
 
   // Storage episodes: a session whose archive writes fail marks the route stalled until its
   // writes succeed again (for /healthz and the stalled gauge).
@@ -60,6 +70,10 @@ class Route {
 
  private:
   void onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len);
+  std::string startArchive();
+  void startSession(UniqueFd fd, const sockaddr_storage& peer, socklen_t len,
+                    std::optional<ProxyAddresses> origin);
+  void adopt(SessionPtr session);
   static void onInterval(evutil_socket_t, short, void* arg);
   static void onMaintenance(evutil_socket_t, short, void* arg);
   void armInterval();
@@ -73,10 +87,11 @@ class Route {
   LifecycleMetrics lifecycle_;
   ArchiveTarget target_;  // what the archive worker needs of this route
   std::unique_ptr<SegmentChain> shared_;
+  std::unique_ptr<UpstreamPool> upstreams_;
   std::unique_ptr<Listener> listener_;
   EventPtr interval_ev_;
   EventPtr maintenance_ev_;
-  std::list<std::unique_ptr<CollectSession>> sessions_;
+  std::list<SessionPtr> sessions_;
   uint64_t stalled_ = 0;
   int last_storage_err_ = 0;
 };

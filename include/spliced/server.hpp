@@ -51,7 +51,7 @@ class Server {
   const RouteMetrics* metrics(const std::string& route) const;
 
   // Frees `s` after the current callback has returned (never inside its own callback).
-  void retire(std::unique_ptr<CollectSession> s);
+  void retire(SessionPtr s);
 
  private:
   static void onSignal(evutil_socket_t sig, short, void* arg);
@@ -71,7 +71,7 @@ class Server {
   std::vector<EventPtr> signal_evs_;
   EventPtr cleanup_ev_;
   EventPtr drain_ev_;
-  std::vector<std::unique_ptr<CollectSession>> graveyard_;
+  std::vector<SessionPtr> graveyard_;
   uint64_t last_conn_id_ = 0;
   bool shutting_down_ = false;
   bool finished_ = false;

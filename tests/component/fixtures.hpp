@@ -2,6 +2,7 @@
 // Shared pieces of the component tests: a fault-injecting syscall seam, temp dirs, payloads.
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,7 +21,12 @@
 namespace spliced::testing {
 
 // Which data-path call a fault applies to.
-enum class Call { SpliceFromSocket, SpliceToFile, Read, Pwrite };
+enum class Call { SpliceFromSocket, SpliceToFile, SpliceToSocket, Read, Pwrite };
+
+inline bool isPipe(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+}
 
 // A SysCalls whose behaviour a test sets per call: a hook returns -1 with errno set to fail the
 // call, or a length cap for short transfers; 0 passes the call through unchanged.
@@ -33,8 +39,10 @@ class FaultySysCalls : public SysCalls {
 
   ssize_t splice(int fd_in, loff_t* off_in, int fd_out, loff_t* off_out, size_t len,
                  unsigned int flags) override {
-    Call c = off_out != nullptr ? Call::SpliceToFile : Call::SpliceFromSocket;
-    (c == Call::SpliceToFile ? calls_to_file : calls_from_socket)++;
+    Call c = Call::SpliceFromSocket;
+    if (isPipe(fd_in)) c = off_out != nullptr ? Call::SpliceToFile : Call::SpliceToSocket;
+    if (c == Call::SpliceToFile) calls_to_file++;
+    if (c == Call::SpliceFromSocket) calls_from_socket++;
     if (hook && hook(c, len) < 0) return -1;
     return SysCalls::splice(fd_in, off_in, fd_out, off_out, len, flags);
   }

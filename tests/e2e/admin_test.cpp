@@ -603,9 +603,9 @@ TEST_CASE("admin /metrics: a real scrape is well formed and has every family of 
     const Family* f = x.family("spliced_connections_rejected_total");
     REQUIRE(f != nullptr);
     CHECK(f->type == "counter");
-    CHECK(f->samples.size() == 2 * routes.size());
+    CHECK(f->samples.size() == 4 * routes.size());
     for (const auto& rt : routes) {
-      for (const char* reason : {"limit", "denied"}) {
+      for (const char* reason : {"limit", "denied", "no_upstream", "bad_proxy_header"}) {
         INFO("route " << rt << " reason " << reason);
         CHECK(x.value(f->name, {{"route", rt}, {"reason", reason}}) == 0.0);
       }

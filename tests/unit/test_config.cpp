@@ -338,9 +338,16 @@ routes:
       proxy_protocol: off                      # off | v1 | v2 (header sent to the upstream)
 )",
       tmp.str());
-  expectError(yaml, {23, 7, "routes[1].forward", "proxy routes (forward) are not supported yet"});
+  // The whole example is valid, the proxy route included.
+  auto full = loadOk(yaml);
+  REQUIRE(full->routes.size() == 2);
+  REQUIRE(full->routes[1].forward);
+  CHECK(full->routes[1].forward->upstreams.size() == 2);
+  CHECK(full->routes[1].forward->upstreams[1].text == "127.0.0.1:9444");
+  CHECK(full->routes[1].forward->connect_timeout == milliseconds(3000));
+  CHECK(full->routes[1].forward->proxy_protocol == ProxyProtocol::Off);
+  CHECK_FALSE(full->routes[1].archive);
 
-  // Without the proxy route (lines 20-26) it is valid.
   std::string collect_only = yaml.substr(0, yaml.find("  - name: web"));
   auto cfg = loadOk(collect_only);
   CHECK(cfg->admin.listen->text == "127.0.0.1:9180");
@@ -388,7 +395,7 @@ TEST_CASE("config: unknown keys, top-level and nested", "[config][errors]") {
   expectError(withDir(std::string(kRoute) + "    timeout: 5s\n", tmp.str()),
               {6, 5, "routes[0].timeout",
                "unknown key (known here: name, listen, max_connections, idle_timeout, allow, "
-               "archive, forward)"});
+               "accept_proxy, accept_proxy_timeout, archive, forward)"});
   expectError(withDir(std::string(kRoute) + "      dirs: /x\n", tmp.str()),
               {6, 7, "routes[0].archive.dirs",
                "unknown key (known here: dir, layout, framing, name, localtime, rotate, retain, "
@@ -702,31 +709,69 @@ TEST_CASE("config: missing name, listen, archive and dir", "[config][errors]") {
               {2, 5, "routes[0].name", "missing: every route needs a name"});
   expectError(withDir("routes:\n  - name: a\n    archive: {dir: @DIR@}\n", tmp.str()),
               {2, 5, "routes[0].listen", "missing: every route needs a listen address"});
-  expectError("routes:\n  - name: a\n    listen: 127.0.0.1:1\n",
-              {2, 5, "routes[0]", "a route needs an archive block (what to do with its streams)"});
+  expectError(
+      "routes:\n  - name: a\n    listen: 127.0.0.1:1\n",
+      {2, 5, "routes[0]", "a route needs an archive block (collect) or a forward block (proxy)"});
   expectError("routes:\n  - name: a\n    listen: 127.0.0.1:1\n    archive:\n      layout: shared\n",
               {5, 7, "routes[0].archive.dir", "missing: the directory segments are written to"});
   expectError("routes:\n  - name: a\n    listen: 127.0.0.1:1\n    archive: { layout: shared }\n",
               {4, 14, "routes[0].archive.dir", "missing: the directory segments are written to"});
   // All three at once on the same route.
-  expectErrors(
-      "routes:\n  - max_connections: 5\n",
-      {
-          {2, 5, "routes[0].name", "missing: every route needs a name"},
-          {2, 5, "routes[0].listen", "missing: every route needs a listen address"},
-          {2, 5, "routes[0]", "a route needs an archive block (what to do with its streams)"},
-      });
+  expectErrors("routes:\n  - max_connections: 5\n",
+               {
+                   {2, 5, "routes[0].name", "missing: every route needs a name"},
+                   {2, 5, "routes[0].listen", "missing: every route needs a listen address"},
+                   {2, 5, "routes[0]",
+                    "a route needs an archive block (collect) or a forward block (proxy)"},
+               });
 }
 
-TEST_CASE("config: forward routes are not supported yet", "[config][errors]") {
+TEST_CASE("config: forward routes and their checks", "[config][errors]") {
   TempDir tmp;
-  expectError(R"(routes:
+  auto cfg = loadOk(R"(routes:
   - name: web
     listen: "[::]:8443"
+    accept_proxy: true
+    accept_proxy_timeout: 2s
     forward:
-      upstreams: [127.0.0.1:9443]
-)",
-              {5, 7, "routes[0].forward", "proxy routes (forward) are not supported yet"});
+      upstreams: [127.0.0.1:9443, "[::1]:9444", unix:/run/app.sock]
+      balance: source_hash
+      connect_timeout: 250ms
+      proxy_protocol: v2
+      retries: 1
+      max_fails: 5
+      fail_timeout: 30s
+      health_check: { interval: 1s, timeout: 500ms, fall: 2, rise: 4 }
+)");
+  const RouteConfig& r = cfg->routes[0];
+  CHECK(r.accept_proxy);
+  CHECK(r.accept_proxy_timeout == milliseconds(2000));
+  REQUIRE(r.forward);
+  const ForwardConfig& f = *r.forward;
+  REQUIRE(f.upstreams.size() == 3);
+  CHECK(f.upstreams[1].text == "[::1]:9444");
+  CHECK(f.upstreams[2].isUnix());
+  CHECK(f.balance == Balance::SourceHash);
+  CHECK(f.connect_timeout == milliseconds(250));
+  CHECK(f.proxy_protocol == ProxyProtocol::V2);
+  CHECK(f.retries == 1);
+  CHECK(f.max_fails == 5);
+  CHECK(f.fail_timeout == milliseconds(30000));
+  REQUIRE(f.health_check);
+  CHECK(f.health_check->interval == milliseconds(1000));
+  CHECK(f.health_check->timeout == milliseconds(500));
+  CHECK(f.health_check->fall == 2);
+  CHECK(f.health_check->rise == 4);
+  // Defaults.
+  auto d = loadOk(
+      "routes:\n  - name: w\n    listen: 127.0.0.1:1\n    forward: { upstreams: "
+      "[127.0.0.1:2] }\n");
+  CHECK(d->routes[0].forward->retries == 2);
+  CHECK(d->routes[0].forward->max_fails == 3);
+  CHECK(d->routes[0].forward->fail_timeout == milliseconds(10000));
+  CHECK_FALSE(d->routes[0].forward->health_check);
+  CHECK_FALSE(d->routes[0].accept_proxy);
+
   expectError(withDir(R"(routes:
   - name: ship
     listen: 127.0.0.1:5140
@@ -737,8 +782,8 @@ TEST_CASE("config: forward routes are not supported yet", "[config][errors]") {
                       tmp.str()),
               {6, 7, "routes[0].forward",
                "a route with both archive and forward (collect + ship) is not supported yet"});
-  // The forward block is still checked.
-  expectErrors(R"(routes:
+  expectErrors(
+      R"(routes:
   - name: web
     listen: 127.0.0.1:1
     forward:
@@ -746,20 +791,22 @@ TEST_CASE("config: forward routes are not supported yet", "[config][errors]") {
       balance: random
       connect_timeout: 0
       proxy_protocol: v3
-      retries: 2
+      retry: 2
+      health_check: { interval: 1s, timeout: 2s, fall: 0 }
 )",
-               {
-                   {9, 7, "routes[0].forward.retries",
-                    "unknown key (known here: upstreams, balance, connect_timeout, "
-                    "proxy_protocol)"},
-                   {5, 19, "routes[0].forward.upstreams[0]",
-                    "'127.0.0.1' has no port (expected host:port, [v6]:port or unix:/path)"},
-                   {6, 16, "routes[0].forward.balance",
-                    "'random' is not one of: round_robin, least_connections, source_hash"},
-                   {7, 24, "routes[0].forward.connect_timeout", "0 is too short (at least 1ms)"},
-                   {8, 23, "routes[0].forward.proxy_protocol", "'v3' is not one of: off, v1, v2"},
-                   {5, 7, "routes[0].forward", "proxy routes (forward) are not supported yet"},
-               });
+      {
+          {9, 7, "routes[0].forward.retry",
+           "unknown key (known here: upstreams, balance, connect_timeout, "
+           "proxy_protocol, retries, max_fails, fail_timeout, health_check)"},
+          {5, 19, "routes[0].forward.upstreams[0]",
+           "'127.0.0.1' has no port (expected host:port, [v6]:port or unix:/path)"},
+          {6, 16, "routes[0].forward.balance",
+           "'random' is not one of: round_robin, least_connections, source_hash"},
+          {7, 24, "routes[0].forward.connect_timeout", "0 is too short (at least 1ms)"},
+          {10, 56, "routes[0].forward.health_check.fall", "0 is out of range (1 to 100)"},
+          {10, 21, "routes[0].forward.health_check.timeout", "must not be longer than interval"},
+          {8, 23, "routes[0].forward.proxy_protocol", "'v3' is not one of: off, v1, v2"},
+      });
 }
 
 TEST_CASE("config: {peer}, {peer_port} and {conn} are refused with layout shared",

@@ -1,0 +1,81 @@
+#include "spliced/proxy_header_session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "spliced/proxy_protocol.hpp"
+#include "spliced/route.hpp"
+#include "spliced/server.hpp"
+
+namespace spliced {
+namespace {
+
+// A header cut across TCP segments: look again shortly rather than spin on a readable socket
+// whose bytes stay (they are only peeked).
+constexpr std::chrono::milliseconds kRetry{10};
+
+}  // namespace
+
+ProxyHeaderSession::ProxyHeaderSession(Route& route, UniqueFd fd, const sockaddr_storage& peer,
+                                       socklen_t len)
+    : route_(route), fd_(std::move(fd)), peer_(peer), len_(len) {}
+
+void ProxyHeaderSession::start() {
+  event_base* base = route_.server().base();
+  read_ev_.reset(event_new(base, fd_.get(), EV_READ, &ProxyHeaderSession::onReadable, this));
+  retry_ev_.reset(evtimer_new(base, &ProxyHeaderSession::onReadable, this));
+  deadline_ev_.reset(evtimer_new(base, &ProxyHeaderSession::onDeadline, this));
+  event_add(read_ev_.get(), nullptr);
+  addEvent(deadline_ev_.get(), route_.config().accept_proxy_timeout);
+}
+
+void ProxyHeaderSession::onReadable(evutil_socket_t, short, void* arg) {
+  static_cast<ProxyHeaderSession*>(arg)->tryParse();
+}
+
+void ProxyHeaderSession::onDeadline(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<ProxyHeaderSession*>(arg);
+  self->fail(fmt::format("no complete PROXY header within {}",
+                         formatDuration(self->route_.config().accept_proxy_timeout)));
+}
+
+void ProxyHeaderSession::tryParse() {
+  uint8_t buf[kMaxProxyHeader];
+  ssize_t n = ::recv(fd_.get(), buf, sizeof buf, MSG_PEEK);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+    event_add(read_ev_.get(), nullptr);
+    return;
+  }
+  if (n <= 0) return fail(n == 0 ? "closed before its PROXY header" : std::strerror(errno));
+  ProxyParse p = parseProxyHeader(buf, static_cast<size_t>(n));
+  if (p.status == ProxyParse::Status::Invalid) return fail(p.error);
+  if (p.status == ProxyParse::Status::Incomplete) {
+    if (static_cast<size_t>(n) >= sizeof buf) return fail("PROXY header too long");
+    addEvent(retry_ev_.get(), kRetry);
+    return;
+  }
+  // Take exactly the header; the bytes after it belong to the stream.
+  ssize_t got = ::recv(fd_.get(), buf, p.header_len, 0);
+  if (got != static_cast<ssize_t>(p.header_len)) return fail("short read of the PROXY header");
+  read_ev_.reset();
+  retry_ev_.reset();
+  deadline_ev_.reset();
+  route_.headerReceived(this, std::move(fd_), peer_, len_, p.addr);  // frees this later
+}
+
+void ProxyHeaderSession::fail(const std::string& why) {
+  read_ev_.reset();
+  retry_ev_.reset();
+  deadline_ev_.reset();
+  ++route_.metrics().rejected_bad_header;
+  spdlog::warn("error=downstream route={} refused {}: {}", route_.config().name,
+               describePeer(reinterpret_cast<const sockaddr*>(&peer_), len_).display(), why);
+  fd_.reset();
+  route_.sessionDone(this);
+}
+
+void ProxyHeaderSession::shutdownSweep() { fail("shutting down"); }
+
+}  // namespace spliced
