@@ -3,6 +3,11 @@
 //   spliced-loadgen send --to HOST:PORT|unix:PATH --clients N --bytes B [--seed S] [--chunk C]
 //       N concurrent clients each send B bytes of client i's pattern (seed S+i), then close.
 //       Prints one JSON line: clients, bytes, seconds (first connect to last close).
+//   spliced-loadgen sink --listen PORT_FILE
+//       Listens on 127.0.0.1:0, writes the port to PORT_FILE, and discards every connection's
+//       bytes with splice(2) into /dev/null (so the sink is never the bottleneck), closing its
+//       side at EOF. After each connection it rewrites PORT_FILE.stats with the connection and
+//       byte totals, for the driver to check that every byte arrived.
 //   spliced-loadgen verify --bytes B --seed S FILE...
 //       The concatenation of FILEs must be exactly client seed S's B-byte pattern. Exit 1 if not.
 //
@@ -23,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -187,10 +193,74 @@ int verify(uint64_t bytes, uint64_t seed, const std::vector<std::string>& files)
   return 0;
 }
 
+// One thread per connection: socket -> pipe -> /dev/null, all in the kernel.
+int sink(const std::string& port_file) {
+  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  ::setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(lfd, 4096) != 0) {
+    die("sink: cannot listen");
+  }
+  socklen_t len = sizeof sa;
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len);
+  {
+    std::string tmp = port_file + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    std::fprintf(f, "%u\n", ntohs(sa.sin_port));
+    std::fclose(f);
+    std::rename(tmp.c_str(), port_file.c_str());
+  }
+  int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  std::atomic<uint64_t> bytes{0}, conns{0};
+  std::mutex stats_mu;
+  while (true) {
+    int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    std::thread([&, fd] {
+      int p[2];
+      if (::pipe2(p, O_CLOEXEC) != 0) {
+        ::close(fd);
+        return;
+      }
+      ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+      uint64_t mine = 0;
+      while (true) {
+        ssize_t n = ::splice(fd, nullptr, p[1], nullptr, 1 << 20, SPLICE_F_MOVE);
+        if (n <= 0) break;
+        mine += static_cast<uint64_t>(n);
+        for (ssize_t left = n; left > 0;) {
+          ssize_t w =
+              ::splice(p[0], nullptr, devnull, nullptr, static_cast<size_t>(left), SPLICE_F_MOVE);
+          if (w <= 0) break;
+          left -= w;
+        }
+      }
+      ::close(p[0]);
+      ::close(p[1]);
+      bytes += mine;
+      conns += 1;
+      {
+        std::lock_guard lock(stats_mu);
+        std::string tmp = port_file + ".stats.tmp";
+        FILE* f = std::fopen(tmp.c_str(), "w");
+        std::fprintf(f, "{\"connections\":%llu,\"bytes\":%llu}\n",
+                     static_cast<unsigned long long>(conns.load()),
+                     static_cast<unsigned long long>(bytes.load()));
+        std::fclose(f);
+        std::rename(tmp.c_str(), (port_file + ".stats").c_str());
+      }
+      ::close(fd);  // EOF reached: close our side, the FIN travels back to the client
+    }).detach();
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) die("usage: spliced-loadgen send|verify ...");
+  if (argc < 2) die("usage: spliced-loadgen send|sink|verify ...");
   std::string mode = argv[1];
   std::string to;
   int clients = 1;
@@ -203,7 +273,7 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) die(("missing value for " + a).c_str());
       return argv[++i];
     };
-    if (a == "--to") {
+    if (a == "--to" || a == "--listen") {
       to = val();
     } else if (a == "--clients") {
       clients = std::stoi(val());
@@ -223,5 +293,9 @@ int main(int argc, char** argv) {
     return send(to, clients, bytes, seed, chunk);
   }
   if (mode == "verify") return verify(bytes, seed, files);
+  if (mode == "sink") {
+    if (files.size() != 1 && to.empty()) die("sink needs --listen PORT_FILE");
+    return sink(files.empty() ? to : files[0]);
+  }
   die("unknown mode");
 }

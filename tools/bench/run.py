@@ -54,6 +54,30 @@ def cpu_seconds(pid):
     return sum(int(x) for x in fields[11:15]) / TICK
 
 
+def tree_pids(pid):
+    """pid and all its descendants (threads' children included)."""
+    out = [pid]
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                for child in f.read().split():
+                    out += tree_pids(int(child))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def tree_cpu(pid):
+    """CPU-seconds of a process tree: each live process plus what its reaped children used."""
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            total += cpu_seconds(p)
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -180,6 +204,201 @@ class SocatFile:
         self.proc.wait(timeout=30)
 
 
+class Sink:
+    """spliced-loadgen sink: discards with splice into /dev/null and counts what arrived."""
+
+    def __init__(self, workdir):
+        self.port_file = os.path.join(workdir, f"sink-{time.monotonic_ns()}.port")
+        self.proc = subprocess.Popen([LOADGEN, "sink", "--listen", self.port_file])
+        wait_for(lambda: os.path.exists(self.port_file), 5, "the sink to listen")
+        with open(self.port_file) as f:
+            self.port = int(f.read())
+
+    def stats(self):
+        try:
+            with open(self.port_file + ".stats") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {"connections": 0, "bytes": 0}
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class SplicedProxy(Spliced):
+    def __init__(self, workdir, pipe_size="1MiB", pipes_max=1024, name="spliced"):
+        super().__init__(workdir, pipe_size=pipe_size, pipes_max=pipes_max, name=name)
+
+    def start_forward(self, upstream_port):
+        cfg = os.path.join(self.workdir, "spliced-proxy.yaml")
+        self.port, self.admin = str(free_port()), f"127.0.0.1:{free_port()}"
+        with open(cfg, "w") as f:
+            f.write(f"""log: {{ level: warn }}
+admin: {{ listen: {self.admin} }}
+pipes: {{ size: {self.pipe_size}, max: {self.pipes_max} }}
+routes:
+  - name: bench
+    listen: 127.0.0.1:{self.port}
+    max_connections: 100000
+    forward:
+      upstreams: [127.0.0.1:{upstream_port}]
+""")
+        self.proc = subprocess.Popen([SPLICED, "-c", cfg], stderr=subprocess.PIPE)
+        # Not by connecting: a probe connection would be proxied to the sink and counted there.
+        wait_for(lambda: port_listening(int(self.port)), 5, "spliced to listen")
+        return f"127.0.0.1:{self.port}"
+
+
+class HAProxy:
+    """HAProxy mode tcp, one thread (as one spliced worker), 1 MiB pipes as spliced's."""
+
+    def __init__(self, workdir, splice=True):
+        self.workdir, self.splice = workdir, splice
+        self.name = "haproxy+splice" if splice else "haproxy"
+
+    def start_forward(self, upstream_port):
+        self.port = free_port()
+        cfg = os.path.join(self.workdir, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write(f"""global
+    maxconn 7000
+    nbthread 1
+    tune.pipesize 1048576
+    log stderr format raw local0 err
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    {"option splice-auto" if self.splice else ""}
+frontend f
+    bind 127.0.0.1:{self.port}
+    default_backend b
+backend b
+    server s1 127.0.0.1:{upstream_port}
+""")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(lambda: port_listening(self.port), 5, "haproxy to listen")
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class NginxStream:
+    """nginx stream proxy, one worker, 256 KiB proxy buffers."""
+    name = "nginx"
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    def start_forward(self, upstream_port):
+        self.port = free_port()
+        cfg = os.path.join(self.workdir, "nginx.conf")
+        with open(cfg, "w") as f:
+            f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+daemon off;
+pid {self.workdir}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 8000; }}
+stream {{
+    server {{
+        listen 127.0.0.1:{self.port};
+        proxy_pass 127.0.0.1:{upstream_port};
+        proxy_buffer_size 256k;
+    }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-c", cfg, "-p", self.workdir],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: port_listening(self.port), 5, "nginx to listen")
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class SocatProxy:
+    name = "socat"
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    def start_forward(self, upstream_port):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["socat", "-b", "262144", f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr,"
+             "backlog=1024", f"TCP:127.0.0.1:{upstream_port}"], stderr=subprocess.DEVNULL)
+        wait_for(lambda: port_listening(self.port), 5, "socat to listen")
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def port_listening(port):
+    with open("/proc/net/tcp") as f:
+        return f":{port:04X} 00000000:0000 0A" in f.read()
+
+
+def run_forward(system, work, clients, nbytes):
+    sink = Sink(work)
+    try:
+        to = system.start_forward(sink.port)
+        cpu0 = tree_cpu(system.proc.pid)
+        t0 = time.monotonic()
+        loadgen(to, clients, nbytes)
+        wall = time.monotonic() - t0
+        cpu = tree_cpu(system.proc.pid) - cpu0
+        copied = system.copy_bytes() if hasattr(system, "copy_bytes") else None
+        total = clients * nbytes
+        wait_for(lambda: sink.stats()["connections"] == clients, 30, "the sink's totals")
+        got = sink.stats()
+        if got["bytes"] != total:
+            raise RuntimeError(f"{system.name}: the sink got {got['bytes']} bytes of {total}")
+        gb = total / 1e9
+        return {"gbps": gb / wall, "cpu_per_gb": cpu / gb, "wall": wall, "cpu": cpu,
+                "copy_fallback_bytes": copied}
+    finally:
+        try:
+            system.stop()
+        except Exception:
+            pass
+        sink.stop()
+
+
+def scenario_forward(args, clients, nbytes):
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
+    if args.quick:
+        nbytes = max(nbytes // 20, 1_000_000)
+    systems = [("spliced", lambda: SplicedProxy(work)),
+               ("haproxy+splice", lambda: HAProxy(work, splice=True)),
+               ("haproxy", lambda: HAProxy(work, splice=False)),
+               ("nginx", lambda: NginxStream(work)),
+               ("socat", lambda: SocatProxy(work))]
+    results = {name: [] for name, _ in systems}
+    try:
+        for i in range(-1 if args.warmup else 0, args.runs):
+            for name, make in systems:
+                r = run_forward(make(), work, clients, nbytes)
+                if i < 0:
+                    print(f"  warm-up {name:14s} {r['gbps']:.3f} GB/s", file=sys.stderr)
+                    continue
+                results[name].append(r)
+                print(f"  run {i + 1} {name:14s} {r['gbps']:.3f} GB/s  "
+                      f"{r['cpu_per_gb']:.3f} CPU-s/GB", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"scenario": f"forward {clients} x {nbytes // 1_000_000} MB",
+            "results": {n: summarize(rs) for n, rs in results.items()}}
+
+
 def run_archive(system, base_dir, clients, nbytes, verify):
     archive = tempfile.mkdtemp(prefix="archive-", dir=base_dir)
     try:
@@ -267,7 +486,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 run (CI smoke test)")
-    ap.add_argument("--scenario", action="append", choices=["archive-tmpfs", "archive-disk"])
+    ap.add_argument("--scenario", action="append",
+                    choices=["archive-tmpfs", "archive-disk", "forward-4x500", "forward-100x20"])
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
                     help="skip the discarded first round")
@@ -276,12 +496,16 @@ def main():
     args = ap.parse_args()
     if args.quick:
         args.runs, args.warmup = 1, False
-    ensure_packages(["socat"])
+    ensure_packages(["socat", "haproxy", "nginx-light", "libnginx-mod-stream"])
     build()
     out = []
-    for sc in args.scenario or ["archive-tmpfs"]:
+    for sc in args.scenario or ["archive-tmpfs", "forward-4x500", "forward-100x20"]:
         print(f"scenario {sc}", file=sys.stderr)
-        out.append(scenario_archive(args, sc.split("-")[1]))
+        if sc.startswith("archive-"):
+            out.append(scenario_archive(args, sc.split("-")[1]))
+        else:
+            clients, mb = sc.split("-")[1].split("x")
+            out.append(scenario_forward(args, int(clients), int(mb) * 1_000_000))
     for sc in out:
         print(f"\n{sc['scenario']} (median of {args.runs})")
         print("| system | GB/s | CPU-s per GB |\n|---|---|---|")
