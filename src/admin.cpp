@@ -52,7 +52,9 @@ void walk(int dir_fd, const std::string& prefix, std::vector<Segment>& out, int 
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
     if (name.empty() || name.front() == '.') continue;  // ., .., .spliced.lock: not segments
-    std::string rel = prefix.empty() ? name : prefix + "/" + name;
+    std::string rel = prefix;
+    if (!rel.empty()) rel += '/';
+    rel += name;
     struct stat st;
     if (::fstatat(dir_fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (S_ISDIR(st.st_mode)) {

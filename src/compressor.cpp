@@ -272,9 +272,7 @@ int decompressFd(int fd, Compress algo, const ChunkFn& sink) {
 UniqueFd openRegular(int dir, const std::string& name, struct stat& st, int& err) {
   UniqueFd fd(::openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   err = 0;
-  if (!fd.valid()) {
-    err = errno;
-  } else if (::fstat(fd.get(), &st) != 0) {
+  if (!fd.valid() || ::fstat(fd.get(), &st) != 0) {
     err = errno;
   } else if (!S_ISREG(st.st_mode)) {
     err = EINVAL;

@@ -56,6 +56,7 @@ void PipePool::release(Pipe&& pipe) {
   --in_use_;
   if (pipe.bytes == 0 && free_.size() + in_use_ < max_pipes_) {
     free_.push_back(std::move(pipe));
+    return;
   }
   // A pipe that still holds bytes (or one over the cap) is closed here, never reused.
   pipe.rd.reset();

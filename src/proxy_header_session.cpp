@@ -1,5 +1,6 @@
 #include "spliced/proxy_header_session.hpp"
 
+#include <poll.h>
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
@@ -53,6 +54,11 @@ void ProxyHeaderSession::tryParse() {
   if (p.status == ProxyParse::Status::Invalid) return fail(p.error);
   if (p.status == ProxyParse::Status::Incomplete) {
     if (static_cast<size_t>(n) >= sizeof buf) return fail("PROXY header too long");
+    // Peeking never shows the end of stream behind the bytes: ask for it directly.
+    pollfd pfd{fd_.get(), POLLRDHUP, 0};
+    if (::poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+      return fail("closed in the middle of its PROXY header");
+    }
     addEvent(retry_ev_.get(), kRetry);
     return;
   }

@@ -55,9 +55,16 @@ ProxySession::ProxySession(Route& route, UniqueFd client, const sockaddr_storage
       client_(std::move(client)),
       peer_(peer),
       peer_len_(peer_len),
-      origin_(std::move(origin)),
+      origin_(origin),
       id_(id) {
-  peer_info_ = describePeer(reinterpret_cast<const sockaddr*>(&peer_), peer_len_);
+  // Behind a front load balancer, the client is the one its PROXY header names: it is logged
+  // and hashed (source_hash), not the balancer.
+  peer_info_ = describePeer(clientAddress(), origin_ ? origin_->src_len : peer_len_);
+}
+
+const sockaddr* ProxySession::clientAddress() const {
+  if (origin_) return reinterpret_cast<const sockaddr*>(&origin_->src);
+  return reinterpret_cast<const sockaddr*>(&peer_);
 }
 
 ProxySession::~ProxySession() = default;
@@ -71,11 +78,10 @@ void ProxySession::start() {
 void ProxySession::connectNext() {
   UpstreamPool& pool = *route_.upstreams();
   const ForwardConfig& fc = *route_.config().forward;
-  int last_err = 0;
   while (state_ == State::Connecting) {
-    if (tried_.size() > fc.retries) return close(End::NoUpstream, last_err);
-    Upstream* u = pool.pick(reinterpret_cast<const sockaddr*>(&peer_), tried_);
-    if (u == nullptr) return close(End::NoUpstream, last_err);
+    if (tried_.size() > fc.retries) return close(End::NoUpstream, last_connect_err_);
+    Upstream* u = pool.pick(clientAddress(), tried_);
+    if (u == nullptr) return close(End::NoUpstream, last_connect_err_);
     tried_.push_back(u);
     int err = 0;
     UniqueFd fd = connectNonBlocking(u->addr, err);
@@ -83,7 +89,7 @@ void ProxySession::connectNext() {
       pool.connectFailed(u, err);
       spdlog::debug("route={} conn={} upstream={} connect failed: {}", route_.config().name, id_,
                     u->addr.text, std::strerror(err));
-      last_err = err;
+      last_connect_err_ = err;
       continue;
     }
     upstream_fd_ = std::move(fd);
@@ -112,6 +118,7 @@ void ProxySession::onConnect(evutil_socket_t fd, short what, void* arg) {
 }
 
 void ProxySession::connectFailed(int err) {
+  last_connect_err_ = err;
   route_.upstreams()->connectFailed(upstream_, err);
   spdlog::debug("route={} conn={} upstream={} connect failed: {}", route_.config().name, id_,
                 upstream_->addr.text, std::strerror(err));

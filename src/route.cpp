@@ -187,7 +187,7 @@ void Route::startSession(UniqueFd fd, const sockaddr_storage& peer, socklen_t le
                          std::optional<ProxyAddresses> origin) {
   uint64_t id = server_.nextConnectionId();
   if (cfg_.forward) {
-    adopt(std::make_unique<ProxySession>(*this, std::move(fd), peer, len, std::move(origin), id));
+    adopt(std::make_unique<ProxySession>(*this, std::move(fd), peer, len, origin, id));
     return;
   }
   // A collect session names and logs the original client when a PROXY header gave one.
@@ -220,7 +220,7 @@ void Route::headerReceived(Session* handshake, UniqueFd fd, const sockaddr_stora
   }
   std::optional<ProxyAddresses> o;
   if (proxied) o = origin;
-  startSession(std::move(fd), peer, len, std::move(o));
+  startSession(std::move(fd), peer, len, o);
 }
 
 void Route::adopt(SessionPtr session) {

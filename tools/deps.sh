@@ -2,7 +2,7 @@
 # Installs the Debian packages spliced needs to build and test, only those that are missing.
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config libevent-dev libyaml-cpp-dev libspdlog-dev
-  libfmt-dev catch2 libzstd-dev zlib1g-dev netcat-openbsd socat)
+  libfmt-dev catch2 libzstd-dev zlib1g-dev netcat-openbsd socat clang-tidy clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

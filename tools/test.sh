@@ -1,9 +1,52 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds (Release with tests), and runs every test with ctest.
-# The exit status is the tests'.
+# Installs what is missing, builds, and runs every test with ctest. The exit status is the tests'.
+#
+#   tools/test.sh              the whole suite (RelWithDebInfo, build/test)
+#   tools/test.sh --sanitize   the whole suite built with ASan + UBSan (build/asan); any report fails
+#   tools/test.sh --lint       clang-tidy over src/ with .clang-tidy; any finding fails
+#   tools/test.sh --fuzz [S]   every libFuzzer target for S seconds (default 20), regressions first
+# Extra arguments after the mode go to ctest (e.g. -R proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode="${1:-}"
+case "$mode" in
+  --sanitize | --lint | --fuzz) shift ;;
+  *) mode="" ;;
+esac
 tools/deps.sh
-tools/build.sh
-cd build/test
-ctest --output-on-failure --timeout 300 -j2 "$@"
+
+case "$mode" in
+  --fuzz)
+    exec tools/fuzz.sh "${1:-20}"
+    ;;
+  --lint)
+    tools/build.sh >/dev/null
+    files=$(git ls-files 'src/*.cpp')
+    # One clang-tidy per file, two at a time (2 cores); the config is .clang-tidy.
+    echo "$files" | xargs -P 2 -n 1 clang-tidy -p build/test --quiet 2>/dev/null | tee build/test/clang-tidy.log
+    if grep -qE "(warning|error):" build/test/clang-tidy.log; then
+      echo "clang-tidy: findings above" >&2
+      exit 1
+    fi
+    echo "clang-tidy: clean ($(echo "$files" | wc -l) files)"
+    exit 0
+    ;;
+  --sanitize)
+    build=build/asan
+    (
+      exec 9>/tmp/spliced-build.lock
+      flock 9
+      cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPLICED_SANITIZE=ON >/dev/null
+      cmake --build "$build"
+    )
+    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=66:detect_stack_use_after_return=0"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=67"
+    cd "$build"
+    ctest --output-on-failure --timeout 600 -j2 "$@"
+    ;;
+  *)
+    tools/build.sh
+    cd build/test
+    ctest --output-on-failure --timeout 300 -j2 "$@"
+    ;;
+esac

@@ -72,6 +72,8 @@ class ProxySession : public Session {
     uint64_t bytes = 0;  // read from src
   };
 
+  // The client as the route sees it: the PROXY header's source, else the peer.
+  const sockaddr* clientAddress() const;
   void connectNext();
   static void onConnect(evutil_socket_t fd, short what, void* arg);
   void connectFailed(int err);
@@ -95,6 +97,7 @@ class ProxySession : public Session {
   State state_ = State::Connecting;
   Upstream* upstream_ = nullptr;  // chosen, counted in its `active` while connected
   std::vector<Upstream*> tried_;
+  int last_connect_err_ = 0;
   EventPtr connect_ev_;
   EventPtr idle_ev_;
   Direction c2u_;  // client -> upstream
