@@ -361,6 +361,15 @@ CompressResult compressSegment(int dir_fd, const std::string& rel, Compress algo
     err = EIO;
     r.message = fmt::format("read {} bytes, expected {}", r.in_bytes, size);
   }
+  // The compressed segment keeps the plain one's times: retention orders segments by mtime, and
+  // a segment does not become younger by being compressed (gzip and zstd keep them too).
+  if (err == 0) {
+    const timespec times[2] = {src_st.st_atim, src_st.st_mtim};
+    if (::futimens(out.get(), times) != 0) {
+      err = errno;
+      r.message = fmt::format("futimens: {}", std::strerror(err));
+    }
+  }
   // 2. Its bytes on disk before its name can replace the plain file's.
   if (err == 0 && fsync && ::fdatasync(out.get()) != 0) {
     err = errno;

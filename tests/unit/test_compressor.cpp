@@ -334,3 +334,20 @@ TEST_CASE("decompressFile: bounded, strict about truncation and trailing bytes",
   REQUIRE(decompressFile(fd.get(), "twice" + e, out, kNoLimit));
   CHECK(out == content + content);
 }
+
+TEST_CASE("compressSegment: the compressed segment keeps the plain one's mtime", "[compressor]") {
+  // Retention orders segments by mtime: compressing must not make an old segment look new.
+  for (Compress algo : {Compress::Zstd, Compress::Gzip}) {
+    TempDir dir;
+    writeFile(dir, "old.log", std::string(5000, 'a'));
+    const timespec times[2] = {{1700000000, 123456789}, {1700000100, 987654321}};
+    REQUIRE(::utimensat(AT_FDCWD, (dir.path() / "old.log").c_str(), times, 0) == 0);
+    UniqueFd fd = openDir(dir);
+    CompressResult r = compressSegment(fd.get(), "old.log", algo, 0, false);
+    REQUIRE(r.err == 0);
+    struct stat st;
+    REQUIRE(::stat((dir.path() / r.out_path).c_str(), &st) == 0);
+    CHECK(st.st_mtim.tv_sec == 1700000100);
+    CHECK(st.st_mtim.tv_nsec == 987654321);
+  }
+}
