@@ -456,8 +456,12 @@ void Admin::sendSegment(evhttp_request* req, Route& route, const std::string& re
   evbuffer* body = evbuffer_new();
   if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD && length > 0) {
     // The buffer takes the fd and sends it with sendfile(2) when the connection writes it.
-    evbuffer_add_file(body, file.release(), static_cast<ev_off_t>(start),
-                      static_cast<ev_off_t>(length));
+    if (evbuffer_add_file(body, file.get(), static_cast<ev_off_t>(start),
+                          static_cast<ev_off_t>(length)) != 0) {
+      evbuffer_free(body);
+      return reply(req, 500, "Internal Server Error", "cannot send the file\n");
+    }
+    file.release();  // the buffer closes it once sent
   }
   evhttp_send_reply(req, code, reason, body);
   evbuffer_free(body);

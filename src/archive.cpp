@@ -39,13 +39,21 @@ std::string withNumericSuffix(const std::string& rel, int k) {
 }
 
 int makeParents(int dir_fd, const std::string& rel) {
-  size_t pos = 0;
-  while ((pos = rel.find('/', pos)) != std::string::npos) {
-    std::string dir = rel.substr(0, pos);
-    if (::mkdirat(dir_fd, dir.c_str(), 0755) != 0 && errno != EEXIST) return errno;
-    ++pos;
+  // Retention may remove an emptied directory between two mkdirat calls: start over once.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    size_t pos = 0;
+    int err = 0;
+    while ((pos = rel.find('/', pos)) != std::string::npos) {
+      std::string dir = rel.substr(0, pos);
+      if (::mkdirat(dir_fd, dir.c_str(), 0755) != 0 && errno != EEXIST) {
+        err = errno;
+        break;
+      }
+      ++pos;
+    }
+    if (err != ENOENT) return err;
   }
-  return 0;
+  return ENOENT;
 }
 
 SegmentChain::SegmentChain(const ArchiveConfig& cfg, int dir_fd, NameVars vars, SysCalls& sys,

@@ -77,8 +77,18 @@ void CollectSession::onEvent(evutil_socket_t, short what, void* arg) {
   auto* self = static_cast<CollectSession*>(arg);
   if (self->state_ != State::Streaming) return;
   if (what & EV_TIMEOUT) {
-    // Idle: nothing arrived for idle_timeout. Anything held is written first.
-    self->finishStream(EndReason::IdleTimeout, 0);
+    // Idle: nothing arrived for idle_timeout. Bytes that came in just now, and anything held,
+    // are written first.
+    PumpResult r = self->pump_->run(kBudgetPerWakeup);
+    self->bytes_ += r.moved;
+    if (r.moved > 0 && r.status != PumpStatus::Eof && r.status != PumpStatus::SourceError &&
+        r.status != PumpStatus::SinkError && r.status != PumpStatus::SinkBlocked) {
+      return;  // not idle after all: the timeout starts again
+    }
+    if (r.status == PumpStatus::Eof) return self->close(EndReason::Eof, 0);
+    self->finishStream(
+        r.status == PumpStatus::SourceError ? EndReason::Reset : EndReason::IdleTimeout,
+        r.status == PumpStatus::SourceError ? r.err : 0);
     return;
   }
   self->advance(kBudgetPerWakeup);

@@ -1,6 +1,7 @@
 #include "spliced/config.hpp"
 
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <fmt/format.h>
@@ -16,6 +17,23 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Records where each document starts, without building it.
+struct DocumentStarts : YAML::EventHandler {
+  std::vector<YAML::Mark> marks;
+  void OnDocumentStart(const YAML::Mark& m) override { marks.push_back(m); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
 // Walks the YAML tree once, filling a Config and collecting every error with its position.
 class Loader {
  public:
@@ -27,14 +45,21 @@ class Loader {
     cfg->source = source_;
     YAML::Node root;
     try {
-      std::vector<YAML::Node> docs = YAML::LoadAll(text);
-      if (docs.size() > 1) {
-        errors_.push_back({source_, docs[1].Mark().line + 1, docs[1].Mark().column + 1, "",
+      root = YAML::Load(text);
+      // A second document ('---') would be ignored silently: refuse it. The parser is asked for
+      // at most two documents: yaml-cpp 0.7's LoadAll() never ends on some inputs (a leading
+      // ',' yields empty documents forever).
+      std::istringstream in(text);
+      YAML::Parser parser(in);
+      DocumentStarts starts;
+      for (int i = 0; i < 2 && parser.HandleNextDocument(starts); ++i) {
+      }
+      if (starts.marks.size() > 1 && starts.marks[1].pos > starts.marks[0].pos) {
+        errors_.push_back({source_, starts.marks[1].line + 1, starts.marks[1].column + 1, "",
                            "only one YAML document is allowed (found a second after '---')"});
         result.errors = std::move(errors_);
         return result;
       }
-      if (!docs.empty()) root = docs[0];
     } catch (const YAML::ParserException& e) {
       errors_.push_back({source_, e.mark.line + 1, e.mark.column + 1, "yaml", e.msg});
       result.errors = std::move(errors_);
@@ -184,6 +209,13 @@ class Loader {
       return add(n, key,
                  fmt::format("{} is too short (at least {}{})", *s, formatDuration(min),
                              zero_ok ? ", or 0 for none" : ""));
+    }
+    // Ten years is beyond any timeout or retention; far beyond, clock arithmetic overflows.
+    constexpr milliseconds kMax{10LL * 366 * 86400 * 1000};
+    if (p.value() > kMax) {
+      return add(
+          n, key,
+          fmt::format("{} is too long (at most 3660d{})", *s, zero_ok ? "; 0 means none" : ""));
     }
     out = p.value();
   }

@@ -7,6 +7,8 @@ namespace spliced {
 LineFramer::LineFramer(SegmentChain& chain, uint64_t owner, size_t max_line, RouteMetrics& metrics)
     : chain_(chain), owner_(owner), max_line_(max_line), metrics_(metrics) {}
 
+LineFramer::~LineFramer() { chain_.releaseOwner(owner_); }
+
 SinkResult LineFramer::writeComplete() {
   while (written_ < complete_) {
     SinkResult r = chain_.writeLines(owner_, buf_.data() + written_, complete_ - written_);
@@ -17,6 +19,7 @@ SinkResult LineFramer::writeComplete() {
   buf_.erase(0, written_);
   complete_ -= written_;
   written_ = 0;
+  if (buf_.empty() && buf_.capacity() > 64 * 1024) std::string().swap(buf_);  // give back a peak
   return {};
 }
 

@@ -63,7 +63,6 @@ void Listener::onReadable(evutil_socket_t, short, void* arg) {
 void Listener::onResume(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Listener*>(arg);
   if (!self->fd_.valid()) return;
-  self->paused_ = false;
   event_add(self->read_ev_.get(), nullptr);
   self->acceptSome();
 }
@@ -90,8 +89,16 @@ void Listener::acceptSome() {
         addEvent(resume_ev_.get(), kPauseOnFdExhaustion);
         return;
       }
-      spdlog::error("error=internal route={} accept: {}", route_, std::strerror(err));
+      // Anything else would fire again at once: log it once and pause likewise.
+      if (!paused_) spdlog::error("error=internal route={} accept: {}", route_, std::strerror(err));
+      paused_ = true;
+      event_del(read_ev_.get());
+      addEvent(resume_ev_.get(), kPauseOnFdExhaustion);
       return;
+    }
+    if (paused_) {
+      spdlog::info("route={} accepting again", route_);
+      paused_ = false;
     }
     on_accept_(UniqueFd(cfd), peer, len);
   }

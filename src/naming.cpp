@@ -92,6 +92,10 @@ Parsed<std::string> NameTemplate::expand(const NameVars& vars,
         continue;
       }
       pattern += c;
+      // A modifier and its conversion are one code (%Ey, %Od), as compile() reads them.
+      if (i + 1 < text_.size() && (text_[i + 1] == 'E' || text_[i + 1] == 'O')) {
+        pattern += text_[++i];
+      }
       if (i + 1 < text_.size()) pattern += text_[++i];
       continue;
     }
@@ -123,10 +127,17 @@ Parsed<std::string> NameTemplate::expand(const NameVars& vars,
   } else {
     gmtime_r(&tt, &tm);
   }
-  std::string out(pattern.size() * 4 + 256, '\0');
-  size_t n = std::strftime(out.data(), out.size(), pattern.c_str(), &tm);
-  if (n == 0 && !pattern.empty())
+  // Day and month names make codes several times longer than themselves: grow until it fits.
+  std::string out;
+  size_t n = 0;
+  for (size_t size = pattern.size() * 4 + 256; size <= 65536; size *= 4) {
+    out.assign(size, '\0');
+    n = std::strftime(out.data(), out.size(), pattern.c_str(), &tm);
+    if (n > 0) break;
+  }
+  if (n == 0 && !pattern.empty()) {
     return {Fail{std::string("name expands to nothing or is too long")}};
+  }
   out.resize(n);
   if (!isContainedRelativePath(out)) {
     return {Fail{

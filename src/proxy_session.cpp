@@ -86,6 +86,14 @@ void ProxySession::connectNext() {
     int err = 0;
     UniqueFd fd = connectNonBlocking(u->addr, err);
     if (!fd.valid()) {
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM ||
+          err == EADDRNOTAVAIL) {
+        // Our own shortage, not the upstream's fault: do not mark it down for it.
+        spdlog::error("error=internal route={} conn={} cannot connect to {}: {}",
+                      route_.config().name, id_, u->addr.text, std::strerror(err));
+        last_connect_err_ = err;
+        return close(End::Internal, err);
+      }
       pool.connectFailed(u, err);
       spdlog::debug("route={} conn={} upstream={} connect failed: {}", route_.config().name, id_,
                     u->addr.text, std::strerror(err));
@@ -112,7 +120,6 @@ void ProxySession::onConnect(evutil_socket_t fd, short what, void* arg) {
   self->connect_ev_.reset();
   if (err != 0) return self->connectFailed(err);
   self->route_.upstreams()->connectSucceeded(self->upstream_);
-  ++self->upstream_->active;
   self->connect_time_ = since(self->connect_started_);
   self->startStreaming();
 }
@@ -148,13 +155,15 @@ void ProxySession::startStreaming() {
         fc.proxy_protocol == ProxyProtocol::V1 ? encodeProxyV1(a) : encodeProxyV2(a);
     ssize_t n = ::send(upstream_fd_.get(), header.data(), header.size(), MSG_NOSIGNAL);
     if (n != static_cast<ssize_t>(header.size())) {
+      int err = n < 0 ? errno : EIO;
       spdlog::error("error=upstream route={} conn={} cannot send the PROXY header: {}",
-                    route_.config().name, id_, n < 0 ? std::strerror(errno) : "short write");
-      return close(End::UpstreamReset, n < 0 ? errno : EIO);
+                    route_.config().name, id_, std::strerror(err));
+      return close(End::UpstreamReset, err);
     }
     m.upstream_bytes += header.size();
   }
   state_ = State::Streaming;
+  ++upstream_->active;  // counted from here: close() takes it back once streaming
   int one = 1;
   if (peer_.ss_family != AF_UNIX) {
     ::setsockopt(client_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -269,6 +278,18 @@ void ProxySession::close(End why, int err) {
   }
   if (why == End::ClientReset && upstream_fd_.valid()) resetOnClose(upstream_fd_.get());
   if (why == End::UpstreamReset) resetOnClose(client_.get());
+  // Bytes still in a pipe at an idle timeout or the end of a drain are lost: both peers get a
+  // reset, not a FIN that would pass a truncated transfer off as complete.
+  size_t dropped = 0;
+  if (was_streaming) {
+    for (Direction* d : {&c2u_, &u2c_}) {
+      if (d->pump) dropped += d->pump->heldBytes();
+    }
+  }
+  if (dropped > 0 && why != End::ClientReset && why != End::UpstreamReset) {
+    resetOnClose(client_.get());
+    if (upstream_fd_.valid()) resetOnClose(upstream_fd_.get());
+  }
   if (upstream_ != nullptr) {
     if (was_streaming) --upstream_->active;
     if (why == End::UpstreamReset) ++upstream_->errors;
@@ -282,12 +303,13 @@ void ProxySession::close(End why, int err) {
   if (why == End::UpstreamReset || why == End::NoUpstream) tag = " error=upstream";
   spdlog::log(level,
               "proxy route={} conn={} client={} upstream={} bytes_in={} bytes_out={} connect={} "
-              "duration={} end={}{}{}{}",
+              "duration={} end={}{}{}{}{}",
               route_.config().name, id_, peer_info_.display(),
               upstream_ != nullptr ? upstream_->addr.text : "-", c2u_.bytes, u2c_.bytes,
               connect_time_.count() >= 0 ? formatDuration(connect_time_) : "-",
               formatDuration(since(started_)), toString(why), tag, err ? " detail=" : "",
-              err ? std::strerror(err) : "");
+              err ? std::strerror(err) : "",
+              dropped ? fmt::format(" dropped_bytes={}", dropped) : std::string());
   route_.sessionDone(this);
 }
 

@@ -27,34 +27,39 @@ Pump::~Pump() {
   if (pipe_) pool_.release(std::move(*pipe_));  // closed, not pooled, if it still holds bytes
 }
 
-size_t Pump::heldBytes() const { return (pipe_ ? pipe_->bytes : 0) + buf_len_; }
+size_t Pump::heldBytes() const { return (pipe_ ? pipe_->bytes : 0) + buf_len_ + sink_.held(); }
 
 PumpResult Pump::done(PumpResult r) {
   if (pipe_ && pipe_->empty()) {
     pool_.release(std::move(*pipe_));
     pipe_.reset();
   }
+  if (buf_ && buf_len_ == 0 && !forced_copy_) {  // idle connections keep no buffer
+    buf_.reset();
+    buf_size_ = 0;
+    buf_off_ = 0;
+  }
   return r;
 }
 
 bool Pump::pipeToBuffer() {
-  size_t need = buf_off_ + buf_len_ + pipe_->bytes;
-  if (need > buf_size_) {
-    size_t size = std::max(need, kCopyBuffer);
-    auto fresh = std::make_unique<char[]>(size);
-    if (buf_len_) std::memcpy(fresh.get(), buf_.get() + buf_off_, buf_len_);
-    buf_ = std::move(fresh);
-    buf_size_ = size;
-    buf_off_ = 0;
-  }
-  while (pipe_->bytes > 0) {
-    ssize_t n = sys_.read(pipe_->rd.get(), buf_.get() + buf_off_ + buf_len_, pipe_->bytes);
+  // The pipe's bytes are older than any already in the buffer: they go in front of them.
+  size_t size = std::max(pipe_->bytes + buf_len_, kCopyBuffer);
+  auto fresh = std::make_unique<char[]>(size);
+  size_t got = 0;
+  while (got < pipe_->bytes) {
+    ssize_t n = sys_.read(pipe_->rd.get(), fresh.get() + got, pipe_->bytes - got);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
-    pipe_->bytes -= static_cast<size_t>(n);
-    buf_len_ += static_cast<size_t>(n);
-    *counters_.copied += static_cast<size_t>(n);
+    got += static_cast<size_t>(n);
   }
+  *counters_.copied += got;
+  pipe_->bytes = 0;
+  if (buf_len_) std::memcpy(fresh.get() + got, buf_.get() + buf_off_, buf_len_);
+  buf_ = std::move(fresh);
+  buf_size_ = size;
+  buf_off_ = 0;
+  buf_len_ += got;
   return true;
 }
 
@@ -91,6 +96,7 @@ PumpResult Pump::flushInternal() {
     if (fin.status != IoStatus::Ok) return {PumpStatus::SinkBlocked, 0, 0};
     finished_ = true;
   }
+  if (source_err_ != 0) return {PumpStatus::SourceError, 0, source_err_};
   return {eof_ ? PumpStatus::Eof : PumpStatus::Drained, 0, 0};
 }
 
@@ -106,6 +112,9 @@ PumpResult Pump::run(size_t budget) {
   // Leaving the loop: push what was read into the sink first, so that a returned Drained,
   // Budget, Eof or SourceError means "nothing held" unless the sink refused.
   auto leave = [&](PumpStatus status, int err) -> PumpResult {
+    // A reset seen while the sink is behind is reported once the held bytes are out: the next
+    // read of a reset socket would say 0, a clean end, which it is not.
+    if (status == PumpStatus::SourceError) source_err_ = err;
     PumpResult f = flushInternal();
     if (f.status == PumpStatus::SinkBlocked || f.status == PumpStatus::SinkError) {
       f.moved = moved;
@@ -113,13 +122,14 @@ PumpResult Pump::run(size_t budget) {
     }
     return done({eof_ && status != PumpStatus::SourceError ? PumpStatus::Eof : status, moved, err});
   };
-  if (heldBytes() > 0 || eof_) {
+  if (heldBytes() > 0 || eof_ || source_err_ != 0) {
     PumpResult f = flushInternal();
     if (f.status != PumpStatus::Drained) return done(f);  // blocked, failed, or finished
   }
   while (true) {
     if (moved >= budget) return leave(PumpStatus::Budget, 0);
-    if (!forced_copy_ && !pipe_) pipe_ = pool_.acquire();
+    // A pipe only when no copied bytes wait: spliced bytes must never overtake them.
+    if (!forced_copy_ && !pipe_ && buf_len_ == 0) pipe_ = pool_.acquire();
     if (!forced_copy_ && pipe_) {
       if (pipe_->bytes >= pipe_->capacity) {
         PumpResult f = flushInternal();

@@ -155,6 +155,12 @@ void Route::shutdownSweep() {
   for (auto* s : live) s->shutdownSweep();
 }
 
+void Route::closeAll() {
+  listener_.reset();
+  sessions_.clear();
+  shared_.reset();
+}
+
 void Route::closeShared() {
   if (shared_) shared_->rotate();
 }

@@ -15,7 +15,11 @@ Server::Server(ConfigPtr config, SysCalls& sys)
 
 Server::~Server() {
   admin_.reset();
-  worker_.reset();  // joined before the routes its jobs point into go away
+  // Sessions still open (an abnormal exit) close their segments now, while the worker can
+  // still be told; then the worker is joined before the routes its jobs point into go away.
+  for (auto& r : routes_) r->closeAll();
+  graveyard_.clear();
+  worker_.reset();
   graveyard_.clear();
   routes_.clear();
   signal_evs_.clear();
@@ -28,7 +32,10 @@ std::string Server::start() {
   ::signal(SIGPIPE, SIG_IGN);
   worker_ = std::make_unique<ArchiveWorker>();
   for (const auto& rc : config_->routes) {
-    auto route = std::make_unique<Route>(*this, rc);
+    // Kept even when it fails to start: the archive worker may already hold a job for it, and
+    // the worker is joined before routes are destroyed.
+    routes_.push_back(std::make_unique<Route>(*this, rc));
+    Route* route = routes_.back().get();
     std::string err = route->start();
     if (!err.empty()) return fmt::format("route {}: {}", rc.name, err);
     if (rc.archive) {
@@ -39,7 +46,6 @@ std::string Server::start() {
       for (const auto& u : rc.forward->upstreams) ups += (ups.empty() ? "" : ",") + u.text;
       spdlog::info("route={} listening on {} forward={}", rc.name, route->boundAddress(), ups);
     }
-    routes_.push_back(std::move(route));
   }
   if (config_->admin.listen) {
     admin_ = std::make_unique<Admin>(*this, config_->admin);

@@ -36,7 +36,7 @@ case "$mode" in
     (
       exec 9>/tmp/spliced-build.lock
       flock 9
-      cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPLICED_SANITIZE=ON >/dev/null
+      cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSPLICED_SANITIZE=ON >/dev/null
       cmake --build "$build"
     )
     export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=66:detect_stack_use_after_return=0"

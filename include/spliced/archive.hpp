@@ -34,6 +34,10 @@ class SegmentChain : public Sink {
   // owner's record is half written (a write error) other owners are told to wait.
   SinkResult writeLines(uint64_t owner, const char* data, size_t n);
 
+  // An owner that goes away gives up its claim on a half-written record.
+  void releaseOwner(uint64_t owner) {
+    if (incomplete_owner_ == owner) incomplete_owner_ = 0;
+  }
   // Closes the active segment, if any; the next byte opens the next one.
   void rotate();
   bool active() const { return fd_.valid(); }

@@ -25,7 +25,8 @@ class LineFramer : public Sink {
   SinkResult finish() override;
   bool needsBytes() const override { return true; }
 
-  size_t held() const { return buf_.size() - written_; }
+  ~LineFramer() override;
+  size_t held() const override { return buf_.size() - written_; }
 
  private:
   SinkResult writeComplete();

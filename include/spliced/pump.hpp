@@ -40,6 +40,8 @@ class Sink {
   virtual SinkResult finish() { return {}; }
   // True when the sink must see the bytes: the pump then never splices into it.
   virtual bool needsBytes() const { return false; }
+  // Bytes the sink has taken but not yet written (e.g. lines waiting for the chain).
+  virtual size_t held() const { return 0; }
 };
 
 enum class PumpStatus {
@@ -108,6 +110,7 @@ class Pump {
   bool forced_copy_ = false;
   bool eof_ = false;
   bool finished_ = false;  // sink.finish() succeeded
+  int source_err_ = 0;     // a source error waiting for held bytes to be written
 };
 
 }  // namespace spliced

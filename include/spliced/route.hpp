@@ -36,6 +36,8 @@ class Route {
   void shutdownSweep();
   // Closes the shared chain's segment (the last step of a shutdown).
   void closeShared();
+  // Frees every session and closes every segment at once (server teardown).
+  void closeAll();
 
   const RouteConfig& config() const { return cfg_; }
   RouteMetrics& metrics() { return metrics_; }

@@ -46,6 +46,17 @@ class FaultySysCalls : public SysCalls {
     if (hook && hook(c, len) < 0) return -1;
     return SysCalls::splice(fd_in, off_in, fd_out, off_out, len, flags);
   }
+  // Pipes: fails the calls for which `pipe_fails` returns true (EMFILE).
+  std::function<bool(int call)> pipe_fails;
+  std::atomic<int> pipe_calls{0};
+  int pipe2(int fds[2], int flags) override {
+    int k = ++pipe_calls;
+    if (pipe_fails && pipe_fails(k)) {
+      errno = EMFILE;
+      return -1;
+    }
+    return SysCalls::pipe2(fds, flags);
+  }
   ssize_t read(int fd, void* buf, size_t len) override {
     if (hook && hook(Call::Read, len) < 0) return -1;
     return SysCalls::read(fd, buf, len);

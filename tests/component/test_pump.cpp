@@ -387,3 +387,24 @@ TEST_CASE("a line longer than max_line is split and counted", "[lines]") {
         std::string(100, 'x') + "\n" + std::string(100, 'x') + "\n" + std::string(50, 'x') + "\n");
   CHECK(rig.metrics.lines_split == 2);
 }
+
+TEST_CASE("a pipe that becomes available mid-stream never lets spliced bytes overtake copied ones",
+          "[pump]") {
+  Rig rig;
+  PipePool pool(rig.sys, 64 * 1024, 4);
+  // The first pipe2 fails (EMFILE): that wake-up copies; later ones may splice again.
+  rig.sys.pipe_fails = [](int call) { return call == 1; };
+  std::string data = payload(2 << 20, 9);
+  {
+    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    Pump pump(rig.server.get(), chain, pool, rig.sys, rig.metrics);
+    auto t = writer(rig.client.get(), data, data.size());
+    pollfd p{rig.server.get(), POLLIN, 0};
+    ::poll(&p, 1, 1000);  // the first wake-up finds bytes, and no pipe
+    pumpToEnd(pump, rig.server.get(), 1 << 20);
+    t.join();
+  }
+  CHECK(rig.metrics.copy_fallback_bytes > 0);
+  CHECK(rig.sys.pipe_calls >= 2);
+  CHECK(rig.archived() == data);
+}

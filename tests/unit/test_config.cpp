@@ -1008,3 +1008,36 @@ admin:
   CHECK(count(r, "admin.listen") == 1);  // actual: 2, identical
   CHECK(r.errors.size() == 2);           // actual: 3
 }
+
+TEST_CASE("config: durations beyond ten years are refused", "[config][errors]") {
+  TempDir tmp;
+  // 1000000d would overflow the clock arithmetic (and once deleted every segment as too old).
+  auto r = load(withDir(R"(routes:
+  - name: app
+    listen: 127.0.0.1:5140
+    archive:
+      dir: @DIR@
+      retain: { max_age: 1000000d }
+      rotate: { interval: 3661d }
+)",
+                        tmp.str()));
+  REQUIRE(r.errors.size() == 2);
+  CHECK(r.errors[0].key == "routes[0].archive.rotate.interval");
+  CHECK(r.errors[0].message == "3661d is too long (at most 3660d; 0 means none)");
+  CHECK(r.errors[1].key == "routes[0].archive.retain.max_age");
+  CHECK(r.errors[1].message == "1000000d is too long (at most 3660d; 0 means none)");
+  auto ok = load(withDir(R"(routes:
+  - name: app
+    listen: 127.0.0.1:5140
+    archive: { dir: @DIR@, retain: { max_age: 3650d } }
+)",
+                         tmp.str()));
+  CHECK(ok.errors.empty());
+}
+
+TEST_CASE("config: a leading comma is an error, not a hang", "[config][errors]") {
+  // yaml-cpp 0.7's LoadAll() never returns on this input (found by fuzz_config).
+  auto r = load(",\n");
+  REQUIRE_FALSE(r.errors.empty());
+  CHECK_FALSE(r.config);
+}

@@ -283,3 +283,29 @@ TEST_CASE("NameTemplate: names the archive lifecycle uses are refused", "[naming
   CHECK(NameTemplate::compile("{route}-{seq}.log").ok());
   CHECK(NameTemplate::compile("a.b/{seq}.open.log").ok());
 }
+
+TEST_CASE("NameTemplate: a modifier code is one unit when expanded too", "[naming]") {
+  // compile() reads "%E%" as one code; expand() must too, or the "%s" after "%%" becomes a
+  // field width that makes every expansion fail at run time (found by fuzz_naming).
+  auto t = NameTemplate::compile("%E%%%sY.log");
+  REQUIRE(t.ok());
+  NameVars v{"app", "127.0.0.1", 1, 1, 0, 1};
+  auto when = std::chrono::system_clock::from_time_t(1795725160);
+  auto out = t.value().expand(v, when, false);
+  REQUIRE(out.ok());
+  CHECK(out.value() == "%%sY.log");  // glibc writes "%E%" as "%"; no epoch crept in
+}
+
+TEST_CASE("NameTemplate: long day and month names still fit", "[naming]") {
+  std::string text;
+  for (int i = 0; i < 128; ++i) text += "%F";
+  text += "%A%B.log";
+  auto t = NameTemplate::compile(text);
+  REQUIRE(t.ok());
+  NameVars v{"app", "127.0.0.1", 1, 1, 0, 1};
+  // A Wednesday in September: the longest names.
+  auto when = std::chrono::system_clock::from_time_t(1758700800);  // 2025-09-24
+  auto out = t.value().expand(v, when, false);
+  REQUIRE(out.ok());
+  CHECK(out.value().ends_with("WednesdaySeptember.log"));
+}
