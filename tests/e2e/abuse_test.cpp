@@ -568,8 +568,10 @@ TEST_CASE("abuse: 5000 idle clients are closed after idle_timeout, each byte arc
   // The allocator keeps part of what 5000 sessions used (about 4.5 MiB here, measured: 6.2 MiB
   // before, 10.4 MiB with 5000 sessions open, 10.5 MiB after, then 11.2 MiB and flat over further
   // rounds): a high-water mark, not a leak.
-  CHECK(rounds[0].rss_kib <= before.rss_kib + 6 * 1024);
-  CHECK(rounds[1].rss_kib <= rounds[0].rss_kib + 2 * 1024);
+  if (rssIsMeaningful()) {
+    CHECK(rounds[0].rss_kib <= before.rss_kib + 6 * 1024);
+    CHECK(rounds[1].rss_kib <= rounds[0].rss_kib + 2 * 1024);
+  }
   CHECK(httpGet(admin, "/healthz").status == 200);
 
   daemon.signal(SIGTERM);
@@ -735,7 +737,7 @@ TEST_CASE("abuse: 10000 short connections in batches - fds and RSS back to their
               << after.rss_kib << " KiB; open fds:\n"
               << daemon.fdListing());
   CHECK(after.fds == before.fds);
-  CHECK(after.rss_kib <= before.rss_kib + 4 * 1024);
+  if (rssIsMeaningful()) CHECK(after.rss_kib <= before.rss_kib + 4 * 1024);
 
   // Every connection's line, once each, nothing left open.
   CHECK(openSegments(archive).empty());

@@ -621,7 +621,7 @@ TEST_CASE("proxy: a stalled upstream stops the client without growing the daemon
   CHECK(send_err.load() == 0);
   CHECK(plateau);
   CHECK(written.load() < kGoal / 4);
-  CHECK(max_rss <= idle_rss + 8 * 1024);
+  if (rssIsMeaningful()) CHECK(max_rss <= idle_rss + 8 * 1024);
   // Still one session, waiting for its upstream; the daemon answers.
   CHECK(metric(admin, "spliced_connections_active", routeLabel("web")) == 1);
   CHECK(metric(admin, "spliced_upstream_bytes_total", routeLabel("web")) < kGoal / 4);
