@@ -133,7 +133,7 @@ routes:
       dir: {archive}
       layout: {self.layout}
       name: "{name}"
-      rotate: {{ max_bytes: 0 }}
+      rotate: {{ max_bytes: 64MiB }}
       compress: {self.compress}
 """)
         self.proc = subprocess.Popen([SPLICED, "-c", cfg], stderr=subprocess.PIPE)
@@ -373,7 +373,7 @@ def run_forward(system, work, clients, nbytes):
         sink.stop()
 
 
-def scenario_forward(args, clients, nbytes):
+def scenario_forward(args, clients, nbytes, study=False):
     work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
     if args.quick:
         nbytes = max(nbytes // 20, 1_000_000)
@@ -382,10 +382,16 @@ def scenario_forward(args, clients, nbytes):
                ("haproxy", lambda: HAProxy(work, splice=False)),
                ("nginx", lambda: NginxStream(work)),
                ("socat", lambda: SocatProxy(work))]
+    if study:
+        # spliced's own pipe-size study, and splice against its forced copy path.
+        systems = [("spliced pipes 64KiB", lambda: SplicedProxy(work, pipe_size="64KiB")),
+                   ("spliced pipes 256KiB", lambda: SplicedProxy(work, pipe_size="256KiB")),
+                   ("spliced pipes 1MiB", lambda: SplicedProxy(work, pipe_size="1MiB")),
+                   ("spliced copy path", lambda: SplicedProxy(work, pipes_max=0))]
     results = {name: [] for name, _ in systems}
     try:
         for i in range(-1 if args.warmup else 0, args.runs):
-            for name, make in systems:
+            for name, make in rotated(systems, i):
                 r = run_forward(make(), work, clients, nbytes)
                 if i < 0:
                     print(f"  warm-up {name:14s} {r['gbps']:.3f} GB/s", file=sys.stderr)
@@ -395,7 +401,8 @@ def scenario_forward(args, clients, nbytes):
                       f"{r['cpu_per_gb']:.3f} CPU-s/GB", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"scenario": f"forward {clients} x {nbytes // 1_000_000} MB",
+    return {"scenario": f"{'pipe-size study: ' if study else ''}forward {clients} x "
+                        f"{nbytes // 1_000_000} MB",
             "results": {n: summarize(rs) for n, rs in results.items()}}
 
 
@@ -430,6 +437,8 @@ def verify_per_connection(archive, clients, nbytes):
     chains = {}
     for f in files_under(archive):
         m = re.search(r"bench-(\d+)-(\d+)\.log$", f)
+        if m is None:
+            raise RuntimeError(f"unexpected file in the archive: {f}")
         chains.setdefault(int(m.group(1)), []).append((int(m.group(2)), f))
     if len(chains) != clients:
         raise RuntimeError(f"expected {clients} chains, found {len(chains)}")
@@ -447,10 +456,11 @@ def verify_per_connection(archive, clients, nbytes):
             raise RuntimeError(f"verification failed: {r.stderr.strip()}")
 
 
-def scenario_archive(args, where):
+def scenario_archive(args, where, clients=4, nbytes=500_000_000):
     base = "/dev/shm" if where == "tmpfs" else os.path.join(ROOT, "build")
     work = tempfile.mkdtemp(prefix="spliced-bench-", dir=base)
-    clients, nbytes = (4, 50_000_000) if args.quick else (4, 500_000_000)
+    if args.quick:
+        clients, nbytes = min(clients, 4), max(nbytes // 10, 1_000_000)
     systems = [("spliced", lambda: Spliced(work), verify_per_connection),
                ("socat", lambda: SocatFile(work), None)]
     if args.compress:
@@ -462,7 +472,7 @@ def scenario_archive(args, where):
         # One discarded round first: the first run of each system pays for fresh tmpfs/page
         # cache memory and cold caches, which says nothing about the system under test.
         for i in range(-1 if args.warmup else 0, args.runs):
-            for name, make, verify in systems:
+            for name, make, verify in rotated(systems, i):
                 r = run_archive(make(), work, clients, nbytes, verify)
                 if i < 0:
                     print(f"  warm-up {name:8s} {r['gbps']:.3f} GB/s", file=sys.stderr)
@@ -476,10 +486,32 @@ def scenario_archive(args, where):
             "results": {n: summarize(rs) for n, rs in results.items()}}
 
 
+def rotated(systems, i):
+    """Round i starts with a different system, so none always pays for going first."""
+    k = i % len(systems)
+    return systems[k:] + systems[:k]
+
+
+def prefault_memory(gigabytes):
+    """Writes and deletes `gigabytes` in tmpfs once: on a virtual machine the first touch of guest
+    memory is slow, and without this the first system to archive pays for it."""
+    path = os.path.join("/dev/shm", f"spliced-bench-prefault-{os.getpid()}")
+    block = b"\0" * (1 << 20)
+    try:
+        with open(path, "wb") as f:
+            for _ in range(int(gigabytes * 1024)):
+                f.write(block)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
 def summarize(rs):
+    copied = [r["copy_fallback_bytes"] for r in rs if r.get("copy_fallback_bytes") is not None]
     return {"gbps": statistics.median(r["gbps"] for r in rs),
             "cpu_per_gb": statistics.median(r["cpu_per_gb"] for r in rs),
-            "runs": len(rs)}
+            "copy_fallback_bytes": max(copied) if copied else None,
+            "runs": len(rs), "all": rs}
 
 
 def socat_version():
@@ -513,17 +545,21 @@ def write_markdown(path, out, args):
              f"{time.strftime('%Y-%m-%d', time.gmtime())}: {v['cpus']} x {v['cpu']}, "
              f"Linux {v['kernel']}. {v['spliced']}; {v['haproxy']}; {v['nginx']}; "
              f"{v['socat']}.", "",
-             "Each figure is the median of the runs, the systems alternating run by run after one "
-             "discarded warm-up round, on one machine, so ratios within a table are what to "
-             "read. GB/s is wall-clock (first connect to the last byte delivered); CPU-s per GB "
+             "Each figure is the median of the runs, the systems alternating run by run (each "
+             "round starting with a different one) after one discarded warm-up round and 8 GB "
+             "of memory touched once beforehand, on one machine, so ratios within a table are what to "
+             "read. spliced rotates archive segments at 64 MiB, so with `compress: zstd` the "
+             "background compressor runs during the transfer. GB/s is wall-clock (first connect to the last byte delivered); CPU-s per GB "
              "is the user+system time of the system under test (its whole process tree) per "
              "10^9 bytes. The load generator and the sink run on the same 2 cores.", ""]
     for sc in out:
-        lines += [f"## {sc['scenario']}", "", "| system | GB/s | CPU-s per GB | GB per CPU-s |",
-                  "|---|---|---|---|"]
+        lines += [f"## {sc['scenario']}", "",
+                  "| system | GB/s | CPU-s per GB | GB per CPU-s | copy-fallback bytes |",
+                  "|---|---|---|---|---|"]
         for name, r in sc["results"].items():
             per = 1 / r["cpu_per_gb"] if r["cpu_per_gb"] > 0 else float("inf")
-            lines.append(f"| {name} | {r['gbps']:.3f} | {r['cpu_per_gb']:.3f} | {per:.2f} |")
+            copied = "-" if r.get("copy_fallback_bytes") is None else f"{r['copy_fallback_bytes']:.0f}"
+            lines.append(f"| {name} | {r['gbps']:.3f} | {r['cpu_per_gb']:.3f} | {per:.2f} | {copied} |")
         lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -568,7 +604,8 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 run (CI smoke test)")
     ap.add_argument("--scenario", action="append",
-                    choices=["archive-tmpfs", "archive-disk", "forward-4x500", "forward-100x20"])
+                    choices=["archive-tmpfs", "archive-disk", "archive-1000x1", "forward-4x500",
+                             "forward-100x20", "study"])
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--markdown", help="write the tables here (and a PNG chart beside it)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -580,10 +617,17 @@ def main():
         args.runs, args.warmup = 1, False
     ensure_packages(["socat", "haproxy", "nginx-light", "libnginx-mod-stream"])
     build()
+    if not args.quick:
+        prefault_memory(8)
     out = []
-    for sc in args.scenario or ["archive-tmpfs", "forward-4x500", "forward-100x20"]:
+    for sc in args.scenario or ["archive-tmpfs", "archive-disk", "archive-1000x1",
+                                "forward-4x500", "forward-100x20", "study"]:
         print(f"scenario {sc}", file=sys.stderr)
-        if sc.startswith("archive-"):
+        if sc == "archive-1000x1":
+            out.append(scenario_archive(args, "tmpfs", 1000, 1_000_000))
+        elif sc == "study":
+            out.append(scenario_forward(args, 4, 500_000_000, study=True))
+        elif sc.startswith("archive-"):
             out.append(scenario_archive(args, sc.split("-")[1]))
         else:
             clients, mb = sc.split("-")[1].split("x")
