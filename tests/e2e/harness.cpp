@@ -774,4 +774,19 @@ bool rssIsMeaningful() {
   return meaningful;
 }
 
+MetricValues scrapeMetrics(const std::string& admin) {
+  MetricValues out;
+  HttpResponse r = httpGet(admin, "/metrics");
+  if (r.status != 200) return out;
+  std::istringstream in(r.body);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    auto sp = line.rfind(' ');
+    if (sp == std::string::npos) continue;
+    out[line.substr(0, sp)] = std::strtod(line.c_str() + sp + 1, nullptr);
+  }
+  return out;
+}
+
 }  // namespace e2e

@@ -296,4 +296,9 @@ bool waitUntil(const std::function<bool()>& cond, Millis timeout, Millis step = 
 // checks still apply. Warns once when it returns false.
 bool rssIsMeaningful();
 
+// /metrics, loosely: "name{labels} value" lines keyed by everything before the value (empty when
+// the scrape fails).
+using MetricValues = std::map<std::string, double>;
+MetricValues scrapeMetrics(const std::string& admin);
+
 }  // namespace e2e

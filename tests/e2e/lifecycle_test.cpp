@@ -31,6 +31,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using Metrics = MetricValues;
+
 // ---------------------------------------------------------------------------------------------
 // Configs
 
@@ -56,26 +58,6 @@ routes:
       name: ")" + name +
                      "\"\n" + archive_keys,
                  dir);
-}
-
-// ---------------------------------------------------------------------------------------------
-// /metrics, loosely: "name{labels} value" lines keyed by everything before the value.
-
-using Metrics = std::map<std::string, double>;
-
-Metrics scrapeMetrics(const std::string& admin) {
-  Metrics out;
-  HttpResponse r = httpGet(admin, "/metrics");
-  if (r.status != 200) return out;
-  std::istringstream in(r.body);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    auto sp = line.rfind(' ');
-    if (sp == std::string::npos) continue;
-    out[line.substr(0, sp)] = std::strtod(line.c_str() + sp + 1, nullptr);
-  }
-  return out;
 }
 
 // The value of `name` (with {route="app"} unless `labelled` is false); -1 when absent, so that

@@ -27,40 +27,17 @@ using spliced::compressSegment;
 using spliced::decompressFile;
 using spliced::kMiB;
 using spliced::UniqueFd;
+using spliced::test::listAll;
+using spliced::test::openDir;
+using spliced::test::readFile;
 using spliced::test::TempDir;
+using spliced::test::writeFile;
 using Paths = std::vector<std::string>;
 namespace fs = std::filesystem;
 
 namespace {
 
 constexpr uint64_t kNoLimit = ~uint64_t{0};
-
-void writeFile(const TempDir& dir, const std::string& rel, const std::string& content) {
-  fs::path p = dir.path() / rel;
-  fs::create_directories(p.parent_path());
-  std::ofstream f(p, std::ios::binary);
-  f << content;
-}
-
-std::string readFile(const TempDir& dir, const std::string& rel) {
-  std::ifstream f(dir.path() / rel, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
-
-UniqueFd openDir(const TempDir& dir) {
-  UniqueFd fd(::open(dir.str().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  REQUIRE(fd.valid());
-  return fd;
-}
-
-Paths listAll(const TempDir& dir) {
-  Paths out;
-  for (auto& e : fs::recursive_directory_iterator(dir.path())) {
-    out.push_back(e.path().lexically_relative(dir.path()).string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 // Log-like text: compressible, but not trivially (numbers change), and spanning several chunks.
 std::string textPayload(size_t bytes) {

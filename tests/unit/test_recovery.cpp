@@ -18,39 +18,15 @@
 
 using spliced::recoverArchive;
 using spliced::UniqueFd;
+using spliced::test::listAll;
+using spliced::test::openDir;
+using spliced::test::readFile;
 using spliced::test::TempDir;
+using spliced::test::writeFile;
 using Paths = std::vector<std::string>;
 namespace fs = std::filesystem;
 
 namespace {
-
-void writeFile(const TempDir& dir, const std::string& rel, const std::string& content) {
-  fs::path p = dir.path() / rel;
-  fs::create_directories(p.parent_path());
-  std::ofstream f(p, std::ios::binary);
-  f << content;
-}
-
-std::string readFile(const TempDir& dir, const std::string& rel) {
-  std::ifstream f(dir.path() / rel, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
-
-UniqueFd openDir(const TempDir& dir) {
-  UniqueFd fd(::open(dir.str().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  REQUIRE(fd.valid());
-  return fd;
-}
-
-// Every entry below `dir` (files, dirs, symlinks), relative, sorted.
-Paths listAll(const TempDir& dir) {
-  Paths out;
-  for (auto& e : fs::recursive_directory_iterator(dir.path())) {
-    out.push_back(e.path().lexically_relative(dir.path()).string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 Paths sorted(Paths p) {
   std::sort(p.begin(), p.end());

@@ -63,22 +63,6 @@ void writeFile(const TempDir& dir, const std::string& rel, size_t size, TimePoin
   REQUIRE(::utimensat(AT_FDCWD, p.c_str(), ts, AT_SYMLINK_NOFOLLOW) == 0);
 }
 
-UniqueFd openDir(const TempDir& dir) {
-  UniqueFd fd(::open(dir.str().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  REQUIRE(fd.valid());
-  return fd;
-}
-
-// Every entry below `dir` (files, dirs, symlinks), relative, sorted.
-Paths listAll(const TempDir& dir) {
-  Paths out;
-  for (auto& e : fs::recursive_directory_iterator(dir.path())) {
-    out.push_back(e.path().lexically_relative(dir.path()).string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("selectForDeletion: empty input, and no limits at all", "[retention]") {

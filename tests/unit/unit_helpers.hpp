@@ -3,10 +3,19 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <fcntl.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <vector>
+
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include "spliced/fd.hpp"
 
 namespace spliced::test {
 
@@ -60,6 +69,36 @@ class ScopedTz {
 inline bool haveZoneInfo(const std::string& name) {
   std::error_code ec;
   return std::filesystem::is_regular_file("/usr/share/zoneinfo/" + name, ec);
+}
+
+// Writes `content` to dir/rel, creating parent directories.
+inline void writeFile(const TempDir& dir, const std::string& rel, const std::string& content) {
+  std::filesystem::path p = dir.path() / rel;
+  std::filesystem::create_directories(p.parent_path());
+  std::ofstream f(p, std::ios::binary);
+  f << content;
+}
+
+inline std::string readFile(const TempDir& dir, const std::string& rel) {
+  std::ifstream f(dir.path() / rel, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+// The dir opened O_RDONLY|O_DIRECTORY, as the archive code takes it.
+inline UniqueFd openDir(const TempDir& dir) {
+  UniqueFd fd(::open(dir.str().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  REQUIRE(fd.valid());
+  return fd;
+}
+
+// Every entry below `dir` (files, dirs, symlinks), relative, sorted.
+inline std::vector<std::string> listAll(const TempDir& dir) {
+  std::vector<std::string> out;
+  for (auto& e : std::filesystem::recursive_directory_iterator(dir.path())) {
+    out.push_back(e.path().lexically_relative(dir.path()).string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace spliced::test
