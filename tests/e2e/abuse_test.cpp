@@ -148,35 +148,6 @@ class NofileAtHardLimit {
   rlim_t current_ = 0;
 };
 
-// A tmpfs mounted at `path` with `flags` and `options` for the life of the object, unmounted
-// even when the test fails.
-class TmpfsMount {
- public:
-  TmpfsMount(const fs::path& path, unsigned long flags, const std::string& options) : path_(path) {
-    fs::create_directories(path_);
-    if (::mount("tmpfs", path_.c_str(), "tmpfs", flags | MS_NOSUID | MS_NODEV, options.c_str()) ==
-        0) {
-      mounted_ = true;
-    } else {
-      error_ = std::strerror(errno);
-    }
-  }
-  ~TmpfsMount() {
-    if (!mounted_) return;
-    if (::umount2(path_.c_str(), 0) != 0) ::umount2(path_.c_str(), MNT_DETACH);
-  }
-  TmpfsMount(const TmpfsMount&) = delete;
-  TmpfsMount& operator=(const TmpfsMount&) = delete;
-
-  bool mounted() const { return mounted_; }
-  const std::string& error() const { return error_; }
-
- private:
-  fs::path path_;
-  bool mounted_ = false;
-  std::string error_;
-};
-
 // ---------------------------------------------------------------------------------------------
 // Many clients at once
 
@@ -863,7 +834,7 @@ TEST_CASE("abuse: an archive dir on a read-only filesystem - -t says not writabl
           "[e2e][abuse]") {
   TempDir dir;
   const fs::path ro = dir / "ro";
-  TmpfsMount mnt(ro, MS_RDONLY, "size=1m");
+  TmpfsMount mnt(ro, "size=1m", MS_RDONLY);
   if (!mnt.mounted()) {
     WARN("cannot mount a read-only tmpfs (" << mnt.error()
                                             << "; needs root or CAP_SYS_ADMIN): SKIPPED");

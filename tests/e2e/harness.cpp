@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -787,6 +788,22 @@ MetricValues scrapeMetrics(const std::string& admin) {
     out[line.substr(0, sp)] = std::strtod(line.c_str() + sp + 1, nullptr);
   }
   return out;
+}
+
+TmpfsMount::TmpfsMount(const fs::path& path, const std::string& options, unsigned long flags)
+    : path_(path) {
+  fs::create_directories(path_);
+  if (::mount("tmpfs", path_.c_str(), "tmpfs", flags | MS_NOSUID | MS_NODEV, options.c_str()) ==
+      0) {
+    mounted_ = true;
+  } else {
+    error_ = std::strerror(errno);
+  }
+}
+
+TmpfsMount::~TmpfsMount() {
+  if (!mounted_) return;
+  if (::umount2(path_.c_str(), 0) != 0) ::umount2(path_.c_str(), MNT_DETACH);
 }
 
 }  // namespace e2e

@@ -301,4 +301,23 @@ bool rssIsMeaningful();
 using MetricValues = std::map<std::string, double>;
 MetricValues scrapeMetrics(const std::string& admin);
 
+// A tmpfs mounted at `path` with `options` (and extra mount `flags`, e.g. MS_RDONLY) for the life
+// of the object, unmounted even when the test fails. mounted() is false where mounting is not
+// permitted; error() says why.
+class TmpfsMount {
+ public:
+  TmpfsMount(const fs::path& path, const std::string& options, unsigned long flags = 0);
+  ~TmpfsMount();
+  TmpfsMount(const TmpfsMount&) = delete;
+  TmpfsMount& operator=(const TmpfsMount&) = delete;
+
+  bool mounted() const { return mounted_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  fs::path path_;
+  bool mounted_ = false;
+  std::string error_;
+};
+
 }  // namespace e2e

@@ -272,32 +272,6 @@ void sendStream(uint16_t port, std::string_view payload) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A tmpfs mounted at `path` for the life of the object (unmounted even when the test fails).
-class TmpfsMount {
- public:
-  TmpfsMount(const fs::path& path, const std::string& options) : path_(path) {
-    fs::create_directories(path_);
-    if (::mount("tmpfs", path_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) == 0) {
-      mounted_ = true;
-    } else {
-      error_ = std::strerror(errno);
-    }
-  }
-  ~TmpfsMount() {
-    if (!mounted_) return;
-    if (::umount2(path_.c_str(), 0) != 0) ::umount2(path_.c_str(), MNT_DETACH);
-  }
-  TmpfsMount(const TmpfsMount&) = delete;
-  TmpfsMount& operator=(const TmpfsMount&) = delete;
-
-  bool mounted() const { return mounted_; }
-  const std::string& error() const { return error_; }
-
- private:
-  fs::path path_;
-  bool mounted_ = false;
-  std::string error_;
-};
 
 }  // namespace
 

@@ -109,7 +109,23 @@ def loadgen(to, clients, nbytes, seed=1):
     return json.loads(r.stdout)
 
 
-class Spliced:
+class System:
+    """A system under test: one process (tree) started from a command, stopped with SIGTERM."""
+    name = "?"
+
+    def launch(self, cmd, port, **popen):
+        """Starts `cmd` and waits until it listens on 127.0.0.1:`port`."""
+        self.proc = subprocess.Popen(cmd, **popen)
+        # Not by connecting: a probe connection to a proxy would reach the sink and be counted.
+        wait_for(lambda: port_listening(int(port)), 5, f"{self.name} to listen")
+        return f"127.0.0.1:{port}"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class Spliced(System):
     name = "spliced"
 
     def __init__(self, workdir, layout="per_connection", pipe_size="1MiB", pipes_max=1024,
@@ -136,16 +152,7 @@ routes:
       rotate: {{ max_bytes: 64MiB }}
       compress: {self.compress}
 """)
-        self.proc = subprocess.Popen([SPLICED, "-c", cfg], stderr=subprocess.PIPE)
-        wait_for(lambda: self._listening(), 5, "spliced to listen")
-        return f"127.0.0.1:{self.port}"
-
-    def _listening(self):
-        try:
-            socket.create_connection(("127.0.0.1", int(self.port)), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
+        return self.launch([SPLICED, "-c", cfg], self.port, stderr=subprocess.PIPE)
 
     def metrics(self):
         with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=5) as r:
@@ -165,12 +172,9 @@ routes:
     def copy_bytes(self):
         return self.metrics()['spliced_copy_fallback_bytes_total{route="bench"}']
 
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
-class SocatFile:
+class SocatFile(System):
     """socat -u TCP-LISTEN,fork -> OPEN:file,append: one child per connection appends."""
     name = "socat"
 
@@ -180,16 +184,10 @@ class SocatFile:
     def start(self, archive):
         self.port = free_port()
         out = os.path.join(archive, "socat.log")
-        self.proc = subprocess.Popen(
+        return self.launch(
             ["socat", "-u", "-b", "262144",
              f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr,backlog=1024",
-             f"OPEN:{out},creat,append"], stderr=subprocess.DEVNULL)
-        wait_for(lambda: self._listening(), 5, "socat to listen")
-        return f"127.0.0.1:{self.port}"
-
-    def _listening(self):
-        with open("/proc/net/tcp") as f:
-            return f":{self.port:04X} 00000000:0000 0A" in f.read()
+             f"OPEN:{out},creat,append"], self.port, stderr=subprocess.DEVNULL)
 
     def done(self, archive, expected):
         files = files_under(archive)
@@ -198,10 +196,6 @@ class SocatFile:
         # every child has exited (and been reaped, so its CPU is counted)
         kids = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()
         return not kids
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 class Sink:
@@ -244,13 +238,10 @@ routes:
     forward:
       upstreams: [127.0.0.1:{upstream_port}]
 """)
-        self.proc = subprocess.Popen([SPLICED, "-c", cfg], stderr=subprocess.PIPE)
-        # Not by connecting: a probe connection would be proxied to the sink and counted there.
-        wait_for(lambda: port_listening(int(self.port)), 5, "spliced to listen")
-        return f"127.0.0.1:{self.port}"
+        return self.launch([SPLICED, "-c", cfg], self.port, stderr=subprocess.PIPE)
 
 
-class HAProxy:
+class HAProxy(System):
     """HAProxy mode tcp, one thread (as one spliced worker), 1 MiB pipes as spliced's."""
 
     def __init__(self, workdir, splice=True):
@@ -278,17 +269,12 @@ frontend f
 backend b
     server s1 127.0.0.1:{upstream_port}
 """)
-        self.proc = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_for(lambda: port_listening(self.port), 5, "haproxy to listen")
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        return self.launch(["haproxy", "-db", "-f", cfg], self.port, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
 
 
-class NginxStream:
+
+class NginxStream(System):
     """nginx stream proxy, one worker, 256 KiB proxy buffers."""
     name = "nginx"
 
@@ -313,17 +299,12 @@ stream {{
     }}
 }}
 """)
-        self.proc = subprocess.Popen(["nginx", "-c", cfg, "-p", self.workdir],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: port_listening(self.port), 5, "nginx to listen")
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        return self.launch(["nginx", "-c", cfg, "-p", self.workdir], self.port,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-class SocatProxy:
+
+class SocatProxy(System):
     name = "socat"
 
     def __init__(self, workdir):
@@ -331,15 +312,10 @@ class SocatProxy:
 
     def start_forward(self, upstream_port):
         self.port = free_port()
-        self.proc = subprocess.Popen(
+        return self.launch(
             ["socat", "-b", "262144", f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr,"
-             "backlog=1024", f"TCP:127.0.0.1:{upstream_port}"], stderr=subprocess.DEVNULL)
-        wait_for(lambda: port_listening(self.port), 5, "socat to listen")
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+             "backlog=1024", f"TCP:127.0.0.1:{upstream_port}"], self.port,
+            stderr=subprocess.DEVNULL)
 
 
 def port_listening(port):
