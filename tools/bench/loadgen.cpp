@@ -1,23 +1,42 @@
-// spliced-loadgen: the benchmark's load generator and verifier.
+// spliced-loadgen: the benchmark's load generator, sink and verifier.
 //
 //   spliced-loadgen send --to HOST:PORT|unix:PATH --clients N --bytes B [--seed S] [--chunk C]
-//       N concurrent clients each send B bytes of client i's pattern (seed S+i), then close.
+//                        [--lines L]
+//       N concurrent clients each send B bytes of client i's stream (seed S+i), then close.
 //       Prints one JSON line: clients, bytes, seconds (first connect to last close).
-//   spliced-loadgen sink --listen PORT_FILE
+//   spliced-loadgen sink --listen PORT_FILE [--epoll] [--reply R]
 //       Listens on 127.0.0.1:0, writes the port to PORT_FILE, and discards every connection's
 //       bytes with splice(2) into /dev/null (so the sink is never the bottleneck), closing its
-//       side at EOF. After each connection it rewrites PORT_FILE.stats with the connection and
-//       byte totals, for the driver to check that every byte arrived.
+//       side at EOF. By default one thread per connection (the fastest for a few big streams);
+//       with --epoll two epoll threads serve all connections (for thousands of idle or short
+//       ones), and --reply R answers each connection's EOF with R bytes before closing. Every
+//       20 ms PORT_FILE.stats is rewritten (when it changed) with the connections closed, the
+//       connections open and the bytes received, for the driver to check every byte arrived.
 //   spliced-loadgen verify --bytes B --seed S FILE...
-//       The concatenation of FILEs must be exactly client seed S's B-byte pattern. Exit 1 if not.
+//       The concatenation of FILEs must be exactly client seed S's B-byte stream. Exit 1 if not.
+//   spliced-loadgen verify-lines --lines L --bytes B --seed S --clients N [--unordered] FILE...
+//       FILEs (read in order, as one stream) hold exactly the lines of clients S..S+N-1, every
+//       line whole and intact, each client's lines in order (or in any order with --unordered;
+//       lines of different clients may interleave either way).
+//   spliced-loadgen idle --to ADDR --clients N --bytes B
+//       Opens N connections, sends B bytes on each, prints {"open":N,...} and holds them all open
+//       until its standard input is closed.
+//   spliced-loadgen rate --to ADDR --clients C --conns N --bytes B --reply R
+//       C threads make N short connections in all: connect, send B bytes, shut down the write
+//       side, read the answer to EOF (it must be R bytes), close. Prints connections per second.
 //
-// The pattern: every 4 KiB block starts with (seed, offset), followed by keyed bytes of the
-// stream, so misplaced, repeated or missing blocks are caught, not only wrong sizes.
+// The binary stream: every 4 KiB block starts with (seed, offset), followed by keyed bytes of
+// the stream, so misplaced, repeated or missing blocks are caught, not only wrong sizes.
+// With --lines L the stream is text: lines of L bytes (the last one '\n'), each starting with
+// a syslog priority, the hex seed and line number, then keyed printable characters, as a log
+// shipper would send.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -30,6 +49,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -71,6 +91,79 @@ void fillPattern(const std::vector<char>& body, uint64_t seed, uint64_t offset, 
   }
 }
 
+// The text stream: line k of stream `seed` is "<14>" (a syslog priority, so syslog daemons take
+// it as one message framed by its '\n'), "<seed:16 hex> <k:16 hex> ", then printable characters
+// taken from one shared 1 MiB text at an offset keyed by (seed, k), and '\n'.
+constexpr size_t kLineHeader = 38;
+constexpr size_t kMinLine = kLineHeader + 8;
+
+std::vector<char> makeText() {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::vector<char> text = makeBody(0);
+  for (char& c : text) c = kAlphabet[static_cast<uint8_t>(c) & 63];
+  return text;
+}
+
+// Generates lines of one length from the shared text; one per thread.
+class Lines {
+ public:
+  Lines(size_t len, const std::vector<char>& text) : len_(len), text_(text), line_(len) {}
+
+  size_t len() const { return len_; }
+
+  // Line k of stream `seed` (len() bytes, ending in '\n'); valid until the next call.
+  const char* line(uint64_t seed, uint64_t k) {
+    if (seed == seed_ && k == k_) return line_.data();
+    seed_ = seed;
+    k_ = k;
+    std::memcpy(line_.data(), "<14>", 4);
+    hex(seed, line_.data() + 4);
+    line_[20] = ' ';
+    hex(k, line_.data() + 21);
+    line_[37] = ' ';
+    size_t n = len_ - kLineHeader - 1;
+    size_t start = static_cast<size_t>(mix(seed * 0x9e3779b97f4a7c15ull + k) % (kBody - n));
+    std::memcpy(line_.data() + kLineHeader, text_.data() + start, n);
+    line_[len_ - 1] = '\n';
+    return line_.data();
+  }
+
+  // Bytes [offset, offset + n) of stream `seed`.
+  void fill(uint64_t seed, uint64_t offset, char* out, size_t n) {
+    while (n > 0) {
+      uint64_t k = offset / len_;
+      size_t col = static_cast<size_t>(offset % len_);
+      size_t take = std::min(n, len_ - col);
+      std::memcpy(out, line(seed, k) + col, take);
+      out += take;
+      offset += take;
+      n -= take;
+    }
+  }
+
+  static bool parseHex(const char* p, uint64_t& v) {
+    v = 0;
+    for (int i = 0; i < 16; ++i) {
+      char c = p[i];
+      int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      if (d < 0) return false;
+      v = (v << 4) | static_cast<uint64_t>(d);
+    }
+    return true;
+  }
+
+ private:
+  static void hex(uint64_t v, char* out) {
+    for (int i = 15; i >= 0; --i, v >>= 4) out[i] = "0123456789abcdef"[v & 15];
+  }
+
+  size_t len_;
+  const std::vector<char>& text_;
+  std::vector<char> line_;
+  uint64_t seed_ = ~0ull, k_ = ~0ull;
+};
+
 [[noreturn]] void die(const char* msg) {
   std::fprintf(stderr, "spliced-loadgen: %s\n", msg);
   std::exit(2);
@@ -102,8 +195,10 @@ int connectTo(const std::string& to) {
   return fd;
 }
 
-int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size_t chunk) {
+int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size_t chunk,
+         size_t line_len) {
   std::atomic<int> failed{0};
+  std::vector<char> text = line_len ? makeText() : std::vector<char>();
   std::vector<std::thread> threads;
   auto start = std::chrono::steady_clock::now();
   for (int c = 0; c < clients; ++c) {
@@ -119,10 +214,15 @@ int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size
       }
       std::vector<char> buf(chunk);
       uint64_t s = seed + static_cast<uint64_t>(c);
-      std::vector<char> body = makeBody(s);
+      std::vector<char> body = line_len ? std::vector<char>() : makeBody(s);
+      Lines lines(line_len, text);
       for (uint64_t off = 0; off < bytes;) {
         size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, bytes - off));
-        fillPattern(body, s, off, buf.data(), n);
+        if (line_len) {
+          lines.fill(s, off, buf.data(), n);
+        } else {
+          fillPattern(body, s, off, buf.data(), n);
+        }
         size_t done = 0;
         while (done < n) {
           ssize_t w = ::send(fd, buf.data() + done, n - done, MSG_NOSIGNAL);
@@ -193,8 +293,123 @@ int verify(uint64_t bytes, uint64_t seed, const std::vector<std::string>& files)
   return 0;
 }
 
-// One thread per connection: socket -> pipe -> /dev/null, all in the kernel.
-int sink(const std::string& port_file) {
+int verifyLines(size_t line_len, uint64_t bytes, uint64_t seed, uint64_t clients, bool unordered,
+                const std::vector<std::string>& files) {
+  if (bytes % line_len != 0) die("--bytes must be a multiple of --lines");
+  const uint64_t per_client = bytes / line_len;
+  std::vector<char> text = makeText();
+  Lines lines(line_len, text);
+  std::vector<uint64_t> count(clients, 0);
+  std::vector<std::vector<bool>> seen(unordered ? clients : 0);
+  for (auto& v : seen) v.assign(per_client, false);
+  std::string carry;  // a line split across files
+  std::vector<char> got(1 << 20);
+  uint64_t line_no = 0;
+  auto check = [&](const std::string& file, const char* p, size_t n) -> bool {
+    ++line_no;
+    uint64_t s = 0, k = 0;
+    auto fail = [&](const char* why) {
+      std::fprintf(stderr, "verify-lines: %s: line %llu: %s\n", file.c_str(),
+                   static_cast<unsigned long long>(line_no), why);
+      return false;
+    };
+    if (n != line_len) return fail("wrong length");
+    if (!Lines::parseHex(p + 4, s) || !Lines::parseHex(p + 21, k)) return fail("bad header");
+    if (s < seed || s - seed >= clients) return fail("unknown client");
+    uint64_t c = s - seed;
+    if (k >= per_client) return fail("line number beyond what was sent");
+    if (std::memcmp(p, lines.line(s, k), line_len) != 0) return fail("line differs");
+    if (unordered) {
+      if (seen[c][k]) return fail("line repeated");
+      seen[c][k] = true;
+    } else if (k != count[c]) {
+      return fail("line out of order (or a line missing before it)");
+    }
+    ++count[c];
+    return true;
+  };
+  for (const auto& f : files) {
+    int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die(("cannot open " + f).c_str());
+    while (true) {
+      ssize_t n = ::read(fd, got.data(), got.size());
+      if (n < 0) die("read failed");
+      if (n == 0) break;
+      const char* p = got.data();
+      const char* end = p + n;
+      while (p < end) {
+        const char* nl = static_cast<const char*>(std::memchr(p, '\n', end - p));
+        if (nl == nullptr) {
+          carry.append(p, end);
+          if (carry.size() > line_len) {
+            check(f, carry.data(), carry.size());  // reports the over-long line
+            return 1;
+          }
+          break;
+        }
+        bool ok;
+        if (!carry.empty()) {
+          carry.append(p, nl + 1);
+          ok = check(f, carry.data(), carry.size());
+          carry.clear();
+        } else {
+          ok = check(f, p, static_cast<size_t>(nl + 1 - p));
+        }
+        if (!ok) return 1;
+        p = nl + 1;
+      }
+    }
+    ::close(fd);
+  }
+  if (!carry.empty()) {
+    std::fprintf(stderr, "verify-lines: %zu bytes after the last whole line\n", carry.size());
+    return 1;
+  }
+  for (uint64_t c = 0; c < clients; ++c) {
+    if (count[c] != per_client) {
+      std::fprintf(stderr, "verify-lines: client %llu: %llu lines of %llu\n",
+                   static_cast<unsigned long long>(seed + c),
+                   static_cast<unsigned long long>(count[c]),
+                   static_cast<unsigned long long>(per_client));
+      return 1;
+    }
+  }
+  return 0;
+}
+
+void raiseFdLimit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+// What the sink has seen; a thread rewrites PORT_FILE.stats from it every 20 ms when it changed.
+struct SinkStats {
+  std::atomic<uint64_t> accepted{0}, closed{0}, bytes{0};
+
+  [[noreturn]] void writeLoop(const std::string& port_file) {
+    uint64_t last[3] = {~0ull, ~0ull, ~0ull};
+    while (true) {
+      uint64_t now[3] = {closed.load(), accepted.load(), bytes.load()};
+      if (std::memcmp(now, last, sizeof now) != 0) {
+        std::string tmp = port_file + ".stats.tmp";
+        FILE* f = std::fopen(tmp.c_str(), "w");
+        std::fprintf(f, "{\"connections\":%llu,\"open\":%llu,\"bytes\":%llu}\n",
+                     static_cast<unsigned long long>(now[0]),
+                     static_cast<unsigned long long>(now[1] - now[0]),
+                     static_cast<unsigned long long>(now[2]));
+        std::fclose(f);
+        std::rename(tmp.c_str(), (port_file + ".stats").c_str());
+        std::memcpy(last, now, sizeof now);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+};
+
+int listenAndPublish(const std::string& port_file) {
   int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   ::setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -206,66 +421,205 @@ int sink(const std::string& port_file) {
   }
   socklen_t len = sizeof sa;
   ::getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len);
-  {
-    std::string tmp = port_file + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "w");
-    std::fprintf(f, "%u\n", ntohs(sa.sin_port));
-    std::fclose(f);
-    std::rename(tmp.c_str(), port_file.c_str());
-  }
-  int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
-  std::atomic<uint64_t> bytes{0}, conns{0};
-  std::mutex stats_mu;
+  std::string tmp = port_file + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  std::fprintf(f, "%u\n", ntohs(sa.sin_port));
+  std::fclose(f);
+  std::rename(tmp.c_str(), port_file.c_str());
+  return lfd;
+}
+
+// One thread per connection: socket -> pipe -> /dev/null, all in the kernel, blocking.
+[[noreturn]] void sinkThreads(int lfd, int devnull, SinkStats& stats) {
   while (true) {
     int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
-    std::thread([&, fd] {
+    stats.accepted++;
+    std::thread([&stats, fd, devnull] {
       int p[2];
-      if (::pipe2(p, O_CLOEXEC) != 0) {
-        ::close(fd);
-        return;
-      }
-      ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
-      uint64_t mine = 0;
-      while (true) {
-        ssize_t n = ::splice(fd, nullptr, p[1], nullptr, 1 << 20, SPLICE_F_MOVE);
-        if (n <= 0) break;
-        mine += static_cast<uint64_t>(n);
-        for (ssize_t left = n; left > 0;) {
-          ssize_t w =
-              ::splice(p[0], nullptr, devnull, nullptr, static_cast<size_t>(left), SPLICE_F_MOVE);
-          if (w <= 0) break;
-          left -= w;
+      if (::pipe2(p, O_CLOEXEC) == 0) {
+        ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+        while (true) {
+          ssize_t n = ::splice(fd, nullptr, p[1], nullptr, 1 << 20, SPLICE_F_MOVE);
+          if (n <= 0) break;
+          stats.bytes += static_cast<uint64_t>(n);
+          for (ssize_t left = n; left > 0;) {
+            ssize_t w =
+                ::splice(p[0], nullptr, devnull, nullptr, static_cast<size_t>(left), SPLICE_F_MOVE);
+            if (w <= 0) break;
+            left -= w;
+          }
         }
-      }
-      ::close(p[0]);
-      ::close(p[1]);
-      bytes += mine;
-      conns += 1;
-      {
-        std::lock_guard lock(stats_mu);
-        std::string tmp = port_file + ".stats.tmp";
-        FILE* f = std::fopen(tmp.c_str(), "w");
-        std::fprintf(f, "{\"connections\":%llu,\"bytes\":%llu}\n",
-                     static_cast<unsigned long long>(conns.load()),
-                     static_cast<unsigned long long>(bytes.load()));
-        std::fclose(f);
-        std::rename(tmp.c_str(), (port_file + ".stats").c_str());
+        ::close(p[0]);
+        ::close(p[1]);
       }
       ::close(fd);  // EOF reached: close our side, the FIN travels back to the client
+      stats.closed++;
     }).detach();
   }
+}
+
+// Two epoll threads for all connections (non-blocking sockets), each with one pipe.
+[[noreturn]] void sinkEpoll(int lfd, int devnull, SinkStats& stats, size_t reply) {
+  constexpr int kWorkers = 2;
+  int epfd[kWorkers];
+  std::string answer(reply, 'r');
+  for (int w = 0; w < kWorkers; ++w) {
+    epfd[w] = ::epoll_create1(EPOLL_CLOEXEC);
+    std::thread([&stats, &answer, devnull, ep = epfd[w]] {
+      int p[2];
+      if (::pipe2(p, O_CLOEXEC) != 0) die("sink: pipe2");
+      ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+      epoll_event events[256];
+      while (true) {
+        int n = ::epoll_wait(ep, events, 256, -1);
+        for (int i = 0; i < n; ++i) {
+          int fd = events[i].data.fd;
+          size_t moved = 0;
+          bool done = false;
+          while (moved < (4u << 20)) {
+            ssize_t r =
+                ::splice(fd, nullptr, p[1], nullptr, 1 << 20, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (r > 0) {
+              moved += static_cast<size_t>(r);
+              for (ssize_t left = r; left > 0;) {
+                ssize_t w = ::splice(p[0], nullptr, devnull, nullptr, static_cast<size_t>(left),
+                                     SPLICE_F_MOVE);
+                if (w <= 0) die("sink: splice to /dev/null");
+                left -= w;
+              }
+              continue;
+            }
+            if (r < 0 && errno == EAGAIN) break;
+            if (r < 0 && errno == EINTR) continue;
+            done = true;  // EOF or an error
+            if (r == 0 && !answer.empty()) {
+              (void)::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL);
+            }
+            break;
+          }
+          stats.bytes += moved;
+          if (done) {
+            ::close(fd);
+            stats.closed++;
+          }
+        }
+      }
+    }).detach();
+  }
+  for (unsigned next = 0;; next = (next + 1) % kWorkers) {
+    int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) continue;
+    stats.accepted++;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.fd = fd;
+    if (::epoll_ctl(epfd[next], EPOLL_CTL_ADD, fd, &ev) != 0) die("sink: epoll_ctl");
+  }
+}
+
+int sink(const std::string& port_file, bool use_epoll, size_t reply) {
+  raiseFdLimit();
+  int lfd = listenAndPublish(port_file);
+  int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  static SinkStats stats;
+  std::thread([&port_file] { stats.writeLoop(port_file); }).detach();
+  if (use_epoll) sinkEpoll(lfd, devnull, stats, reply);
+  sinkThreads(lfd, devnull, stats);
+}
+
+int connectRetrying(const std::string& to) {
+  int fd = -1;
+  for (int attempt = 0; attempt < 50 && fd < 0; ++attempt) {
+    fd = connectTo(to);
+    if (fd < 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return fd;
+}
+
+bool sendAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+int idle(const std::string& to, int clients, uint64_t bytes) {
+  raiseFdLimit();
+  std::vector<int> fds;
+  std::string hello(bytes, 'i');
+  int failed = 0;
+  auto start = std::chrono::steady_clock::now();
+  for (int c = 0; c < clients; ++c) {
+    int fd = connectRetrying(to);
+    if (fd < 0) {
+      ++failed;
+      continue;
+    }
+    if (!sendAll(fd, hello.data(), hello.size())) ++failed;
+    fds.push_back(fd);
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("{\"open\":%zu,\"failed\":%d,\"seconds\":%.6f}\n", fds.size(), failed, secs);
+  std::fflush(stdout);
+  char tmp[64];
+  while (::read(0, tmp, sizeof tmp) > 0) {
+  }
+  for (int fd : fds) ::close(fd);
+  return failed ? 1 : 0;
+}
+
+int rate(const std::string& to, int threads, uint64_t conns, uint64_t bytes, uint64_t reply) {
+  raiseFdLimit();
+  std::atomic<uint64_t> next{0};
+  std::atomic<int> failed{0};
+  std::vector<char> request(std::max<uint64_t>(bytes, 1), 'q');
+  auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      char buf[4096];
+      while (next++ < conns) {
+        int fd = connectRetrying(to);
+        if (fd < 0) {
+          failed++;
+          continue;
+        }
+        uint64_t got = 0;
+        bool ok = sendAll(fd, request.data(), bytes) && ::shutdown(fd, SHUT_WR) == 0;
+        while (ok) {
+          ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+          if (n < 0 && errno == EINTR) continue;
+          if (n < 0) ok = false;
+          if (n <= 0) break;
+          got += static_cast<uint64_t>(n);
+        }
+        if (!ok || got != reply) failed++;
+        ::close(fd);
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("{\"connections\":%llu,\"seconds\":%.6f,\"failed\":%d}\n",
+              static_cast<unsigned long long>(conns), secs, failed.load());
+  return failed ? 1 : 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) die("usage: spliced-loadgen send|sink|verify ...");
+  if (argc < 2) die("usage: spliced-loadgen send|sink|verify|verify-lines|idle|rate ...");
   std::string mode = argv[1];
   std::string to;
   int clients = 1;
-  uint64_t bytes = 0, seed = 1;
-  size_t chunk = 256 * 1024;
+  uint64_t bytes = 0, seed = 1, conns = 0, reply = 0;
+  size_t chunk = 256 * 1024, line_len = 0;
+  bool use_epoll = false, unordered = false;
   std::vector<std::string> files;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
@@ -283,19 +637,46 @@ int main(int argc, char** argv) {
       seed = std::stoull(val());
     } else if (a == "--chunk") {
       chunk = std::stoul(val());
+    } else if (a == "--lines") {
+      line_len = std::stoul(val());
+    } else if (a == "--conns") {
+      conns = std::stoull(val());
+    } else if (a == "--reply") {
+      reply = std::stoull(val());
+    } else if (a == "--epoll") {
+      use_epoll = true;
+    } else if (a == "--unordered") {
+      unordered = true;
+    } else if (a.rfind("--", 0) == 0) {
+      die(("unknown option " + a).c_str());
     } else {
       files.push_back(a);
     }
   }
   if (chunk == 0 || chunk % kBlock != 0) die("--chunk must be a multiple of 4096");
+  if (line_len != 0 && (line_len < kMinLine || line_len > kBody / 2)) {
+    die("--lines must be between 46 and 524288");
+  }
   if (mode == "send") {
     if (to.empty() || bytes == 0) die("send needs --to and --bytes");
-    return send(to, clients, bytes, seed, chunk);
+    return send(to, clients, bytes, seed, chunk, line_len);
   }
   if (mode == "verify") return verify(bytes, seed, files);
+  if (mode == "verify-lines") {
+    if (line_len == 0 || bytes == 0) die("verify-lines needs --lines and --bytes");
+    return verifyLines(line_len, bytes, seed, static_cast<uint64_t>(clients), unordered, files);
+  }
   if (mode == "sink") {
     if (files.size() != 1 && to.empty()) die("sink needs --listen PORT_FILE");
-    return sink(files.empty() ? to : files[0]);
+    return sink(files.empty() ? to : files[0], use_epoll, reply);
+  }
+  if (mode == "idle") {
+    if (to.empty()) die("idle needs --to");
+    return idle(to, clients, bytes);
+  }
+  if (mode == "rate") {
+    if (to.empty() || conns == 0) die("rate needs --to and --conns");
+    return rate(to, clients, conns, bytes, reply);
   }
   die("unknown mode");
 }

@@ -25,6 +25,7 @@ BUILD = os.path.join(ROOT, "build", "release")
 SPLICED = os.path.join(BUILD, "spliced")
 LOADGEN = os.path.join(BUILD, "tools", "bench", "spliced-loadgen")
 TICK = os.sysconf("SC_CLK_TCK")
+LINE = 500  # bytes per line of the archive scenarios' text streams (a typical JSON log line)
 
 
 def build():
@@ -42,9 +43,17 @@ def ensure_packages(pkgs):
     missing = [p for p in pkgs if subprocess.run(["dpkg", "-s", p], stdout=subprocess.DEVNULL,
                                                  stderr=subprocess.DEVNULL).returncode != 0]
     if missing:
+        print(f"installing: {' '.join(missing)}", file=sys.stderr)
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                        *missing], check=True, env=env)
+
+
+def tool(name):
+    """A peer's program: daemons live in /usr/sbin, which a user's PATH may not have."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin") or name
 
 
 def cpu_seconds(pid):
@@ -101,9 +110,10 @@ def files_under(d):
     return out
 
 
-def loadgen(to, clients, nbytes, seed=1):
+def loadgen(to, clients, nbytes, seed=1, lines=0):
     r = subprocess.run([LOADGEN, "send", "--to", to, "--clients", str(clients), "--bytes",
-                        str(nbytes), "--seed", str(seed)], capture_output=True, text=True)
+                        str(nbytes), "--seed", str(seed), "--lines", str(lines)],
+                       capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"loadgen failed: {r.stderr.strip()} {r.stdout.strip()}")
     return json.loads(r.stdout)
@@ -137,6 +147,9 @@ class Spliced(System):
     def start(self, archive):
         cfg = os.path.join(self.workdir, "spliced.yaml")
         name = "{route}-{conn}-{seq}.log"
+        layout = f"layout: {self.layout}"
+        if self.layout == "lines":  # one chain for all connections, whole lines, as rsyslog
+            name, layout = "{route}-{seq}.log", "layout: shared\n      framing: lines"
         self.port, self.admin = str(free_port()), f"127.0.0.1:{free_port()}"
         with open(cfg, "w") as f:
             f.write(f"""log: {{ level: warn }}
@@ -147,12 +160,16 @@ routes:
     listen: 127.0.0.1:{self.port}
     archive:
       dir: {archive}
-      layout: {self.layout}
+      {layout}
       name: "{name}"
       rotate: {{ max_bytes: 64MiB }}
       compress: {self.compress}
 """)
-        return self.launch([SPLICED, "-c", cfg], self.port, stderr=subprocess.PIPE)
+        return self.launch([SPLICED, "-c", cfg], self.port, stderr=self.log())
+
+    def log(self):
+        """spliced's own log (warnings and errors only), kept in the work dir."""
+        return open(os.path.join(self.workdir, "spliced.log"), "a")
 
     def metrics(self):
         with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=5) as r:
@@ -198,12 +215,45 @@ class SocatFile(System):
         return not kids
 
 
+class RSyslog(System):
+    """rsyslogd: imtcp -> omfile with a raw template (the message as received, and its '\\n'),
+    DNS lookups of peers off, a 100,000-message main queue dequeued 1,024 at a time by one
+    worker (so each client's lines stay in order), 256 KiB file buffer."""
+    name = "rsyslog"
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    def start(self, archive):
+        self.port = free_port()
+        self.out = os.path.join(archive, "rsyslog.log")
+        cfg = os.path.join(self.workdir, "rsyslog.conf")
+        with open(cfg, "w") as f:
+            f.write(f"""global(workDirectory="{self.workdir}" net.enableDNS="off" maxMessageSize="64k")
+main_queue(queue.type="FixedArray" queue.size="100000" queue.dequeueBatchSize="1024"
+           queue.workerThreads="1")
+module(load="imtcp" maxSessions="4000")
+template(name="raw" type="string" string="%rawmsg%\\n")
+ruleset(name="bench") {{
+  action(type="omfile" file="{self.out}" template="raw" ioBufferSize="256k")
+}}
+input(type="imtcp" port="{self.port}" address="127.0.0.1" ruleset="bench")
+""")
+        self.errors = open(os.path.join(self.workdir, "rsyslog.err"), "w")
+        return self.launch([tool("rsyslogd"), "-n", "-f", cfg, "-i", os.path.join(self.workdir,
+                            "rsyslogd.pid")], self.port, stderr=self.errors)
+
+    def done(self, archive, expected):
+        return os.path.exists(self.out) and os.path.getsize(self.out) == expected
+
+
 class Sink:
     """spliced-loadgen sink: discards with splice into /dev/null and counts what arrived."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, epoll=False, reply=0):
         self.port_file = os.path.join(workdir, f"sink-{time.monotonic_ns()}.port")
-        self.proc = subprocess.Popen([LOADGEN, "sink", "--listen", self.port_file])
+        self.proc = subprocess.Popen([LOADGEN, "sink", "--listen", self.port_file,
+                                      *(["--epoll"] if epoll else []), "--reply", str(reply)])
         wait_for(lambda: os.path.exists(self.port_file), 5, "the sink to listen")
         with open(self.port_file) as f:
             self.port = int(f.read())
@@ -213,7 +263,7 @@ class Sink:
             with open(self.port_file + ".stats") as f:
                 return json.load(f)
         except FileNotFoundError:
-            return {"connections": 0, "bytes": 0}
+            return {"connections": 0, "open": 0, "bytes": 0}
 
     def stop(self):
         self.proc.kill()
@@ -238,7 +288,7 @@ routes:
     forward:
       upstreams: [127.0.0.1:{upstream_port}]
 """)
-        return self.launch([SPLICED, "-c", cfg], self.port, stderr=subprocess.PIPE)
+        return self.launch([SPLICED, "-c", cfg], self.port, stderr=self.log())
 
 
 class HAProxy(System):
@@ -269,13 +319,13 @@ frontend f
 backend b
     server s1 127.0.0.1:{upstream_port}
 """)
-        return self.launch(["haproxy", "-db", "-f", cfg], self.port, stdout=subprocess.DEVNULL,
+        return self.launch([tool("haproxy"), "-db", "-f", cfg], self.port, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
 
 
 
 class NginxStream(System):
-    """nginx stream proxy, one worker, 256 KiB proxy buffers."""
+    """nginx stream proxy, one worker, 256 KiB proxy buffers, half-close passed on (as the others)."""
     name = "nginx"
 
     def __init__(self, workdir):
@@ -287,19 +337,21 @@ class NginxStream(System):
         with open(cfg, "w") as f:
             f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes 1;
+worker_rlimit_nofile 20000;
 daemon off;
 pid {self.workdir}/nginx.pid;
 error_log stderr error;
-events {{ worker_connections 8000; }}
+events {{ worker_connections 12000; }}
 stream {{
     server {{
-        listen 127.0.0.1:{self.port};
+        listen 127.0.0.1:{self.port} backlog=4096;
         proxy_pass 127.0.0.1:{upstream_port};
         proxy_buffer_size 256k;
+        proxy_half_close on;
     }}
 }}
 """)
-        return self.launch(["nginx", "-c", cfg, "-p", self.workdir], self.port,
+        return self.launch([tool("nginx"), "-c", cfg, "-p", self.workdir], self.port,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -349,15 +401,159 @@ def run_forward(system, work, clients, nbytes):
         sink.stop()
 
 
+def forward_systems(work):
+    return [("spliced", lambda: SplicedProxy(work)),
+            ("haproxy+splice", lambda: HAProxy(work, splice=True)),
+            ("haproxy", lambda: HAProxy(work, splice=False)),
+            ("nginx", lambda: NginxStream(work)),
+            ("socat", lambda: SocatProxy(work))]
+
+
+def tree_memory_kib(pid):
+    """Proportional set size (Pss, smaps_rollup) of a process tree in KiB: each process's own
+    pages plus its share of pages shared with others, so forked children are not counted twice."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(l.split()[1]) for l in f if l.startswith("Pss:"))
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            pass
+    return total
+
+
+def tree_fds(pid):
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            total += len(os.listdir(f"/proc/{p}/fd"))
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def stop_all(system, sink):
+    try:
+        system.stop()
+    except Exception:
+        pass
+    sink.stop()
+
+
+IDLE_HELLO = 64  # bytes each idle connection sends first, so it has been through the data path
+
+
+def run_idle(system, work, n):
+    """n connections opened through the proxy, each sending 64 bytes, then held open: memory and
+    fds of the system under test per connection, from the difference to before."""
+    sink = Sink(work, epoll=True)
+    gen = None
+    try:
+        to = system.start_forward(sink.port)
+        time.sleep(0.2)
+        mem0, fd0 = tree_memory_kib(system.proc.pid), tree_fds(system.proc.pid)
+        gen = subprocess.Popen([LOADGEN, "idle", "--to", to, "--clients", str(n), "--bytes",
+                                str(IDLE_HELLO)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+        ready = json.loads(gen.stdout.readline() or "{}")
+        if ready.get("open") != n or ready.get("failed"):
+            raise RuntimeError(f"{system.name}: idle clients: {ready}")
+        wait_for(lambda: sink.stats()["open"] == n and sink.stats()["bytes"] == n * IDLE_HELLO,
+                 60, f"{system.name}: all {n} idle connections and their bytes at the sink")
+        time.sleep(0.5)
+        mem1, fd1 = tree_memory_kib(system.proc.pid), tree_fds(system.proc.pid)
+        gen.stdin.close()
+        gen.wait(timeout=60)
+        wait_for(lambda: sink.stats()["open"] == 0, 60, f"{system.name} to close them all")
+        return {"kib_per_conn": (mem1 - mem0) / n, "fds_per_conn": (fd1 - fd0) / n,
+                "open_seconds": ready["seconds"]}
+    finally:
+        if gen is not None and gen.poll() is None:
+            gen.kill()
+            gen.wait()
+        stop_all(system, sink)
+
+
+RATE_THREADS = 32  # concurrent clients making short connections
+RATE_BYTES = 64    # each request and each answer
+
+
+def run_rate(system, work, n):
+    """n short connections through the proxy (64-byte request, 64-byte answer, close)."""
+    sink = Sink(work, epoll=True, reply=RATE_BYTES)
+    try:
+        to = system.start_forward(sink.port)
+        cpu0 = tree_cpu(system.proc.pid)
+        t0 = time.monotonic()
+        r = subprocess.run([LOADGEN, "rate", "--to", to, "--clients", str(RATE_THREADS), "--conns",
+                            str(n), "--bytes", str(RATE_BYTES), "--reply", str(RATE_BYTES)],
+                           capture_output=True, text=True)
+        wall = time.monotonic() - t0
+        cpu = tree_cpu(system.proc.pid) - cpu0
+        if r.returncode != 0:
+            raise RuntimeError(f"{system.name}: short connections failed: {r.stdout.strip()} "
+                               f"{r.stderr.strip()}")
+        wait_for(lambda: sink.stats()["connections"] == n, 30, f"{system.name}: the sink's totals")
+        if sink.stats()["bytes"] != n * RATE_BYTES:
+            raise RuntimeError(f"{system.name}: the sink got {sink.stats()['bytes']} bytes of "
+                               f"{n * RATE_BYTES}")
+        return {"conns_per_s": n / wall, "cpu_us_per_conn": cpu / n * 1e6, "wall": wall,
+                "cpu": cpu}
+    finally:
+        stop_all(system, sink)
+
+
+def run_rounds(args, systems, run_one, show):
+    """Every system once per round, each round starting with a different one; round -1 is the
+    discarded warm-up."""
+    results = {name: [] for name, _ in systems}
+    for i in range(-1 if args.warmup else 0, args.runs):
+        for name, make in rotated(systems, i):
+            r = run_one(make())
+            label = "warm-up" if i < 0 else f"run {i + 1}"
+            print(f"  {label} {name:14s} {show(r)}", file=sys.stderr)
+            if i >= 0:
+                results[name].append(r)
+    return results
+
+
+def scenario_idle(args, n=5000):
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
+    n = 200 if args.quick else n
+    try:
+        results = run_rounds(args, forward_systems(work), lambda s: run_idle(s, work, n),
+                             lambda r: f"{r['kib_per_conn']:.2f} KiB/conn "
+                                       f"{r['fds_per_conn']:.2f} fds/conn")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"scenario": f"idle: {n} open proxied connections", "kind": "idle",
+            "results": {name: {"kib_per_conn": statistics.median(r["kib_per_conn"] for r in rs),
+                               "fds_per_conn": statistics.median(r["fds_per_conn"] for r in rs),
+                               "runs": len(rs), "all": rs} for name, rs in results.items()}}
+
+
+def scenario_rate(args, n=20000):
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
+    n = 500 if args.quick else n
+    try:
+        results = run_rounds(args, forward_systems(work), lambda s: run_rate(s, work, n),
+                             lambda r: f"{r['conns_per_s']:.0f} conns/s "
+                                       f"{r['cpu_us_per_conn']:.1f} CPU-us/conn")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"scenario": f"connection rate: {n} short connections, {RATE_THREADS} at a time",
+            "kind": "rate",
+            "results": {name: {"conns_per_s": statistics.median(r["conns_per_s"] for r in rs),
+                               "cpu_us_per_conn": statistics.median(r["cpu_us_per_conn"]
+                                                                    for r in rs),
+                               "runs": len(rs), "all": rs} for name, rs in results.items()}}
+
+
 def scenario_forward(args, clients, nbytes, study=False):
     work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
     if args.quick:
         nbytes = max(nbytes // 20, 1_000_000)
-    systems = [("spliced", lambda: SplicedProxy(work)),
-               ("haproxy+splice", lambda: HAProxy(work, splice=True)),
-               ("haproxy", lambda: HAProxy(work, splice=False)),
-               ("nginx", lambda: NginxStream(work)),
-               ("socat", lambda: SocatProxy(work))]
+    systems = forward_systems(work)
     if study:
         # spliced's own pipe-size study, and splice against its forced copy path.
         systems = [("spliced pipes 64KiB", lambda: SplicedProxy(work, pipe_size="64KiB")),
@@ -386,13 +582,13 @@ def run_archive(system, base_dir, clients, nbytes, verify):
     archive = tempfile.mkdtemp(prefix="archive-", dir=base_dir)
     try:
         to = system.start(archive)
-        cpu0 = cpu_seconds(system.proc.pid)
+        cpu0 = tree_cpu(system.proc.pid)
         t0 = time.monotonic()
-        loadgen(to, clients, nbytes)
+        loadgen(to, clients, nbytes, lines=LINE)
         total = clients * nbytes
         wait_for(lambda: system.done(archive, total), 300, f"{system.name} to archive")
         wall = time.monotonic() - t0
-        cpu = cpu_seconds(system.proc.pid) - cpu0
+        cpu = tree_cpu(system.proc.pid) - cpu0
         copied = system.copy_bytes() if hasattr(system, "copy_bytes") else None
         system.stop()
         if verify:
@@ -408,8 +604,17 @@ def run_archive(system, base_dir, clients, nbytes, verify):
         shutil.rmtree(archive, ignore_errors=True)
 
 
+def verify_lines(files, clients, nbytes):
+    """Every line of every client intact, once, each client's lines in order."""
+    r = subprocess.run([LOADGEN, "verify-lines", "--lines", str(LINE), "--bytes", str(nbytes),
+                        "--seed", "1", "--clients", str(clients), *files],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"verification failed: {r.stderr.strip()}")
+
+
 def verify_per_connection(archive, clients, nbytes):
-    # {conn} counts from 1 in accept order; seeds are per client: match by trying each seed.
+    """One chain per connection ({conn} counts from 1 in accept order), segments in order."""
     chains = {}
     for f in files_under(archive):
         m = re.search(r"bench-(\d+)-(\d+)\.log$", f)
@@ -418,26 +623,29 @@ def verify_per_connection(archive, clients, nbytes):
         chains.setdefault(int(m.group(1)), []).append((int(m.group(2)), f))
     if len(chains) != clients:
         raise RuntimeError(f"expected {clients} chains, found {len(chains)}")
-    seeds = set(range(1, clients + 1))
-    for conn, segs in chains.items():
-        files = [f for _, f in sorted(segs)]
-        with open(files[0], "rb") as fh:
-            seed = int.from_bytes(fh.read(8), "little")
-        if seed not in seeds:
-            raise RuntimeError(f"chain {conn} has unknown seed {seed}")
-        seeds.discard(seed)
-        r = subprocess.run([LOADGEN, "verify", "--bytes", str(nbytes), "--seed", str(seed), *files],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"verification failed: {r.stderr.strip()}")
+    verify_lines([f for c in sorted(chains) for _, f in sorted(chains[c])], clients, nbytes)
+
+
+def verify_shared(archive, clients, nbytes):
+    """One shared chain (spliced {route}-{seq}.log segments, or rsyslog's one file)."""
+    def seq(f):
+        m = re.search(r"-(\d+)\.log$", f)
+        return int(m.group(1)) if m else 0
+    verify_lines(sorted(files_under(archive), key=seq), clients, nbytes)
 
 
 def scenario_archive(args, where, clients=4, nbytes=500_000_000):
     base = "/dev/shm" if where == "tmpfs" else os.path.join(ROOT, "build")
     work = tempfile.mkdtemp(prefix="spliced-bench-", dir=base)
     if args.quick:
-        clients, nbytes = min(clients, 4), max(nbytes // 10, 1_000_000)
+        clients, nbytes = min(clients, 4), max(nbytes // 100, 1_000_000)
+    nbytes -= nbytes % LINE
+    # socat's children append whatever each read returned, so lines of concurrent clients may be
+    # cut apart: only its byte total is checked.
     systems = [("spliced", lambda: Spliced(work), verify_per_connection),
+               ("spliced lines", lambda: Spliced(work, layout="lines", name="spliced lines"),
+                verify_shared),
+               ("rsyslog", lambda: RSyslog(work), verify_shared),
                ("socat", lambda: SocatFile(work), None)]
     if args.compress:
         # The compressed segments are not verified here (the plain runs are): the figure is the
@@ -451,10 +659,10 @@ def scenario_archive(args, where, clients=4, nbytes=500_000_000):
             for name, make, verify in rotated(systems, i):
                 r = run_archive(make(), work, clients, nbytes, verify)
                 if i < 0:
-                    print(f"  warm-up {name:8s} {r['gbps']:.3f} GB/s", file=sys.stderr)
+                    print(f"  warm-up {name:14s} {r['gbps']:.3f} GB/s", file=sys.stderr)
                     continue
                 results[name].append(r)
-                print(f"  run {i + 1} {name:8s} {r['gbps']:.3f} GB/s  "
+                print(f"  run {i + 1} {name:14s} {r['gbps']:.3f} GB/s  "
                       f"{r['cpu_per_gb']:.3f} CPU-s/GB", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -504,9 +712,10 @@ def versions():
             return "?"
     return {
         "spliced": first_line([SPLICED, "--version"]),
-        "haproxy": first_line(["haproxy", "-v"]),
-        "nginx": first_line(["nginx", "-v"]),
+        "haproxy": first_line([tool("haproxy"), "-v"]),
+        "nginx": first_line([tool("nginx"), "-v"]),
         "socat": socat_version(),
+        "rsyslog": first_line([tool("rsyslogd"), "-v"]).split(" compiled")[0].strip(),
         "kernel": os.uname().release,
         "cpus": str(os.cpu_count()),
         "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
@@ -514,65 +723,138 @@ def versions():
     }
 
 
+def table(sc):
+    """The markdown table of one scenario's medians."""
+    kind = sc.get("kind", "throughput")
+    if kind == "idle":
+        rows = ["| system | KiB of memory per connection | fds per connection |", "|---|---|---|"]
+        for name, r in sc["results"].items():
+            rows.append(f"| {name} | {r['kib_per_conn']:.2f} | {r['fds_per_conn']:.2f} |")
+        return rows
+    if kind == "rate":
+        rows = ["| system | connections/s | CPU-µs per connection |", "|---|---|---|"]
+        for name, r in sc["results"].items():
+            rows.append(f"| {name} | {r['conns_per_s']:.0f} | {r['cpu_us_per_conn']:.1f} |")
+        return rows
+    rows = ["| system | GB/s | CPU-s per GB | GB per CPU-s | copy-fallback bytes |",
+            "|---|---|---|---|---|"]
+    for name, r in sc["results"].items():
+        per = 1 / r["cpu_per_gb"] if r["cpu_per_gb"] > 0 else float("inf")
+        copied = "-" if r.get("copy_fallback_bytes") is None else f"{r['copy_fallback_bytes']:.0f}"
+        rows.append(f"| {name} | {r['gbps']:.3f} | {r['cpu_per_gb']:.3f} | {per:.2f} | {copied} |")
+    return rows
+
+
+SETTINGS = [
+    ("spliced", "one event loop; 1 MiB pipes; log level warn. Archive: `layout: per_connection` "
+     "(a byte-exact chain per client), segments rotating at 64 MiB. `spliced lines`: "
+     "`layout: shared` + `framing: lines`, one chain for all clients with every line whole, as "
+     "rsyslog writes. `spliced+zstd`: per_connection with `compress: zstd`."),
+    ("HAProxy", "`mode tcp`, `nbthread 1` (one thread, as spliced's one loop), "
+     "`tune.pipesize 1048576`, `maxconn 7000` (the most 20,000 fds allow), logging to stderr at "
+     "level err only; run with and without `option splice-auto`."),
+    ("nginx", "`stream` proxy, `worker_processes 1`, `proxy_buffer_size 256k`, "
+     "`proxy_half_close on` (a client's FIN is passed on, as the others do), "
+     "`worker_connections 12000`, `error_log` at level error, no access log."),
+    ("socat", "`-b 262144`; `TCP-LISTEN,fork` (a process per connection) to `TCP:` when forwarding "
+     "and to `OPEN:file,append` when archiving (only its byte total is checked: concurrent "
+     "children append whatever each read returned, so lines of different clients can be cut "
+     "apart)."),
+    ("rsyslog", "`imtcp` (maxSessions 4000) to `omfile` with the raw template `%rawmsg%\\n` and "
+     "`ioBufferSize 256k`, peer DNS lookups off, a 100,000-message main queue dequeued 1,024 at "
+     "a time by one worker (so each client's lines stay in order)."),
+]
+
+
 def write_markdown(path, out, args):
     v = versions()
     lines = ["# Benchmarks", "",
-             f"Generated by `tools/bench/run.py --runs {args.runs}` on "
+             f"Generated by `tools/bench/run.py --runs {args.runs}"
+             f"{' --compress' if args.compress else ''}` on "
              f"{time.strftime('%Y-%m-%d', time.gmtime())}: {v['cpus']} x {v['cpu']}, "
              f"Linux {v['kernel']}. {v['spliced']}; {v['haproxy']}; {v['nginx']}; "
-             f"{v['socat']}.", "",
+             f"{v['socat']}; {v['rsyslog']}.", "",
              "Each figure is the median of the runs, the systems alternating run by run (each "
              "round starting with a different one) after one discarded warm-up round and 8 GB "
-             "of memory touched once beforehand, on one machine, so ratios within a table are what to "
-             "read. spliced rotates archive segments at 64 MiB, so with `compress: zstd` the "
-             "background compressor runs during the transfer. GB/s is wall-clock (first connect to the last byte delivered); CPU-s per GB "
-             "is the user+system time of the system under test (its whole process tree) per "
-             "10^9 bytes. The load generator and the sink run on the same 2 cores.", ""]
+             "of memory touched once beforehand, on one machine, so ratios within a table are "
+             "what to read. GB/s is wall-clock (first connect to the last byte delivered: for "
+             "archives, in files; for forwarding, at the sink); CPU-s per GB is the user+system "
+             "time of the system under test (its whole process tree, children included) per "
+             "10^9 bytes. The load generator and the sink run on the same 2 cores. Every byte is "
+             "verified: archives line by line against what each client sent, forwarded streams "
+             "by the sink's totals.", "",
+             f"The archive scenarios send text: lines of {LINE} bytes starting with a syslog "
+             "priority, as a log shipper would. The forward scenarios send a binary pattern to "
+             "a sink that splices into /dev/null. Idle: each connection sends 64 bytes through "
+             "the proxy and is then held open; memory is the growth of the proxy's proportional "
+             "set size (Pss, all its processes) over its size before, per connection (kernel "
+             "socket memory is not in it). Connection rate: 32 clients at a time connect, send "
+             "64 bytes, shut down their side, read the sink's 64-byte answer to EOF and close.",
+             "", "## Systems and settings", ""]
+    lines += [f"- **{name}**: {text}" for name, text in SETTINGS] + [""]
     for sc in out:
-        lines += [f"## {sc['scenario']}", "",
-                  "| system | GB/s | CPU-s per GB | GB per CPU-s | copy-fallback bytes |",
-                  "|---|---|---|---|---|"]
-        for name, r in sc["results"].items():
-            per = 1 / r["cpu_per_gb"] if r["cpu_per_gb"] > 0 else float("inf")
-            copied = "-" if r.get("copy_fallback_bytes") is None else f"{r['copy_fallback_bytes']:.0f}"
-            lines.append(f"| {name} | {r['gbps']:.3f} | {r['cpu_per_gb']:.3f} | {per:.2f} | {copied} |")
-        lines.append("")
+        lines += [f"## {sc['scenario']}", ""] + table(sc) + [""]
+    lines += ["![GB/s, connections per second and memory per connection](BENCHMARKS.png)", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
 
 def plot(png, out):
-    """A bar chart of GB/s per system and scenario (gnuplot)."""
+    """One PNG (gnuplot): GB/s of every throughput scenario, clustered by scenario, and below it
+    the connection rate and the memory per idle connection of each proxy."""
     if shutil.which("gnuplot") is None:
         ensure_packages(["gnuplot-nox"])
-    data = png + ".dat"
+    throughput = [sc for sc in out if sc.get("kind", "throughput") == "throughput"]
     systems = []
-    for sc in out:
+    for sc in throughput:
         for name in sc["results"]:
             if name not in systems:
                 systems.append(name)
-    with open(data, "w") as f:
-        f.write("scenario " + " ".join(f'"{s}"' for s in systems) + "\n")
-        for sc in out:
-            row = [f'"{sc["scenario"]}"']
+    files = []
+
+    def data(name, rows):
+        path = f"{png}.{name}.dat"
+        with open(path, "w") as f:
+            f.write("\n".join(rows) + "\n")
+        files.append(path)
+        return path
+
+    panels = []
+    if throughput:
+        rows = ["scenario " + " ".join(f'"{s}"' for s in systems)]
+        for sc in throughput:
+            cells = [f'"{sc["scenario"]}"']
             for name in systems:
                 r = sc["results"].get(name)
-                row.append(f"{r['gbps']:.3f}" if r else "-")
-            f.write(" ".join(row) + "\n")
-    script = f"""set terminal pngcairo size 1100,520 font ",10"
-set output "{png}"
-set style data histogram
-set style histogram clustered gap 1
-set style fill solid 0.85 border -1
-set ylabel "GB/s (median)"
-set key outside right
-set datafile missing "-"
-set xtics rotate by -15
-set grid ytics
-plot for [i=2:{len(systems) + 1}] "{data}" using i:xtic(1) title columnheader(i)
-"""
-    subprocess.run(["gnuplot"], input=script, text=True, check=True)
-    os.unlink(data)
+                cells.append(f"{r['gbps']:.3f}" if r else "-")
+            rows.append(" ".join(cells))
+        panels.append(("GB/s (median)", "throughput", data("gbps", rows), len(systems), True))
+    for kind, key, title in [("rate", "conns_per_s", "short connections per second"),
+                             ("idle", "kib_per_conn", "KiB of memory per idle proxied connection")]:
+        for sc in out:
+            if sc.get("kind") == kind:
+                rows = ["system value"] + [f'"{n}" {r[key]:.3f}' for n, r in sc["results"].items()]
+                panels.append((title, sc["scenario"], data(kind, rows), 1, False))
+    script = ['set terminal pngcairo size 1200,950 font ",10"', f'set output "{png}"',
+              "set multiplot", "set style data histogram", "set style histogram clustered gap 1",
+              "set style fill solid 0.85 border -1", 'set datafile missing "-"', "set grid ytics"]
+    lower = [p for p in panels if not p[4]]
+    for i, (ylabel, title, path, columns, wide) in enumerate(panels):
+        if wide:
+            script += ["set size 1,0.62", "set origin 0,0.38", "set key outside right",
+                       "set xtics rotate by -15"]
+        else:
+            k = lower.index(panels[i])
+            script += [f"set size {1 / len(lower)},0.38", f"set origin {k / len(lower)},0",
+                       "unset key", "set xtics rotate by -20"]
+        script += [f'set title "{title}"', f'set ylabel "{ylabel}"',
+                   f'plot for [i=2:{columns + 1}] "{path}" using i:xtic(1) title columnheader(i)']
+    script.append("unset multiplot")
+    try:
+        subprocess.run(["gnuplot"], input="\n".join(script) + "\n", text=True, check=True)
+    finally:
+        for f in files:
+            os.unlink(f)
 
 
 def main():
@@ -581,26 +863,38 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 run (CI smoke test)")
     ap.add_argument("--scenario", action="append",
                     choices=["archive-tmpfs", "archive-disk", "archive-1000x1", "forward-4x500",
-                             "forward-100x20", "study"])
+                             "forward-100x20", "idle", "rate", "study"])
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--markdown", help="write the tables here (and a PNG chart beside it)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
                     help="skip the discarded first round")
+    ap.add_argument("--build", metavar="DIR",
+                    help="use the spliced and spliced-loadgen already built in DIR (as tools/"
+                         "build.sh's build/test) instead of building Release")
     ap.add_argument("--compress", action="store_true",
                     help="also run spliced with compress: zstd in the archive scenarios")
     args = ap.parse_args()
     if args.quick:
         args.runs, args.warmup = 1, False
-    ensure_packages(["socat", "haproxy", "nginx-light", "libnginx-mod-stream"])
-    build()
+    ensure_packages(["socat", "haproxy", "nginx-light", "libnginx-mod-stream", "rsyslog"])
+    if args.build:
+        global SPLICED, LOADGEN
+        SPLICED = os.path.join(os.path.abspath(args.build), "spliced")
+        LOADGEN = os.path.join(os.path.abspath(args.build), "tools", "bench", "spliced-loadgen")
+    else:
+        build()
     if not args.quick:
         prefault_memory(8)
     out = []
     for sc in args.scenario or ["archive-tmpfs", "archive-disk", "archive-1000x1",
-                                "forward-4x500", "forward-100x20", "study"]:
+                                "forward-4x500", "forward-100x20", "idle", "rate", "study"]:
         print(f"scenario {sc}", file=sys.stderr)
         if sc == "archive-1000x1":
             out.append(scenario_archive(args, "tmpfs", 1000, 1_000_000))
+        elif sc == "idle":
+            out.append(scenario_idle(args))
+        elif sc == "rate":
+            out.append(scenario_rate(args))
         elif sc == "study":
             out.append(scenario_forward(args, 4, 500_000_000, study=True))
         elif sc.startswith("archive-"):
@@ -610,9 +904,7 @@ def main():
             out.append(scenario_forward(args, int(clients), int(mb) * 1_000_000))
     for sc in out:
         print(f"\n{sc['scenario']} (median of {args.runs})")
-        print("| system | GB/s | CPU-s per GB |\n|---|---|---|")
-        for name, r in sc["results"].items():
-            print(f"| {name} | {r['gbps']:.3f} | {r['cpu_per_gb']:.3f} |")
+        print("\n".join(table(sc)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
