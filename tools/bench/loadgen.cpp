@@ -18,6 +18,8 @@
 //       FILEs (read in order, as one stream) hold exactly the lines of clients S..S+N-1, every
 //       line whole and intact, each client's lines in order (or in any order with --unordered;
 //       lines of different clients may interleave either way).
+//   spliced-loadgen write --bytes B --seed S [--lines L] FILE
+//       Writes client seed S's B-byte stream (what `send` sends) into FILE.
 //   spliced-loadgen idle --to ADDR --clients N --bytes B
 //       Opens N connections, sends B bytes on each, prints {"open":N,...} and holds them all open
 //       until its standard input is closed.
@@ -377,6 +379,26 @@ int verifyLines(size_t line_len, uint64_t bytes, uint64_t seed, uint64_t clients
   return 0;
 }
 
+int writeStream(uint64_t bytes, uint64_t seed, size_t line_len, const std::string& file) {
+  FILE* f = std::fopen(file.c_str(), "wb");
+  if (f == nullptr) die(("cannot create " + file).c_str());
+  std::vector<char> text = line_len ? makeText() : std::vector<char>();
+  std::vector<char> body = line_len ? std::vector<char>() : makeBody(seed);
+  Lines lines(line_len, text);
+  std::vector<char> buf(1 << 20);
+  for (uint64_t off = 0; off < bytes;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), bytes - off));
+    if (line_len) {
+      lines.fill(seed, off, buf.data(), n);
+    } else {
+      fillPattern(body, seed, off, buf.data(), n);
+    }
+    if (std::fwrite(buf.data(), 1, n, f) != n) die("write failed");
+    off += n;
+  }
+  return std::fclose(f) == 0 ? 0 : 1;
+}
+
 void raiseFdLimit() {
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -662,6 +684,10 @@ int main(int argc, char** argv) {
     return send(to, clients, bytes, seed, chunk, line_len);
   }
   if (mode == "verify") return verify(bytes, seed, files);
+  if (mode == "write") {
+    if (files.size() != 1) die("write needs one FILE");
+    return writeStream(bytes, seed, line_len, files[0]);
+  }
   if (mode == "verify-lines") {
     if (line_len == 0 || bytes == 0) die("verify-lines needs --lines and --bytes");
     return verifyLines(line_len, bytes, seed, static_cast<uint64_t>(clients), unordered, files);
