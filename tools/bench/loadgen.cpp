@@ -189,17 +189,41 @@ int connectTo(const std::string& to) {
   if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) return -1;
   int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
+  int err = errno;
   freeaddrinfo(res);
   if (rc != 0) {
     ::close(fd);
+    errno = err;
     return -1;
   }
   return fd;
 }
 
+// Failed clients: how many, and the first failure's cause, for the driver to show.
+class Failures {
+ public:
+  void note(const char* what, int err) {
+    std::lock_guard lock(mu_);
+    if (count_++ == 0) first_ = std::string(what) + ": " + std::strerror(err);
+  }
+  int count() const {
+    std::lock_guard lock(mu_);
+    return count_;
+  }
+  std::string json() const {
+    std::lock_guard lock(mu_);
+    return "\"failed\":" + std::to_string(count_) + ",\"error\":\"" + first_ + "\"";
+  }
+
+ private:
+  mutable std::mutex mu_;
+  int count_ = 0;
+  std::string first_;
+};
+
 int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size_t chunk,
          size_t line_len) {
-  std::atomic<int> failed{0};
+  Failures failed;
   std::vector<char> text = line_len ? makeText() : std::vector<char>();
   std::vector<std::thread> threads;
   auto start = std::chrono::steady_clock::now();
@@ -211,7 +235,7 @@ int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size
         if (fd < 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
       if (fd < 0) {
-        failed++;
+        failed.note("connect", errno);
         return;
       }
       std::vector<char> buf(chunk);
@@ -230,7 +254,7 @@ int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size
           ssize_t w = ::send(fd, buf.data() + done, n - done, MSG_NOSIGNAL);
           if (w < 0 && errno == EINTR) continue;
           if (w <= 0) {
-            failed++;
+            failed.note(w < 0 ? "send" : "send returned 0", errno);
             ::close(fd);
             return;
           }
@@ -247,10 +271,10 @@ int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size
   }
   for (auto& t : threads) t.join();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("{\"clients\":%d,\"bytes\":%llu,\"seconds\":%.6f,\"failed\":%d}\n", clients,
+  std::printf("{\"clients\":%d,\"bytes\":%llu,\"seconds\":%.6f,%s}\n", clients,
               static_cast<unsigned long long>(bytes) * static_cast<unsigned>(clients), secs,
-              failed.load());
-  return failed ? 1 : 0;
+              failed.json().c_str());
+  return failed.count() ? 1 : 0;
 }
 
 int verify(uint64_t bytes, uint64_t seed, const std::vector<std::string>& files) {
@@ -598,7 +622,7 @@ int idle(const std::string& to, int clients, uint64_t bytes) {
 int rate(const std::string& to, int threads, uint64_t conns, uint64_t bytes, uint64_t reply) {
   raiseFdLimit();
   std::atomic<uint64_t> next{0};
-  std::atomic<int> failed{0};
+  Failures failed;
   std::vector<char> request(std::max<uint64_t>(bytes, 1), 'q');
   auto start = std::chrono::steady_clock::now();
   std::vector<std::thread> pool;
@@ -608,28 +632,32 @@ int rate(const std::string& to, int threads, uint64_t conns, uint64_t bytes, uin
       while (next++ < conns) {
         int fd = connectRetrying(to);
         if (fd < 0) {
-          failed++;
+          failed.note("connect", errno);
           continue;
         }
         uint64_t got = 0;
         bool ok = sendAll(fd, request.data(), bytes) && ::shutdown(fd, SHUT_WR) == 0;
+        if (!ok) failed.note("send", errno);
         while (ok) {
           ssize_t n = ::recv(fd, buf, sizeof buf, 0);
           if (n < 0 && errno == EINTR) continue;
-          if (n < 0) ok = false;
+          if (n < 0) {
+            failed.note("recv", errno);
+            ok = false;
+          }
           if (n <= 0) break;
           got += static_cast<uint64_t>(n);
         }
-        if (!ok || got != reply) failed++;
+        if (ok && got != reply) failed.note("short answer", EPROTO);
         ::close(fd);
       }
     });
   }
   for (auto& t : pool) t.join();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("{\"connections\":%llu,\"seconds\":%.6f,\"failed\":%d}\n",
-              static_cast<unsigned long long>(conns), secs, failed.load());
-  return failed ? 1 : 0;
+  std::printf("{\"connections\":%llu,\"seconds\":%.6f,%s}\n",
+              static_cast<unsigned long long>(conns), secs, failed.json().c_str());
+  return failed.count() ? 1 : 0;
 }
 
 }  // namespace
