@@ -26,7 +26,10 @@ expect ok "two clients one after the other" vl a b
 paste -d '\n' a b >mixed
 expect ok "two clients' lines interleaved" vl mixed
 split -b 7777 mixed part.
-expect ok "a shared chain cut into segments mid-line" vl part.*
+expect ok "a stream cut into segments mid-line" vl part.*
+expect bad "segments cut mid-line, with --whole-files" vl --whole-files part.*
+split -l 777 mixed whole.
+expect ok "segments cut between lines, with --whole-files" vl --whole-files whole.*
 expect bad "one client missing" vl a
 expect bad "unknown client" "$loadgen" verify-lines --lines $L --bytes $B --seed 2 --clients 1 a
 

@@ -4,7 +4,7 @@
 //                        [--lines L]
 //       N concurrent clients each send B bytes of client i's stream (seed S+i), then close.
 //       Prints one JSON line: clients, bytes, seconds (first connect to last close).
-//   spliced-loadgen sink --listen PORT_FILE [--epoll] [--reply R]
+//   spliced-loadgen sink --listen PORT_FILE [--epoll] [--reply R] [--check]
 //       Listens on 127.0.0.1:0, writes the port to PORT_FILE, and discards every connection's
 //       bytes with splice(2) into /dev/null (so the sink is never the bottleneck), closing its
 //       side at EOF. By default one thread per connection (the fastest for a few big streams);
@@ -12,12 +12,16 @@
 //       ones), and --reply R answers each connection's EOF with R bytes before closing. Every
 //       20 ms PORT_FILE.stats is rewritten (when it changed) with the connections closed, the
 //       connections open and the bytes received, for the driver to check every byte arrived.
+//       --check reads each connection instead and compares its bytes with the stream its first
+//       block names, counting the connections that differ as "bad" (slow: for an untimed pass).
 //   spliced-loadgen verify --bytes B --seed S FILE...
 //       The concatenation of FILEs must be exactly client seed S's B-byte stream. Exit 1 if not.
-//   spliced-loadgen verify-lines --lines L --bytes B --seed S --clients N [--unordered] FILE...
+//   spliced-loadgen verify-lines --lines L --bytes B --seed S --clients N [--unordered]
+//                                [--whole-files] FILE...
 //       FILEs (read in order, as one stream) hold exactly the lines of clients S..S+N-1, every
 //       line whole and intact, each client's lines in order (or in any order with --unordered;
-//       lines of different clients may interleave either way).
+//       lines of different clients may interleave either way). --whole-files: no line may span
+//       two files (segments of a shared chain with lines framing).
 //   spliced-loadgen write --bytes B --seed S [--lines L] FILE
 //       Writes client seed S's B-byte stream (what `send` sends) into FILE.
 //   spliced-loadgen idle --to ADDR --clients N --bytes B
@@ -43,7 +47,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -177,7 +183,13 @@ int connectTo(const std::string& to) {
     un.sun_family = AF_UNIX;
     std::strncpy(un.sun_path, to.c_str() + 5, sizeof un.sun_path - 1);
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&un), sizeof un) != 0) return -1;
+    if (fd < 0) return -1;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&un), sizeof un) != 0) {
+      int err = errno;
+      ::close(fd);
+      errno = err;
+      return -1;
+    }
     return fd;
   }
   auto colon = to.rfind(':');
@@ -188,6 +200,12 @@ int connectTo(const std::string& to) {
   addrinfo* res = nullptr;
   if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) return -1;
   int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    int err = errno;
+    freeaddrinfo(res);
+    errno = err;
+    return -1;
+  }
   int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
   int err = errno;
   freeaddrinfo(res);
@@ -320,7 +338,7 @@ int verify(uint64_t bytes, uint64_t seed, const std::vector<std::string>& files)
 }
 
 int verifyLines(size_t line_len, uint64_t bytes, uint64_t seed, uint64_t clients, bool unordered,
-                const std::vector<std::string>& files) {
+                bool whole_files, const std::vector<std::string>& files) {
   if (bytes % line_len != 0) die("--bytes must be a multiple of --lines");
   const uint64_t per_client = bytes / line_len;
   std::vector<char> text = makeText();
@@ -386,6 +404,11 @@ int verifyLines(size_t line_len, uint64_t bytes, uint64_t seed, uint64_t clients
       }
     }
     ::close(fd);
+    if (whole_files && !carry.empty()) {
+      std::fprintf(stderr, "verify-lines: %s ends inside a line (%zu bytes of it)\n", f.c_str(),
+                   carry.size());
+      return 1;
+    }
   }
   if (!carry.empty()) {
     std::fprintf(stderr, "verify-lines: %zu bytes after the last whole line\n", carry.size());
@@ -432,20 +455,23 @@ void raiseFdLimit() {
 }
 
 // What the sink has seen; a thread rewrites PORT_FILE.stats from it every 20 ms when it changed.
+// (`bad`: connections whose bytes were not a client's stream, with --check.)
 struct SinkStats {
-  std::atomic<uint64_t> accepted{0}, closed{0}, bytes{0};
+  std::atomic<uint64_t> accepted{0}, closed{0}, bytes{0}, bad{0};
 
   [[noreturn]] void writeLoop(const std::string& port_file) {
-    uint64_t last[3] = {~0ull, ~0ull, ~0ull};
+    uint64_t last[4] = {~0ull, ~0ull, ~0ull, ~0ull};
     while (true) {
-      uint64_t now[3] = {closed.load(), accepted.load(), bytes.load()};
+      uint64_t now[4] = {closed.load(), accepted.load(), bytes.load(), bad.load()};
       if (std::memcmp(now, last, sizeof now) != 0) {
         std::string tmp = port_file + ".stats.tmp";
         FILE* f = std::fopen(tmp.c_str(), "w");
-        std::fprintf(f, "{\"connections\":%llu,\"open\":%llu,\"bytes\":%llu}\n",
+        if (f == nullptr) die("sink: cannot write the stats file");
+        std::fprintf(f, "{\"connections\":%llu,\"open\":%llu,\"bytes\":%llu,\"bad\":%llu}\n",
                      static_cast<unsigned long long>(now[0]),
                      static_cast<unsigned long long>(now[1] - now[0]),
-                     static_cast<unsigned long long>(now[2]));
+                     static_cast<unsigned long long>(now[2]),
+                     static_cast<unsigned long long>(now[3]));
         std::fclose(f);
         std::rename(tmp.c_str(), (port_file + ".stats").c_str());
         std::memcpy(last, now, sizeof now);
@@ -469,22 +495,71 @@ int listenAndPublish(const std::string& port_file) {
   ::getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len);
   std::string tmp = port_file + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) die("sink: cannot write the port file");
   std::fprintf(f, "%u\n", ntohs(sa.sin_port));
   std::fclose(f);
   std::rename(tmp.c_str(), port_file.c_str());
   return lfd;
 }
 
+// 1 MiB pipes need root beyond the user's pipe budget (fs/pipe-user-pages-soft), which the
+// system under test shares: other users keep the default size.
+void growPipe(int fd) {
+  if (::geteuid() == 0) ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+}
+
+int acceptOrWait(int lfd, int flags) {
+  int fd = ::accept4(lfd, nullptr, nullptr, flags);
+  if (fd < 0 && errno != EINTR && errno != ECONNABORTED) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // EMFILE and the like
+  }
+  return fd;
+}
+
+// --check: reads the connection's bytes and compares them with the stream its first block
+// names (slow, for an untimed verification pass). False if they are not a client's stream.
+bool readAndCheck(int fd, SinkStats& stats) {
+  std::vector<char> got(1 << 20), want(kBlock);
+  uint64_t seed = 0;
+  ssize_t first = ::recv(fd, got.data(), sizeof seed, MSG_WAITALL);  // the first block's seed
+  if (first == 0) return true;
+  if (first != static_cast<ssize_t>(sizeof seed)) return false;
+  std::memcpy(&seed, got.data(), sizeof seed);
+  std::vector<char> body = makeBody(seed);
+  uint64_t off = 0;
+  for (ssize_t n = first; n != 0; n = ::read(fd, got.data(), got.size())) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    stats.bytes += static_cast<uint64_t>(n);
+    for (size_t done = 0; done < static_cast<size_t>(n);) {
+      uint64_t base = (off / kBlock) * kBlock;
+      size_t skip = static_cast<size_t>(off - base);
+      size_t len = std::min(static_cast<size_t>(n) - done, kBlock - skip);
+      fillPattern(body, seed, base, want.data(), kBlock);
+      if (std::memcmp(want.data() + skip, got.data() + done, len) != 0) return false;
+      done += len;
+      off += len;
+    }
+  }
+  return true;
+}
+
 // One thread per connection: socket -> pipe -> /dev/null, all in the kernel, blocking.
-[[noreturn]] void sinkThreads(int lfd, int devnull, SinkStats& stats) {
+[[noreturn]] void sinkThreads(int lfd, int devnull, SinkStats& stats, bool check) {
   while (true) {
-    int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    int fd = acceptOrWait(lfd, SOCK_CLOEXEC);
     if (fd < 0) continue;
     stats.accepted++;
-    std::thread([&stats, fd, devnull] {
+    std::thread([&stats, fd, devnull, check] {
+      if (check) {
+        if (!readAndCheck(fd, stats)) stats.bad++;
+        ::close(fd);
+        stats.closed++;
+        return;
+      }
       int p[2];
       if (::pipe2(p, O_CLOEXEC) == 0) {
-        ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+        growPipe(p[1]);
         while (true) {
           ssize_t n = ::splice(fd, nullptr, p[1], nullptr, 1 << 20, SPLICE_F_MOVE);
           if (n <= 0) break;
@@ -515,7 +590,7 @@ int listenAndPublish(const std::string& port_file) {
     std::thread([&stats, &answer, devnull, ep = epfd[w]] {
       int p[2];
       if (::pipe2(p, O_CLOEXEC) != 0) die("sink: pipe2");
-      ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+      growPipe(p[1]);
       epoll_event events[256];
       while (true) {
         int n = ::epoll_wait(ep, events, 256, -1);
@@ -554,7 +629,7 @@ int listenAndPublish(const std::string& port_file) {
     }).detach();
   }
   for (unsigned next = 0;; next = (next + 1) % kWorkers) {
-    int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    int fd = acceptOrWait(lfd, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) continue;
     stats.accepted++;
     epoll_event ev{};
@@ -564,14 +639,14 @@ int listenAndPublish(const std::string& port_file) {
   }
 }
 
-int sink(const std::string& port_file, bool use_epoll, size_t reply) {
+int sink(const std::string& port_file, bool use_epoll, size_t reply, bool check) {
   raiseFdLimit();
   int lfd = listenAndPublish(port_file);
   int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
   static SinkStats stats;
   std::thread([&port_file] { stats.writeLoop(port_file); }).detach();
   if (use_epoll) sinkEpoll(lfd, devnull, stats, reply);
-  sinkThreads(lfd, devnull, stats);
+  sinkThreads(lfd, devnull, stats, check);
 }
 
 int connectRetrying(const std::string& to) {
@@ -669,7 +744,7 @@ int main(int argc, char** argv) {
   int clients = 1;
   uint64_t bytes = 0, seed = 1, conns = 0, reply = 0;
   size_t chunk = 256 * 1024, line_len = 0;
-  bool use_epoll = false, unordered = false;
+  bool use_epoll = false, unordered = false, whole_files = false, check = false;
   std::vector<std::string> files;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
@@ -697,6 +772,10 @@ int main(int argc, char** argv) {
       use_epoll = true;
     } else if (a == "--unordered") {
       unordered = true;
+    } else if (a == "--whole-files") {
+      whole_files = true;
+    } else if (a == "--check") {
+      check = true;
     } else if (a.rfind("--", 0) == 0) {
       die(("unknown option " + a).c_str());
     } else {
@@ -718,11 +797,13 @@ int main(int argc, char** argv) {
   }
   if (mode == "verify-lines") {
     if (line_len == 0 || bytes == 0) die("verify-lines needs --lines and --bytes");
-    return verifyLines(line_len, bytes, seed, static_cast<uint64_t>(clients), unordered, files);
+    return verifyLines(line_len, bytes, seed, static_cast<uint64_t>(clients), unordered,
+                       whole_files, files);
   }
   if (mode == "sink") {
     if (files.size() != 1 && to.empty()) die("sink needs --listen PORT_FILE");
-    return sink(files.empty() ? to : files[0], use_epoll, reply);
+    if (check && use_epoll) die("--check works with the thread sink only");
+    return sink(files.empty() ? to : files[0], use_epoll, reply, check);
   }
   if (mode == "idle") {
     if (to.empty()) die("idle needs --to");

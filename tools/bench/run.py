@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import statistics
@@ -87,20 +88,29 @@ def tree_cpu(pid):
     return total
 
 
+def free_ports(n):
+    """n distinct free ports (all bound at once while choosing, so none repeats)."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return free_ports(1)[0]
 
 
-def wait_for(pred, timeout, what):
+def wait_for(pred, timeout, what, interval=0.005):
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+        time.sleep(interval)
 
 
 def files_under(d):
@@ -113,7 +123,7 @@ def files_under(d):
 def loadgen(to, clients, nbytes, seed=1, lines=0):
     r = subprocess.run([LOADGEN, "send", "--to", to, "--clients", str(clients), "--bytes",
                         str(nbytes), "--seed", str(seed), "--lines", str(lines)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"loadgen failed: {r.stderr.strip()} {r.stdout.strip()}")
     return json.loads(r.stdout)
@@ -126,13 +136,28 @@ class System:
     def launch(self, cmd, port, **popen):
         """Starts `cmd` and waits until it listens on 127.0.0.1:`port`."""
         self.proc = subprocess.Popen(cmd, **popen)
+
         # Not by connecting: a probe connection to a proxy would reach the sink and be counted.
-        wait_for(lambda: port_listening(int(port)), 5, f"{self.name} to listen")
+        def listening():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} at start: "
+                                   f"{self.log_tail()}")
+            return port_listening(int(port))
+        wait_for(listening, 5, f"{self.name} to listen")
         return f"127.0.0.1:{port}"
 
     def stop(self):
         self.proc.terminate()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"{self.name} did not stop within 30 s of SIGTERM") from None
+
+    def settle(self):
+        """Waits for work the system still does after the last byte arrived (children exiting,
+        background compression), so that its CPU time is all counted."""
 
     log_file = None  # where the system's own messages go, shown when a run fails
 
@@ -165,7 +190,9 @@ class Spliced(System):
         layout = f"layout: {self.layout}"
         if self.layout == "lines":  # one chain for all connections, whole lines, as rsyslog
             name, layout = "{route}-{seq}.log", "layout: shared\n      framing: lines"
-        self.port, self.admin = str(free_port()), f"127.0.0.1:{free_port()}"
+        port, admin = free_ports(2)
+        self.port, self.admin = str(port), f"127.0.0.1:{admin}"
+        self.archive = archive
         with open(cfg, "w") as f:
             f.write(f"""log: {{ level: warn }}
 admin: {{ listen: {self.admin} }}
@@ -198,10 +225,23 @@ routes:
             return out
 
     def done(self, archive, expected):
-        # Every byte written into segments and every segment closed (renamed to its final name).
-        m = self.metrics()
-        return (m['spliced_archive_bytes_total{route="bench"}'] == expected
-                and m['spliced_connections_active{route="bench"}'] == 0)
+        if self.compress != "none":  # segments turn into smaller .zst files: ask spliced
+            m = self.metrics()
+            return (m['spliced_archive_bytes_total{route="bench"}'] == expected
+                    and m['spliced_connections_active{route="bench"}'] == 0)
+        # Every byte in segment files, and (per connection) every segment closed, renamed to its
+        # final name; a shared chain's segment stays open for the next clients.
+        files = files_under(archive)
+        return ((self.layout != "per_connection" or not any(f.endswith(".open") for f in files))
+                and sum(os.path.getsize(f) for f in files) == expected)
+
+    def done_interval(self):
+        return 0.02 if self.compress != "none" else 0.005  # scraping costs spliced CPU
+
+    def settle(self):
+        if self.compress != "none":  # the background compressor has finished every segment
+            wait_for(lambda: all(f.endswith(".zst") for f in files_under(self.archive)), 300,
+                     "spliced to compress every segment", interval=0.05)
 
     def copy_bytes(self):
         return self.metrics()['spliced_copy_fallback_bytes_total{route="bench"}']
@@ -228,14 +268,15 @@ class SocatFile(System):
         if sum(os.path.getsize(f) for f in files) != expected:
             return False
         # every child has exited (and been reaped, so its CPU is counted)
-        kids = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()
-        return not kids
+        return not children(self.proc.pid)
 
 
 class RSyslog(System):
     """rsyslogd: imtcp -> omfile with a raw template (the message as received, and its '\\n'),
     DNS lookups of peers off, a 100,000-message main queue dequeued 1,024 at a time by one
-    worker (so each client's lines stay in order), 256 KiB file buffer."""
+    worker (so each client's lines stay in order), 256 KiB file buffer. maxSessions 20000:
+    rsyslog 8.2302 sizes its listen backlog at a tenth of it, and with the default (200 -> 20)
+    a thousand clients connecting at once get resets."""
     name = "rsyslog"
     log_file = "rsyslog.err"
 
@@ -250,7 +291,7 @@ class RSyslog(System):
             f.write(f"""global(workDirectory="{self.workdir}" net.enableDNS="off" maxMessageSize="64k")
 main_queue(queue.type="FixedArray" queue.size="100000" queue.dequeueBatchSize="1024"
            queue.workerThreads="1")
-module(load="imtcp" maxSessions="4000")
+module(load="imtcp" maxSessions="20000")
 template(name="raw" type="string" string="%rawmsg%\\n")
 ruleset(name="bench") {{
   action(type="omfile" file="{self.out}" template="raw" ioBufferSize="256k")
@@ -268,11 +309,16 @@ input(type="imtcp" port="{self.port}" address="127.0.0.1" ruleset="bench")
 class Sink:
     """spliced-loadgen sink: discards with splice into /dev/null and counts what arrived."""
 
-    def __init__(self, workdir, epoll=False, reply=0):
+    def __init__(self, workdir, epoll=False, reply=0, check=False):
         self.port_file = os.path.join(workdir, f"sink-{time.monotonic_ns()}.port")
         self.proc = subprocess.Popen([LOADGEN, "sink", "--listen", self.port_file,
-                                      *(["--epoll"] if epoll else []), "--reply", str(reply)])
-        wait_for(lambda: os.path.exists(self.port_file), 5, "the sink to listen")
+                                      *(["--epoll"] if epoll else []), "--reply", str(reply),
+                                      *(["--check"] if check else [])])
+        try:
+            wait_for(lambda: os.path.exists(self.port_file), 5, "the sink to listen")
+        except RuntimeError:
+            self.stop()
+            raise
         with open(self.port_file) as f:
             self.port = int(f.read())
 
@@ -294,7 +340,8 @@ class SplicedProxy(Spliced):
 
     def start_forward(self, upstream_port):
         cfg = os.path.join(self.workdir, "spliced-proxy.yaml")
-        self.port, self.admin = str(free_port()), f"127.0.0.1:{free_port()}"
+        port, admin = free_ports(2)
+        self.port, self.admin = str(port), f"127.0.0.1:{admin}"
         with open(cfg, "w") as f:
             f.write(f"""log: {{ level: warn }}
 admin: {{ listen: {self.admin} }}
@@ -374,8 +421,20 @@ stream {{
 
 
 
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return f.read().split()
+    except FileNotFoundError:
+        return []
+
+
 class SocatProxy(System):
     name = "socat"
+
+    def settle(self):
+        # Each connection's child exits after the sink closes; once reaped, its CPU is in ours.
+        wait_for(lambda: not children(self.proc.pid), 30, "socat's children to exit")
 
     def __init__(self, workdir):
         self.workdir = workdir
@@ -393,14 +452,18 @@ def port_listening(port):
         return f":{port:04X} 00000000:0000 0A" in f.read()
 
 
-def run_forward(system, work, clients, nbytes):
-    sink = Sink(work)
+def run_forward(system, work, clients, nbytes, check=False):
+    """One timed run; with `check`, an untimed one whose sink compares every byte with the
+    stream each connection's first block names."""
+    sink = None
     try:
+        sink = Sink(work, check=check)
         to = system.start_forward(sink.port)
         cpu0 = tree_cpu(system.proc.pid)
         t0 = time.monotonic()
         system.send(to, clients, nbytes)
         wall = time.monotonic() - t0
+        system.settle()
         cpu = tree_cpu(system.proc.pid) - cpu0
         copied = system.copy_bytes() if hasattr(system, "copy_bytes") else None
         total = clients * nbytes
@@ -408,15 +471,14 @@ def run_forward(system, work, clients, nbytes):
         got = sink.stats()
         if got["bytes"] != total:
             raise RuntimeError(f"{system.name}: the sink got {got['bytes']} bytes of {total}")
+        if got.get("bad"):
+            raise RuntimeError(f"{system.name}: {got['bad']} of {clients} forwarded streams "
+                               "differ from what their client sent")
         gb = total / 1e9
         return {"gbps": gb / wall, "cpu_per_gb": cpu / gb, "wall": wall, "cpu": cpu,
                 "copy_fallback_bytes": copied}
     finally:
-        try:
-            system.stop()
-        except Exception:
-            pass
-        sink.stop()
+        stop_all(system, sink)
 
 
 def forward_systems(work):
@@ -452,10 +514,12 @@ def tree_fds(pid):
 
 def stop_all(system, sink):
     try:
-        system.stop()
-    except Exception:
-        pass
-    sink.stop()
+        if hasattr(system, "proc"):
+            system.stop()
+    except Exception as e:
+        print(f"  warning: {e}", file=sys.stderr)
+    if sink is not None:
+        sink.stop()
 
 
 IDLE_HELLO = 64  # bytes each idle connection sends first, so it has been through the data path
@@ -464,15 +528,17 @@ IDLE_HELLO = 64  # bytes each idle connection sends first, so it has been throug
 def run_idle(system, work, n):
     """n connections opened through the proxy, each sending 64 bytes, then held open: memory and
     fds of the system under test per connection, from the difference to before."""
-    sink = Sink(work, epoll=True)
-    gen = None
+    sink = gen = None
     try:
+        sink = Sink(work, epoll=True)
         to = system.start_forward(sink.port)
         time.sleep(0.2)
         mem0, fd0 = tree_memory_kib(system.proc.pid), tree_fds(system.proc.pid)
         gen = subprocess.Popen([LOADGEN, "idle", "--to", to, "--clients", str(n), "--bytes",
                                 str(IDLE_HELLO)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                text=True)
+        if not select.select([gen.stdout], [], [], 120)[0]:
+            raise RuntimeError(f"{system.name}: {n} idle connections not open after 120 s")
         ready = json.loads(gen.stdout.readline() or "{}")
         if ready.get("open") != n or ready.get("failed"):
             raise RuntimeError(f"{system.name}: idle clients: {ready}")
@@ -498,15 +564,17 @@ RATE_BYTES = 64    # each request and each answer
 
 def run_rate(system, work, n):
     """n short connections through the proxy (64-byte request, 64-byte answer, close)."""
-    sink = Sink(work, epoll=True, reply=RATE_BYTES)
+    sink = None
     try:
+        sink = Sink(work, epoll=True, reply=RATE_BYTES)
         to = system.start_forward(sink.port)
         cpu0 = tree_cpu(system.proc.pid)
         t0 = time.monotonic()
         r = subprocess.run([LOADGEN, "rate", "--to", to, "--clients", str(RATE_THREADS), "--conns",
                             str(n), "--bytes", str(RATE_BYTES), "--reply", str(RATE_BYTES)],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, timeout=600)
         wall = time.monotonic() - t0
+        system.settle()
         cpu = tree_cpu(system.proc.pid) - cpu0
         if r.returncode != 0:
             raise RuntimeError(f"{system.name}: short connections failed: {r.stdout.strip()} "
@@ -589,6 +657,9 @@ def scenario_forward(args, clients, nbytes, study=False):
                 results[name].append(r)
                 print(f"  run {i + 1} {name:14s} {r['gbps']:.3f} GB/s  "
                       f"{r['cpu_per_gb']:.3f} CPU-s/GB", file=sys.stderr)
+        for name, make in systems:  # untimed: every forwarded byte compared
+            run_forward(make(), work, clients, nbytes, check=True)
+            print(f"  verified {name}: every stream byte for byte", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"scenario": f"{'pipe-size study: ' if study else ''}forward {clients} x "
@@ -605,8 +676,10 @@ def run_archive(system, base_dir, clients, nbytes, verify):
         t0 = time.monotonic()
         system.send(to, clients, nbytes, lines=LINE)
         total = clients * nbytes
-        wait_for(lambda: system.done(archive, total), 300, f"{system.name} to archive")
+        wait_for(lambda: system.done(archive, total), 300, f"{system.name} to archive",
+                 interval=system.done_interval() if hasattr(system, "done_interval") else 0.005)
         wall = time.monotonic() - t0
+        system.settle()
         cpu = tree_cpu(system.proc.pid) - cpu0
         copied = system.copy_bytes() if hasattr(system, "copy_bytes") else None
         reported1 = host_reported_mib()
@@ -625,34 +698,50 @@ def run_archive(system, base_dir, clients, nbytes, verify):
         shutil.rmtree(archive, ignore_errors=True)
 
 
-def verify_lines(files, clients, nbytes):
-    """Every line of every client intact, once, each client's lines in order."""
-    r = subprocess.run([LOADGEN, "verify-lines", "--lines", str(LINE), "--bytes", str(nbytes),
-                        "--seed", "1", "--clients", str(clients), *files],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"verification failed: {r.stderr.strip()}")
-
-
 def verify_per_connection(archive, clients, nbytes):
-    """One chain per connection ({conn} counts from 1 in accept order), segments in order."""
+    """One chain per connection ({conn} counts from 1 in accept order): each chain, its segments
+    in order, must be exactly one client's stream, and every client must have one."""
     chains = {}
     for f in files_under(archive):
-        m = re.search(r"bench-(\d+)-(\d+)\.log$", f)
+        m = re.search(r"/bench-(\d+)-(\d+)\.log$", f)
         if m is None:
             raise RuntimeError(f"unexpected file in the archive: {f}")
         chains.setdefault(int(m.group(1)), []).append((int(m.group(2)), f))
     if len(chains) != clients:
         raise RuntimeError(f"expected {clients} chains, found {len(chains)}")
-    verify_lines([f for c in sorted(chains) for _, f in sorted(chains[c])], clients, nbytes)
+    seeds = set()
+    for conn in sorted(chains):
+        files = [f for _, f in sorted(chains[conn])]
+        with open(files[0], "rb") as fh:
+            head = fh.read(21)
+        try:
+            seed = int(head[4:20], 16)
+        except ValueError:
+            raise RuntimeError(f"chain {conn} does not start with a line: {head!r}") from None
+        if seed in seeds or not 1 <= seed <= clients:
+            raise RuntimeError(f"chain {conn} starts with client {seed}'s line")
+        seeds.add(seed)
+        r = subprocess.run([LOADGEN, "verify-lines", "--lines", str(LINE), "--bytes", str(nbytes),
+                            "--seed", str(seed), "--clients", "1", *files],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"chain {conn} failed verification: {r.stderr.strip()}")
 
 
 def verify_shared(archive, clients, nbytes):
-    """One shared chain (spliced {route}-{seq}.log segments, or rsyslog's one file)."""
-    def seq(f):
-        m = re.search(r"-(\d+)\.log$", f)
-        return int(m.group(1)) if m else 0
-    verify_lines(sorted(files_under(archive), key=seq), clients, nbytes)
+    """One shared chain (spliced's {route}-{seq}.log segments, none ending inside a line, or
+    rsyslog's one file): every client's lines, whole, each client's in order."""
+    segments = []
+    for f in files_under(archive):
+        m = re.search(r"/(?:bench-(\d+)\.log|rsyslog\.log)$", f)
+        if m is None:
+            raise RuntimeError(f"unexpected file in the archive: {f}")
+        segments.append((int(m.group(1) or 0), f))
+    r = subprocess.run([LOADGEN, "verify-lines", "--lines", str(LINE), "--bytes", str(nbytes),
+                        "--seed", "1", "--clients", str(clients), "--whole-files",
+                        *[f for _, f in sorted(segments)]], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"verification failed: {r.stderr.strip()}")
 
 
 def scenario_archive(args, where, clients=4, nbytes=500_000_000):
@@ -819,8 +908,11 @@ def write_markdown(path, out, args):
              "archives, in files; for forwarding, at the sink); CPU-s per GB is the user+system "
              "time of the system under test (its whole process tree, children included) per "
              "10^9 bytes. The load generator and the sink run on the same 2 cores. Every byte is "
-             "verified: archives line by line against what each client sent, forwarded streams "
-             "by the sink's totals.", "",
+             "verified: archives line by line against what each client sent (each per-connection "
+             "chain must be one client's whole stream), forwarded streams by the sink's byte "
+             "and connection totals in the timed runs and byte for byte (a sink that reads and "
+             "compares) in one more, untimed, run per system. Short connections are counted "
+             "at the sink and their answers' lengths checked by the clients.", "",
              f"The archive scenarios send text: lines of {LINE} bytes starting with a syslog "
              "priority, as a log shipper would. The forward scenarios send a binary pattern to "
              "a sink that splices into /dev/null. Idle: each connection sends 64 bytes through "
