@@ -859,17 +859,24 @@ def table(sc):
         for name, r in sc["results"].items():
             rows.append(f"| {name} | {r['kib_per_conn']:.2f} | {r['fds_per_conn']:.2f} |")
         return rows
+    def spread(r, key, fmt):
+        values = [x[key] for x in r.get("all", [])]
+        return f"{min(values):{fmt}}–{max(values):{fmt}}" if values else "-"
+
     if kind == "rate":
-        rows = ["| system | connections/s | CPU-µs per connection |", "|---|---|---|"]
+        rows = ["| system | connections/s | runs (min–max) | CPU-µs per connection |",
+                "|---|---|---|---|"]
         for name, r in sc["results"].items():
-            rows.append(f"| {name} | {r['conns_per_s']:.0f} | {r['cpu_us_per_conn']:.1f} |")
+            rows.append(f"| {name} | {r['conns_per_s']:.0f} | {spread(r, 'conns_per_s', '.0f')} "
+                        f"| {r['cpu_us_per_conn']:.1f} |")
         return rows
-    rows = ["| system | GB/s | CPU-s per GB | GB per CPU-s | copy-fallback bytes |",
-            "|---|---|---|---|---|"]
+    rows = ["| system | GB/s | runs (min–max) | CPU-s per GB | GB per CPU-s | copy-fallback bytes |",
+            "|---|---|---|---|---|---|"]
     for name, r in sc["results"].items():
         per = 1 / r["cpu_per_gb"] if r["cpu_per_gb"] > 0 else float("inf")
         copied = "-" if r.get("copy_fallback_bytes") is None else f"{r['copy_fallback_bytes']:.0f}"
-        rows.append(f"| {name} | {r['gbps']:.3f} | {r['cpu_per_gb']:.3f} | {per:.2f} | {copied} |")
+        rows.append(f"| {name} | {r['gbps']:.3f} | {spread(r, 'gbps', '.2f')} | "
+                    f"{r['cpu_per_gb']:.3f} | {per:.2f} | {copied} |")
     return rows
 
 
@@ -892,6 +899,9 @@ SETTINGS = [
      "`ioBufferSize 256k`, peer DNS lookups off, a 100,000-message main queue dequeued 1,024 at "
      "a time by one worker (so each client's lines stay in order)."),
 ]
+
+
+NOTES_HEADING = "## Reading these figures"
 
 
 def write_markdown(path, out, args):
@@ -933,60 +943,78 @@ def write_markdown(path, out, args):
     for sc in out:
         lines += [f"## {sc['scenario']}", ""] + table(sc) + [""]
     lines += ["![GB/s, connections per second and memory per connection](BENCHMARKS.png)", ""]
+    # The hand-written reading of the figures (from its heading on) is kept across runs.
+    notes = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        k = old.find(NOTES_HEADING)
+        notes = old[k:] if k >= 0 else ""
     with open(path, "w") as f:
-        f.write("\n".join(lines))
+        f.write("\n".join(lines) + ("\n" + notes if notes else ""))
 
 
 def plot(png, out):
-    """One PNG (gnuplot): GB/s of every throughput scenario, clustered by scenario, and below it
-    the connection rate and the memory per idle connection of each proxy."""
+    """One PNG (gnuplot): GB/s of the archive scenarios and of the forward scenarios, clustered by
+    scenario; below them the pipe-size study, the connection rate and the memory per idle
+    connection."""
     if shutil.which("gnuplot") is None:
         ensure_packages(["gnuplot-nox"])
-    throughput = [sc for sc in out if sc.get("kind", "throughput") == "throughput"]
-    systems = []
-    for sc in throughput:
-        for name in sc["results"]:
-            if name not in systems:
-                systems.append(name)
     files = []
 
-    def data(name, rows):
-        path = f"{png}.{name}.dat"
+    def data(rows):
+        path = f"{png}.{len(files)}.dat"
         with open(path, "w") as f:
             f.write("\n".join(rows) + "\n")
         files.append(path)
         return path
 
-    panels = []
-    if throughput:
-        rows = ["scenario " + " ".join(f'"{s}"' for s in systems)]
-        for sc in throughput:
-            cells = [f'"{sc["scenario"]}"']
-            for name in systems:
-                r = sc["results"].get(name)
-                cells.append(f"{r['gbps']:.3f}" if r else "-")
+    def clustered(title, scenarios, value, ylabel):
+        systems = []
+        for sc in scenarios:
+            systems += [n for n in sc["results"] if n not in systems]
+        rows = ["scenario " + " ".join(f'"{n}"' for n in systems)]
+        for sc in scenarios:
+            label = sc["scenario"].replace("pipe-size study: ", "")
+            cells = [f'"{label}"']
+            for n in systems:
+                r = sc["results"].get(n)
+                cells.append(f"{r[value]:.3f}" if r else "-")
             rows.append(" ".join(cells))
-        panels.append(("GB/s (median)", "throughput", data("gbps", rows), len(systems), True))
-    for kind, key, title in [("rate", "conns_per_s", "short connections per second"),
-                             ("idle", "kib_per_conn", "KiB of memory per idle proxied connection")]:
-        for sc in out:
-            if sc.get("kind") == kind:
-                rows = ["system value"] + [f'"{n}" {r[key]:.3f}' for n, r in sc["results"].items()]
-                panels.append((title, sc["scenario"], data(kind, rows), 1, False))
-    script = ['set terminal pngcairo size 1200,950 font ",10"', f'set output "{png}"',
+        return (title, ylabel, data(rows), systems)
+
+    def kind(k, prefix=""):
+        return [sc for sc in out if sc.get("kind", "throughput") == k
+                and sc["scenario"].startswith(prefix)]
+
+    top = [p for p in [clustered("archive: until every byte is in files", kind("throughput", "archive"),
+                                 "gbps", "GB/s (median)"),
+                       clustered("forward through the proxy", kind("throughput", "forward"),
+                                 "gbps", "GB/s (median)")] if p[3]]
+    bottom = [p for p in [clustered("spliced: pipe size, and splice against copying",
+                                    kind("throughput", "pipe-size"), "gbps", "GB/s (median)"),
+                          clustered("short connections through the proxy", kind("rate"),
+                                    "conns_per_s", "connections per second"),
+                          clustered("idle proxied connections", kind("idle"), "kib_per_conn",
+                                    "KiB of memory per connection")] if p[3]]
+    script = ['set terminal pngcairo size 1400,1000 font ",10"', f'set output "{png}"',
               "set multiplot", "set style data histogram", "set style histogram clustered gap 1",
-              "set style fill solid 0.85 border -1", 'set datafile missing "-"', "set grid ytics"]
-    lower = [p for p in panels if not p[4]]
-    for i, (ylabel, title, path, columns, wide) in enumerate(panels):
-        if wide:
-            script += ["set size 1,0.62", "set origin 0,0.38", "set key outside right",
-                       "set xtics rotate by -15"]
-        else:
-            k = lower.index(panels[i])
-            script += [f"set size {1 / len(lower)},0.38", f"set origin {k / len(lower)},0",
-                       "unset key", "set xtics rotate by -20"]
-        script += [f'set title "{title}"', f'set ylabel "{ylabel}"',
-                   f'plot for [i=2:{columns + 1}] "{path}" using i:xtic(1) title columnheader(i)']
+              "set style fill solid 0.85 border -1", 'set datafile missing "-"', "set grid ytics",
+              "set yrange [0:*]", "set offsets 0, 0, graph 0.3, 0",
+              'set key top right font ",9" samplen 2', "set xtics rotate by -12 font \",9\""]
+    # One colour per system in every panel.
+    colours = {"spliced": "#8e3bd1", "spliced lines": "#c39be8", "spliced+zstd": "#5b1f8a",
+               "rsyslog": "#2a9d8f", "socat": "#e9a23b", "haproxy+splice": "#3a7bd5",
+               "haproxy": "#9ec3f0", "nginx": "#3d3d3d", "spliced pipes 64KiB": "#d9c3ef",
+               "spliced pipes 256KiB": "#b58ae0", "spliced pipes 1MiB": "#8e3bd1",
+               "spliced copy path": "#e76f51"}
+    for panels, y0, h in [(top, 0.45, 0.55), (bottom, 0, 0.45)]:
+        for k, (title, ylabel, path, systems) in enumerate(panels):
+            bars = [f'"{path}" using {i + 2}{":xtic(1)" if i == 0 else ""} '
+                    f'title columnheader({i + 2}) lc rgb "{colours.get(n, "#999999")}"'
+                    for i, n in enumerate(systems)]
+            script += [f"set size {1 / len(panels)},{h}", f"set origin {k / len(panels)},{y0}",
+                       f'set title "{title}"', f'set ylabel "{ylabel}"', "plot " + ", ".join(bars)]
     script.append("unset multiplot")
     try:
         subprocess.run(["gnuplot"], input="\n".join(script) + "\n", text=True, check=True)
@@ -1011,7 +1039,19 @@ def main():
                          "build.sh's build/test) instead of building Release")
     ap.add_argument("--compress", action="store_true",
                     help="also run spliced with compress: zstd in the archive scenarios")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="run nothing: write --markdown (and its chart) from a --json file")
     args = ap.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            out = json.load(f)
+        first = next(iter(out[0]["results"].values()))
+        args.runs = first["runs"]
+        args.compress = any("spliced+zstd" in sc["results"] for sc in out)
+        if args.markdown:
+            write_markdown(args.markdown, out, args)
+            plot(os.path.splitext(args.markdown)[0] + ".png", out)
+        return
     if args.quick:
         args.runs, args.warmup = 1, False
     ensure_packages(["socat", "haproxy", "nginx-light", "libnginx-mod-stream", "rsyslog"])
