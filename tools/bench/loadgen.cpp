@@ -455,23 +455,27 @@ void raiseFdLimit() {
 }
 
 // What the sink has seen; a thread rewrites PORT_FILE.stats from it every 20 ms when it changed.
-// (`bad`: connections whose bytes were not a client's stream, with --check.)
+// With --check, `bad` counts connections whose bytes were not a client's stream and `seeds`
+// sums the client numbers of the good ones (each client once: 1 + 2 + ... + N).
 struct SinkStats {
-  std::atomic<uint64_t> accepted{0}, closed{0}, bytes{0}, bad{0};
+  std::atomic<uint64_t> accepted{0}, closed{0}, bytes{0}, bad{0}, seeds{0};
 
   [[noreturn]] void writeLoop(const std::string& port_file) {
-    uint64_t last[4] = {~0ull, ~0ull, ~0ull, ~0ull};
+    uint64_t last[5] = {~0ull, ~0ull, ~0ull, ~0ull, ~0ull};
     while (true) {
-      uint64_t now[4] = {closed.load(), accepted.load(), bytes.load(), bad.load()};
+      uint64_t now[5] = {closed.load(), accepted.load(), bytes.load(), bad.load(), seeds.load()};
       if (std::memcmp(now, last, sizeof now) != 0) {
         std::string tmp = port_file + ".stats.tmp";
         FILE* f = std::fopen(tmp.c_str(), "w");
         if (f == nullptr) die("sink: cannot write the stats file");
-        std::fprintf(f, "{\"connections\":%llu,\"open\":%llu,\"bytes\":%llu,\"bad\":%llu}\n",
+        std::fprintf(f,
+                     "{\"connections\":%llu,\"open\":%llu,\"bytes\":%llu,\"bad\":%llu,"
+                     "\"seeds\":%llu}\n",
                      static_cast<unsigned long long>(now[0]),
                      static_cast<unsigned long long>(now[1] - now[0]),
                      static_cast<unsigned long long>(now[2]),
-                     static_cast<unsigned long long>(now[3]));
+                     static_cast<unsigned long long>(now[3]),
+                     static_cast<unsigned long long>(now[4]));
         std::fclose(f);
         std::rename(tmp.c_str(), (port_file + ".stats").c_str());
         std::memcpy(last, now, sizeof now);
@@ -518,13 +522,14 @@ int acceptOrWait(int lfd, int flags) {
 
 // --check: reads the connection's bytes and compares them with the stream its first block
 // names (slow, for an untimed verification pass). False if they are not a client's stream.
-bool readAndCheck(int fd, SinkStats& stats) {
+bool readAndCheck(int fd, SinkStats& stats, uint64_t& seed_out) {
   std::vector<char> got(1 << 20), want(kBlock);
   uint64_t seed = 0;
   ssize_t first = ::recv(fd, got.data(), sizeof seed, MSG_WAITALL);  // the first block's seed
   if (first == 0) return true;
   if (first != static_cast<ssize_t>(sizeof seed)) return false;
   std::memcpy(&seed, got.data(), sizeof seed);
+  seed_out = seed;
   std::vector<char> body = makeBody(seed);
   uint64_t off = 0;
   for (ssize_t n = first; n != 0; n = ::read(fd, got.data(), got.size())) {
@@ -552,7 +557,12 @@ bool readAndCheck(int fd, SinkStats& stats) {
     stats.accepted++;
     std::thread([&stats, fd, devnull, check] {
       if (check) {
-        if (!readAndCheck(fd, stats)) stats.bad++;
+        uint64_t seed = 0;
+        if (readAndCheck(fd, stats, seed)) {
+          stats.seeds += seed;
+        } else {
+          stats.bad++;
+        }
         ::close(fd);
         stats.closed++;
         return;
@@ -711,6 +721,7 @@ int rate(const std::string& to, int threads, uint64_t conns, uint64_t bytes, uin
           continue;
         }
         uint64_t got = 0;
+        bool intact = true;
         bool ok = sendAll(fd, request.data(), bytes) && ::shutdown(fd, SHUT_WR) == 0;
         if (!ok) failed.note("send", errno);
         while (ok) {
@@ -722,8 +733,9 @@ int rate(const std::string& to, int threads, uint64_t conns, uint64_t bytes, uin
           }
           if (n <= 0) break;
           got += static_cast<uint64_t>(n);
+          intact = intact && std::all_of(buf, buf + n, [](char c) { return c == 'r'; });
         }
-        if (ok && got != reply) failed.note("short answer", EPROTO);
+        if (ok && (got != reply || !intact)) failed.note("answer differs", EPROTO);
         ::close(fd);
       }
     });

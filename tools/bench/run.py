@@ -474,6 +474,9 @@ def run_forward(system, work, clients, nbytes, check=False):
         if got.get("bad"):
             raise RuntimeError(f"{system.name}: {got['bad']} of {clients} forwarded streams "
                                "differ from what their client sent")
+        if check and got.get("seeds") != clients * (clients + 1) // 2:
+            raise RuntimeError(f"{system.name}: the forwarded streams are not each client's "
+                               "once (one repeated, another lost)")
         gb = total / 1e9
         return {"gbps": gb / wall, "cpu_per_gb": cpu / gb, "wall": wall, "cpu": cpu,
                 "copy_fallback_bytes": copied}
@@ -922,7 +925,7 @@ def write_markdown(path, out, args):
              "chain must be one client's whole stream), forwarded streams by the sink's byte "
              "and connection totals in the timed runs and byte for byte (a sink that reads and "
              "compares) in one more, untimed, run per system. Short connections are counted "
-             "at the sink and their answers' lengths checked by the clients.", "",
+             "at the sink and their answers checked byte for byte by the clients.", "",
              f"The archive scenarios send text: lines of {LINE} bytes starting with a syslog "
              "priority, as a log shipper would. The forward scenarios send a binary pattern to "
              "a sink that splices into /dev/null. Idle: each connection sends 64 bytes through "
