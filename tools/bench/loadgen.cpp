@@ -99,6 +99,34 @@ void fillPattern(const std::vector<char>& body, uint64_t seed, uint64_t offset, 
   }
 }
 
+// Compares bytes, arriving in pieces of any size, with stream `seed`'s binary pattern.
+class PatternChecker {
+ public:
+  explicit PatternChecker(uint64_t seed) : seed_(seed), body_(makeBody(seed)), want_(kBlock) {}
+
+  // False at the first byte that differs.
+  bool feed(const char* p, size_t n) {
+    for (size_t done = 0; done < n;) {
+      uint64_t base = (off_ / kBlock) * kBlock;
+      size_t skip = static_cast<size_t>(off_ - base);
+      size_t len = std::min(n - done, kBlock - skip);
+      fillPattern(body_, seed_, base, want_.data(), kBlock);
+      if (std::memcmp(want_.data() + skip, p + done, len) != 0) return false;
+      done += len;
+      off_ += len;
+    }
+    return true;
+  }
+
+  uint64_t offset() const { return off_; }
+
+ private:
+  uint64_t seed_;
+  std::vector<char> body_;
+  std::vector<char> want_;
+  uint64_t off_ = 0;
+};
+
 // The text stream: line k of stream `seed` is "<14>" (a syslog priority, so syslog daemons take
 // it as one message framed by its '\n'), "<seed:16 hex> <k:16 hex> ", then printable characters
 // taken from one shared 1 MiB text at an offset keyed by (seed, k), and '\n'.
@@ -170,6 +198,31 @@ class Lines {
   const std::vector<char>& text_;
   std::vector<char> line_;
   uint64_t seed_ = ~0ull, k_ = ~0ull;
+};
+
+// Client `seed`'s stream, binary or (line_len > 0) text lines, generated piece by piece.
+class Stream {
+ public:
+  Stream(uint64_t seed, size_t line_len, const std::vector<char>& text)
+      : seed_(seed),
+        line_len_(line_len),
+        body_(line_len ? std::vector<char>() : makeBody(seed)),
+        lines_(line_len, text) {}
+
+  // Bytes [offset, offset + n); binary streams need offset to be a multiple of 4 KiB.
+  void fill(uint64_t offset, char* out, size_t n) {
+    if (line_len_) {
+      lines_.fill(seed_, offset, out, n);
+    } else {
+      fillPattern(body_, seed_, offset, out, n);
+    }
+  }
+
+ private:
+  uint64_t seed_;
+  size_t line_len_;
+  std::vector<char> body_;
+  Lines lines_;
 };
 
 [[noreturn]] void die(const char* msg) {
@@ -257,16 +310,10 @@ int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size
         return;
       }
       std::vector<char> buf(chunk);
-      uint64_t s = seed + static_cast<uint64_t>(c);
-      std::vector<char> body = line_len ? std::vector<char>() : makeBody(s);
-      Lines lines(line_len, text);
+      Stream stream(seed + static_cast<uint64_t>(c), line_len, text);
       for (uint64_t off = 0; off < bytes;) {
         size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, bytes - off));
-        if (line_len) {
-          lines.fill(s, off, buf.data(), n);
-        } else {
-          fillPattern(body, s, off, buf.data(), n);
-        }
+        stream.fill(off, buf.data(), n);
         size_t done = 0;
         while (done < n) {
           ssize_t w = ::send(fd, buf.data() + done, n - done, MSG_NOSIGNAL);
@@ -296,9 +343,8 @@ int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size
 }
 
 int verify(uint64_t bytes, uint64_t seed, const std::vector<std::string>& files) {
-  std::vector<char> want(kBlock), got(1 << 20);
-  std::vector<char> body = makeBody(seed);
-  uint64_t off = 0;
+  std::vector<char> got(1 << 20);
+  PatternChecker checker(seed);
   for (const auto& f : files) {
     int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) die(("cannot open " + f).c_str());
@@ -306,32 +352,24 @@ int verify(uint64_t bytes, uint64_t seed, const std::vector<std::string>& files)
       ssize_t n = ::read(fd, got.data(), got.size());
       if (n < 0) die("read failed");
       if (n == 0) break;
-      // Compare against the pattern from `off` (which may not be block aligned across files).
-      size_t done = 0;
-      while (done < static_cast<size_t>(n)) {
-        uint64_t base = (off / kBlock) * kBlock;
-        size_t skip = static_cast<size_t>(off - base);
-        size_t len = std::min(static_cast<size_t>(n) - done, kBlock - skip);
-        if (off + len > bytes) {
-          std::fprintf(stderr, "verify: more bytes than the %llu sent\n",
-                       static_cast<unsigned long long>(bytes));
-          return 1;
-        }
-        fillPattern(body, seed, base, want.data(), kBlock);
-        if (std::memcmp(want.data() + skip, got.data() + done, len) != 0) {
-          std::fprintf(stderr, "verify: %s differs near stream offset %llu\n", f.c_str(),
-                       static_cast<unsigned long long>(off));
-          return 1;
-        }
-        done += len;
-        off += len;
+      if (checker.offset() + static_cast<uint64_t>(n) > bytes) {
+        std::fprintf(stderr, "verify: more bytes than the %llu sent\n",
+                     static_cast<unsigned long long>(bytes));
+        return 1;
+      }
+      uint64_t at = checker.offset();
+      if (!checker.feed(got.data(), static_cast<size_t>(n))) {
+        std::fprintf(stderr, "verify: %s differs in stream bytes %llu+%zd\n", f.c_str(),
+                     static_cast<unsigned long long>(at), n);
+        return 1;
       }
     }
     ::close(fd);
   }
-  if (off != bytes) {
+  if (checker.offset() != bytes) {
     std::fprintf(stderr, "verify: %llu bytes archived, %llu sent\n",
-                 static_cast<unsigned long long>(off), static_cast<unsigned long long>(bytes));
+                 static_cast<unsigned long long>(checker.offset()),
+                 static_cast<unsigned long long>(bytes));
     return 1;
   }
   return 0;
@@ -430,16 +468,11 @@ int writeStream(uint64_t bytes, uint64_t seed, size_t line_len, const std::strin
   FILE* f = std::fopen(file.c_str(), "wb");
   if (f == nullptr) die(("cannot create " + file).c_str());
   std::vector<char> text = line_len ? makeText() : std::vector<char>();
-  std::vector<char> body = line_len ? std::vector<char>() : makeBody(seed);
-  Lines lines(line_len, text);
+  Stream stream(seed, line_len, text);
   std::vector<char> buf(1 << 20);
   for (uint64_t off = 0; off < bytes;) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), bytes - off));
-    if (line_len) {
-      lines.fill(seed, off, buf.data(), n);
-    } else {
-      fillPattern(body, seed, off, buf.data(), n);
-    }
+    stream.fill(off, buf.data(), n);
     if (std::fwrite(buf.data(), 1, n, f) != n) die("write failed");
     off += n;
   }
@@ -523,28 +556,19 @@ int acceptOrWait(int lfd, int flags) {
 // --check: reads the connection's bytes and compares them with the stream its first block
 // names (slow, for an untimed verification pass). False if they are not a client's stream.
 bool readAndCheck(int fd, SinkStats& stats, uint64_t& seed_out) {
-  std::vector<char> got(1 << 20), want(kBlock);
+  std::vector<char> got(1 << 20);
   uint64_t seed = 0;
   ssize_t first = ::recv(fd, got.data(), sizeof seed, MSG_WAITALL);  // the first block's seed
   if (first == 0) return true;
   if (first != static_cast<ssize_t>(sizeof seed)) return false;
   std::memcpy(&seed, got.data(), sizeof seed);
   seed_out = seed;
-  std::vector<char> body = makeBody(seed);
-  uint64_t off = 0;
+  PatternChecker checker(seed);
   for (ssize_t n = first; n != 0; n = ::read(fd, got.data(), got.size())) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return false;
     stats.bytes += static_cast<uint64_t>(n);
-    for (size_t done = 0; done < static_cast<size_t>(n);) {
-      uint64_t base = (off / kBlock) * kBlock;
-      size_t skip = static_cast<size_t>(off - base);
-      size_t len = std::min(static_cast<size_t>(n) - done, kBlock - skip);
-      fillPattern(body, seed, base, want.data(), kBlock);
-      if (std::memcmp(want.data() + skip, got.data() + done, len) != 0) return false;
-      done += len;
-      off += len;
-    }
+    if (!checker.feed(got.data(), static_cast<size_t>(n))) return false;
   }
   return true;
 }

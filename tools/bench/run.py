@@ -592,13 +592,17 @@ def run_rate(system, work, n):
         stop_all(system, sink)
 
 
+def show_throughput(r):
+    return f"{r['gbps']:.3f} GB/s  {r['cpu_per_gb']:.3f} CPU-s/GB"
+
+
 def run_rounds(args, systems, run_one, show):
     """Every system once per round, each round starting with a different one; round -1 is the
     discarded warm-up."""
     results = {name: [] for name, _ in systems}
     for i in range(-1 if args.warmup else 0, args.runs):
         for name, make in rotated(systems, i):
-            r = run_one(make())
+            r = run_one(name, make())
             label = "warm-up" if i < 0 else f"run {i + 1}"
             print(f"  {label} {name:14s} {show(r)}", file=sys.stderr)
             if i >= 0:
@@ -610,7 +614,7 @@ def scenario_idle(args, n=5000):
     work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
     n = 200 if args.quick else n
     try:
-        results = run_rounds(args, forward_systems(work), lambda s: run_idle(s, work, n),
+        results = run_rounds(args, forward_systems(work), lambda _, s: run_idle(s, work, n),
                              lambda r: f"{r['kib_per_conn']:.2f} KiB/conn "
                                        f"{r['fds_per_conn']:.2f} fds/conn")
     finally:
@@ -625,7 +629,7 @@ def scenario_rate(args, n=20000):
     work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
     n = 500 if args.quick else n
     try:
-        results = run_rounds(args, forward_systems(work), lambda s: run_rate(s, work, n),
+        results = run_rounds(args, forward_systems(work), lambda _, s: run_rate(s, work, n),
                              lambda r: f"{r['conns_per_s']:.0f} conns/s "
                                        f"{r['cpu_us_per_conn']:.1f} CPU-us/conn")
     finally:
@@ -649,17 +653,9 @@ def scenario_forward(args, clients, nbytes, study=False):
                    ("spliced pipes 256KiB", lambda: SplicedProxy(work, pipe_size="256KiB")),
                    ("spliced pipes 1MiB", lambda: SplicedProxy(work, pipe_size="1MiB")),
                    ("spliced copy path", lambda: SplicedProxy(work, pipes_max=0))]
-    results = {name: [] for name, _ in systems}
     try:
-        for i in range(-1 if args.warmup else 0, args.runs):
-            for name, make in rotated(systems, i):
-                r = run_forward(make(), work, clients, nbytes)
-                if i < 0:
-                    print(f"  warm-up {name:14s} {r['gbps']:.3f} GB/s", file=sys.stderr)
-                    continue
-                results[name].append(r)
-                print(f"  run {i + 1} {name:14s} {r['gbps']:.3f} GB/s  "
-                      f"{r['cpu_per_gb']:.3f} CPU-s/GB", file=sys.stderr)
+        results = run_rounds(args, systems, lambda _, s: run_forward(s, work, clients, nbytes),
+                             show_throughput)
         for name, make in systems:  # untimed: every forwarded byte compared
             run_forward(make(), work, clients, nbytes, check=True)
             print(f"  verified {name}: every stream byte for byte", file=sys.stderr)
@@ -753,32 +749,24 @@ def scenario_archive(args, where, clients=4, nbytes=500_000_000):
     if args.quick:
         clients, nbytes = min(clients, 4), max(nbytes // 100, 1_000_000)
     nbytes -= nbytes % LINE
-    # socat's children append whatever each read returned, so lines of concurrent clients may be
-    # cut apart: only its byte total is checked.
-    systems = [("spliced", lambda: Spliced(work), verify_per_connection),
-               ("spliced lines", lambda: Spliced(work, layout="lines", name="spliced lines"),
-                verify_shared),
-               ("rsyslog", lambda: RSyslog(work), verify_shared),
-               ("socat", lambda: SocatFile(work), None)]
+    systems = [("spliced", lambda: Spliced(work)),
+               ("spliced lines", lambda: Spliced(work, layout="lines", name="spliced lines")),
+               ("rsyslog", lambda: RSyslog(work)),
+               ("socat", lambda: SocatFile(work))]
     if args.compress:
-        # The compressed segments are not verified here (the plain runs are): the figure is the
-        # cost of the background compressor to the splice path.
-        systems.append(("spliced+zstd", lambda: Spliced(work, compress="zstd"), None))
-    results = {name: [] for name, _, _ in systems}
+        systems.append(("spliced+zstd", lambda: Spliced(work, compress="zstd")))
+    # socat's children append whatever each read returned, so lines of concurrent clients may be
+    # cut apart: only its byte total is checked. The compressed segments are not verified (the
+    # plain runs are): that figure is the cost of the background compressor.
+    verifiers = {"spliced": verify_per_connection, "spliced lines": verify_shared,
+                 "rsyslog": verify_shared}
+
+    def run_one(name, system):
+        if not args.quick:
+            prefault_memory(clients * nbytes * 1.25 / 1e9 + 0.5)
+        return run_archive(system, work, clients, nbytes, verifiers.get(name))
     try:
-        # One discarded round first: the first run of each system pays for fresh tmpfs/page
-        # cache memory and cold caches, which says nothing about the system under test.
-        for i in range(-1 if args.warmup else 0, args.runs):
-            for name, make, verify in rotated(systems, i):
-                if not args.quick:
-                    prefault_memory(clients * nbytes * 1.25 / 1e9 + 0.5)
-                r = run_archive(make(), work, clients, nbytes, verify)
-                if i < 0:
-                    print(f"  warm-up {name:14s} {r['gbps']:.3f} GB/s", file=sys.stderr)
-                    continue
-                results[name].append(r)
-                print(f"  run {i + 1} {name:14s} {r['gbps']:.3f} GB/s  "
-                      f"{r['cpu_per_gb']:.3f} CPU-s/GB", file=sys.stderr)
+        results = run_rounds(args, systems, run_one, show_throughput)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"scenario": f"archive {clients} x {nbytes // 1_000_000} MB into {where}",
