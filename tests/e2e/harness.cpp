@@ -159,6 +159,13 @@ std::string concatFiles(const std::vector<fs::path>& files) {
   return out;
 }
 
+std::vector<std::string> sortedSegmentContents(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& f : closedSegments(dir)) out.push_back(readFile(f));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 std::string withDir(std::string text, const TempDir& dir) {
   const std::string token = "@DIR@";
   for (size_t pos = 0; (pos = text.find(token, pos)) != std::string::npos;) {

@@ -60,6 +60,9 @@ std::vector<fs::path> closedSegments(const fs::path& dir);
 std::vector<fs::path> openSegments(const fs::path& dir);
 // The contents of `files`, concatenated in the given order.
 std::string concatFiles(const std::vector<fs::path>& files);
+// The contents of the closed segments below `dir`, one string per segment, sorted (for
+// comparing what many connections archived as a multiset).
+std::vector<std::string> sortedSegmentContents(const fs::path& dir);
 
 // `text` with every "@DIR@" replaced by the temp dir's path (configs are written as raw strings).
 std::string withDir(std::string text, const TempDir& dir);
