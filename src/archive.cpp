@@ -12,50 +12,9 @@
 #include <cstring>
 
 #include "spliced/rotation.hpp"
+#include "spliced/segment_files.hpp"
 
 namespace spliced {
-namespace {
-
-bool existsAt(int dir_fd, const std::string& rel) {
-  struct stat st;
-  return ::fstatat(dir_fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
-}
-
-// A name is taken when the segment, or its compressed form, exists.
-bool takenAt(int dir_fd, const std::string& rel) {
-  return existsAt(dir_fd, rel) || existsAt(dir_fd, rel + ".zst") || existsAt(dir_fd, rel + ".gz");
-}
-
-}  // namespace
-
-std::string withNumericSuffix(const std::string& rel, int k) {
-  auto slash = rel.rfind('/');
-  auto dot = rel.rfind('.');
-  if (dot == std::string::npos || (slash != std::string::npos && dot < slash) ||
-      dot == (slash == std::string::npos ? 0 : slash + 1)) {
-    return fmt::format("{}.{}", rel, k);
-  }
-  return fmt::format("{}.{}{}", rel.substr(0, dot), k, rel.substr(dot));
-}
-
-int makeParents(int dir_fd, const std::string& rel) {
-  // Retention may remove an emptied directory between two mkdirat calls: start over once.
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    size_t pos = 0;
-    int err = 0;
-    while ((pos = rel.find('/', pos)) != std::string::npos) {
-      std::string dir = rel.substr(0, pos);
-      if (::mkdirat(dir_fd, dir.c_str(), 0755) != 0 && errno != EEXIST) {
-        err = errno;
-        break;
-      }
-      ++pos;
-    }
-    if (err != ENOENT) return err;
-  }
-  return ENOENT;
-}
-
 SegmentChain::SegmentChain(const ArchiveConfig& cfg, int dir_fd, NameVars vars, SysCalls& sys,
                            RouteMetrics& metrics)
     : cfg_(cfg), dir_fd_(dir_fd), vars_(std::move(vars)), sys_(sys), metrics_(metrics) {}
@@ -70,12 +29,12 @@ int SegmentChain::ensureOpen() {
     return EINVAL;
   }
   std::string rel = name.value();
-  if (int err = makeParents(dir_fd_, rel)) return err;
+  if (int err = makeParents(sys_, dir_fd_, rel)) return err;
   // O_EXCL on NAME.open, and NAME itself must not exist either: never truncate or overwrite.
   bool remade = false;
-  for (int k = 1; k < 10000; ++k) {
-    if (!takenAt(dir_fd_, rel)) {
-      std::string open_path = rel + ".open";
+  for (int k = 1; k < kMaxNumericSuffix; ++k) {
+    if (!segmentNameTaken(dir_fd_, rel)) {
+      std::string open_path = rel + std::string(kOpenSuffix);
       int fd =
           sys_.openat(dir_fd_, open_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
       if (fd >= 0) {
@@ -87,7 +46,7 @@ int SegmentChain::ensureOpen() {
       if (errno == ENOENT && !remade) {
         // Retention may have removed a directory it had emptied just after it was created.
         remade = true;
-        if (int err = makeParents(dir_fd_, rel)) return err;
+        if (int err = makeParents(sys_, dir_fd_, rel)) return err;
         --k;
         continue;
       }
@@ -105,24 +64,24 @@ void SegmentChain::rotate() {
                   std::strerror(errno));
   }
   fd_.reset();
-  std::string from = rel_ + ".open";
-  std::string to = rel_;
-  for (int k = 1;; ++k) {
-    if (::renameat2(dir_fd_, from.c_str(), dir_fd_, to.c_str(), RENAME_NOREPLACE) == 0) break;
-    if (errno != EEXIST || k >= 10000) {
-      spdlog::error("error=storage route={} cannot rename {} to {}: {}", vars_.route, from, to,
-                    std::strerror(errno));
-      to = from;
-      break;
-    }
-    to = withNumericSuffix(rel_, k);
+  const std::string from = rel_ + std::string(kOpenSuffix);
+  Published pub = publishNoReplace(sys_, dir_fd_, from, rel_);
+  std::string to = pub.name;
+  if (pub.err != 0) {
+    // The bytes stay complete under the .open name; recovery publishes it at the next start.
+    spdlog::error("error=storage route={} cannot rename {} to {}: {}", vars_.route, from, to,
+                  std::strerror(pub.err));
+    to = from;
   }
   if (cfg_.fsync == FsyncPolicy::OnClose) {
     // Make the rename itself durable: fsync the directory holding the segment.
-    auto slash = to.rfind('/');
-    std::string parent = slash == std::string::npos ? "." : to.substr(0, slash);
-    UniqueFd dfd(::openat(dir_fd_, parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (dfd.valid()) ::fsync(dfd.get());
+    std::string parent = parentOf(to);
+    UniqueFd dfd(::openat(dir_fd_, parent.empty() ? "." : parent.c_str(),
+                          O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dfd.valid() && sys_.fsync(dfd.get()) != 0) {
+      spdlog::error("error=storage route={} fsync of the directory of {}: {}", vars_.route, to,
+                    std::strerror(errno));
+    }
   }
   ++metrics_.archive_segments;
   ++closed_;

@@ -7,8 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "spliced/route.hpp"
-#include "spliced/server.hpp"
+#include "spliced/collect_route.hpp"
 
 namespace spliced {
 namespace {
@@ -39,38 +38,41 @@ const char* toString(EndReason r) {
   return "?";
 }
 
-CollectSession::CollectSession(Route& route, UniqueFd fd, PeerInfo peer, uint64_t id)
-    : route_(route), fd_(std::move(fd)), peer_(std::move(peer)), id_(id) {
-  Server& server = route_.server();
-  const ArchiveConfig& ac = *route_.config().archive;
+CollectSession::CollectSession(RouteContext& ctx, CollectRoute& archive, UniqueFd fd, PeerInfo peer,
+                               uint64_t id)
+    : ctx_(ctx), archive_(archive), fd_(std::move(fd)), peer_(std::move(peer)), id_(id) {
+  const ArchiveConfig& ac = archive_.config();
   Sink* sink = nullptr;
   if (ac.layout == Layout::PerConnection) {
-    NameVars vars{route_.config().name, peer_.fileSafeIp(), peer_.port, id_, 0, ::getpid()};
-    own_chain_ = std::make_unique<SegmentChain>(ac, route_.dirFd(), std::move(vars), server.sys(),
-                                                route_.metrics());
+    NameVars vars{ctx_.routeName(), peer_.fileSafeIp(), peer_.port, id_, 0, ::getpid()};
+    own_chain_ = std::make_unique<SegmentChain>(ac, archive_.dirFd(), std::move(vars), ctx_.sys(),
+                                                ctx_.metrics());
     own_chain_->onSegmentClosed(
-        [&route = route_](const std::string& rel, uint64_t) { route.segmentClosed(rel); });
+        [&archive = archive_](const std::string& rel, uint64_t) { archive.segmentClosed(rel); });
     sink = own_chain_.get();
-  } else if (ac.framing == Framing::Lines) {
-    framer_ =
-        std::make_unique<LineFramer>(*route_.sharedChain(), id_, ac.max_line, route_.metrics());
-    sink = framer_.get();
   } else {
-    sink = route_.sharedChain();
+    SPLICED_ASSERT(archive_.sharedChain() != nullptr, "layout: shared has a shared chain");
+    if (ac.framing == Framing::Lines) {
+      framer_ =
+          std::make_unique<LineFramer>(*archive_.sharedChain(), id_, ac.max_line, ctx_.metrics());
+      sink = framer_.get();
+    } else {
+      sink = archive_.sharedChain();
+    }
   }
-  pump_ = std::make_unique<Pump>(fd_.get(), *sink, server.pipes(), server.sys(), route_.metrics());
+  pump_ = std::make_unique<Pump>(fd_.get(), *sink, ctx_.pipes(), ctx_.sys(), ctx_.metrics());
 }
 
 CollectSession::~CollectSession() = default;
 
 void CollectSession::start() {
   started_ = std::chrono::steady_clock::now();
-  event_base* base = route_.server().base();
+  event_base* base = ctx_.base();
   // EV_PERSIST with a timeout: libevent re-arms the timeout whenever the event fires, which is
   // exactly an idle timeout.
   read_ev_.reset(event_new(base, fd_.get(), EV_READ | EV_PERSIST, &CollectSession::onEvent, this));
   retry_ev_.reset(evtimer_new(base, &CollectSession::onRetry, this));
-  addEvent(read_ev_.get(), route_.config().idle_timeout);
+  addEvent(read_ev_.get(), ctx_.idleTimeout());
 }
 
 void CollectSession::onEvent(evutil_socket_t, short what, void* arg) {
@@ -137,11 +139,11 @@ void CollectSession::enterBackoff(const PumpResult& r) {
     spdlog::error(
         "error=storage route={} conn={} archive write failed: {}; pausing this client and "
         "retrying (holding {} bytes)",
-        route_.config().name, id_, std::strerror(r.err), pump_->heldBytes());
+        ctx_.routeName(), id_, std::strerror(r.err), pump_->heldBytes());
     storage_err_ = r.err;
     if (!stalled_) {
       stalled_ = true;
-      route_.storageStalled(r.err);
+      archive_.storageStalled(r.err);
     }
   }
   if (state_ != State::Backoff) {
@@ -163,18 +165,18 @@ void CollectSession::onRetry(evutil_socket_t, short, void* arg) {
     return;
   }
   if (self->storage_err_ != 0) {
-    spdlog::info("route={} conn={} archive writable again; resuming", self->route_.config().name,
+    spdlog::info("route={} conn={} archive writable again; resuming", self->ctx_.routeName(),
                  self->id_);
     self->storage_err_ = 0;
   }
   if (self->stalled_) {
     self->stalled_ = false;
-    self->route_.storageRecovered();
+    self->archive_.storageRecovered();
   }
   self->state_ = State::Streaming;
   if (self->ending_) return self->close(*self->ending_, self->ending_err_);
   if (r.status == PumpStatus::Eof) return self->close(EndReason::Eof, 0);
-  addEvent(self->read_ev_.get(), self->route_.config().idle_timeout);
+  addEvent(self->read_ev_.get(), self->ctx_.idleTimeout());
   self->advance(kBudgetPerWakeup);
 }
 
@@ -193,7 +195,7 @@ void CollectSession::shutdownSweep() {
   pump_->endStream();  // the last chance: what cannot be written now is lost, and said so
   if (pump_->heldBytes() > 0) {
     spdlog::error("error=storage route={} conn={} {} bytes could not be written before exit: {}",
-                  route_.config().name, id_, pump_->heldBytes(),
+                  ctx_.routeName(), id_, pump_->heldBytes(),
                   std::strerror(storage_err_ ? storage_err_ : EIO));
   }
   close(why, ending_ ? ending_err_ : 0);
@@ -204,7 +206,7 @@ void CollectSession::close(EndReason why, int err) {
   state_ = State::Closed;
   if (stalled_) {
     stalled_ = false;
-    route_.storageRecovered();
+    archive_.storageRecovered();
   }
   read_ev_.reset();
   retry_ev_.reset();
@@ -214,10 +216,10 @@ void CollectSession::close(EndReason why, int err) {
   auto level = why == EndReason::Internal ? spdlog::level::err : spdlog::level::info;
   if (why == EndReason::Reset) level = spdlog::level::warn;
   spdlog::log(level, "close route={} conn={} peer={} bytes={} segments={} duration={} end={}{}{}",
-              route_.config().name, id_, peer_.display(), bytes_,
+              ctx_.routeName(), id_, peer_.display(), bytes_,
               own_chain_ ? own_chain_->segmentsClosed() : 0, formatDuration(ms), toString(why),
               err ? " error=downstream detail=" : "", err ? std::strerror(err) : "");
-  route_.sessionDone(this);
+  ctx_.sessionDone(this);
 }
 
 }  // namespace spliced

@@ -17,16 +17,14 @@
 #include <string_view>
 #include <vector>
 
-#include "spliced/archive.hpp"
 #include "spliced/fd.hpp"
-#include "spliced/retention.hpp"
+#include "spliced/segment_files.hpp"
 
 namespace spliced {
 namespace {
 
 // Bytes read from (or produced into) memory per step: memory use is bounded whatever the size.
 constexpr size_t kChunk = 256 * kKiB;
-constexpr int kMaxSuffix = 10000;  // as SegmentChain::rotate
 constexpr int kZstdDefaultLevel = 3;
 constexpr int kGzipDefaultLevel = 6;
 
@@ -71,13 +69,6 @@ class ZStream {
   bool deflating_;
   bool ready_ = false;
 };
-
-const char* extension(Compress algo) { return algo == Compress::Gzip ? ".gz" : ".zst"; }
-
-std::string baseName(const std::string& rel) {
-  auto slash = rel.rfind('/');
-  return slash == std::string::npos ? rel : rel.substr(slash + 1);
-}
 
 // One read(2), retried on EINTR. Returns the bytes read (0 at end of file) or -1 with errno.
 ssize_t readSome(int fd, char* buf, size_t n) {
@@ -313,22 +304,16 @@ CompressResult failure(CompressResult r, int err, std::string message) {
   return r;
 }
 
-// Not a closed segment: empty, hidden (any component starting with '.'), active or temporary.
-bool refusedName(const std::string& rel) {
-  std::string_view v = rel;
-  return v.empty() || v.front() == '.' || v.find("/.") != std::string_view::npos ||
-         v.ends_with(".open") || v.ends_with(".tmp");
-}
-
 }  // namespace
 
 CompressResult compressSegment(int dir_fd, const std::string& rel, Compress algo, int level,
-                               bool fsync) {
+                               bool fsync, SysCalls& sys) {
   CompressResult r;
   if (algo == Compress::None) return failure(r, EINVAL, fmt::format("{}: no codec", rel));
-  if (refusedName(rel)) return failure(r, EINVAL, fmt::format("{}: not a closed segment", rel));
+  if (!isClosedSegmentName(rel))
+    return failure(r, EINVAL, fmt::format("{}: not a closed segment", rel));
   if (level == 0) level = algo == Compress::Zstd ? kZstdDefaultLevel : kGzipDefaultLevel;
-  const char* ext = extension(algo);
+  const std::string ext(compressedSuffix(algo));
 
   ParentDir parent = openParentDir(dir_fd, rel);
   if (parent.err != 0) {
@@ -342,19 +327,19 @@ CompressResult compressSegment(int dir_fd, const std::string& rel, Compress algo
   const uint64_t size = static_cast<uint64_t>(src_st.st_size);
 
   // 1. The tmp file, from scratch (a stale one is from a run that died before its rename).
-  const std::string tmp = parent.name + ext + ".tmp";
-  if (::unlinkat(pfd, tmp.c_str(), 0) != 0 && errno != ENOENT) {
+  const std::string tmp = parent.name + ext + std::string(kTmpSuffix);
+  if (sys.unlinkat(pfd, tmp.c_str(), 0) != 0 && errno != ENOENT) {
     err = errno;
     return failure(r, err,
                    fmt::format("cannot remove stale {}{}.tmp: {}", rel, ext, std::strerror(err)));
   }
-  UniqueFd out(::openat(pfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                        src_st.st_mode & 0666));
+  UniqueFd out(sys.openat(pfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                          src_st.st_mode & 0666));
   if (!out.valid()) {
     err = errno;
     return failure(r, err, fmt::format("cannot create {}{}.tmp: {}", rel, ext, std::strerror(err)));
   }
-  auto dropTmp = [&] { ::unlinkat(pfd, tmp.c_str(), 0); };
+  auto dropTmp = [&] { sys.unlinkat(pfd, tmp.c_str(), 0); };
   err = algo == Compress::Zstd ? zstdCompress(src.get(), out.get(), level, size, r)
                                : gzipCompress(src.get(), out.get(), level, r);
   if (err == 0 && r.in_bytes != size) {
@@ -371,7 +356,7 @@ CompressResult compressSegment(int dir_fd, const std::string& rel, Compress algo
     }
   }
   // 2. Its bytes on disk before its name can replace the plain file's.
-  if (err == 0 && fsync && ::fdatasync(out.get()) != 0) {
+  if (err == 0 && fsync && sys.fdatasync(out.get()) != 0) {
     err = errno;
     r.message = fmt::format("fdatasync: {}", std::strerror(err));
   }
@@ -383,34 +368,27 @@ CompressResult compressSegment(int dir_fd, const std::string& rel, Compress algo
 
   // 3. Into place, never over anything; an identical file already there (a run that died
   // between its rename and its unlink) is as good as ours.
-  bool renamed = false;
-  std::string target = rel + ext;
-  for (int k = 1;; ++k) {
-    std::string name = baseName(target);
-    if (::renameat2(pfd, tmp.c_str(), pfd, name.c_str(), RENAME_NOREPLACE) == 0) {
-      renamed = true;
-      break;
-    }
-    err = errno;
-    if (err != EEXIST) {
-      dropTmp();
-      return failure(
-          r, err,
-          fmt::format("cannot rename {}{}.tmp to {}: {}", rel, ext, target, std::strerror(err)));
-    }
-    uint64_t existing_size = 0;
-    if (sameContent(pfd, name, algo, src.get(), size, existing_size)) {
-      spdlog::info("compress: {} already holds {}; dropping the new copy", target, rel);
-      dropTmp();
-      r.out_bytes = existing_size;
-      break;
-    }
-    if (k >= kMaxSuffix) {
-      dropTmp();
+  const std::string dir = parentOf(rel);
+  uint64_t existing_size = 0;
+  Published pub = publishNoReplace(sys, pfd, tmp, parent.name, ext, [&](const std::string& name) {
+    if (!sameContent(pfd, name, algo, src.get(), size, existing_size)) return false;
+    spdlog::info("compress: {} already holds {}; dropping the new copy", joinPath(dir, name), rel);
+    return true;
+  });
+  const std::string target = joinPath(dir, pub.name);
+  if (pub.err != 0) {
+    dropTmp();
+    if (pub.err == EEXIST) {
       return failure(r, EEXIST, fmt::format("{}: no free name for the compressed file", rel));
     }
-    // withNumericSuffix keeps the directory, so the rename stays inside `parent`.
-    target = withNumericSuffix(rel, k) + ext;
+    return failure(
+        r, pub.err,
+        fmt::format("cannot rename {}{}.tmp to {}: {}", rel, ext, target, std::strerror(pub.err)));
+  }
+  const bool renamed = pub.renamed;
+  if (!renamed) {
+    dropTmp();
+    r.out_bytes = existing_size;
   }
   r.out_path = target;
 
@@ -419,14 +397,14 @@ CompressResult compressSegment(int dir_fd, const std::string& rel, Compress algo
   if (fsync) {
     if (!renamed) {
       struct stat st;
-      UniqueFd existing = openRegular(pfd, baseName(target), st, err);
-      if (existing.valid() && ::fdatasync(existing.get()) != 0) err = errno;
+      UniqueFd existing = openRegular(pfd, pub.name, st, err);
+      if (existing.valid() && sys.fdatasync(existing.get()) != 0) err = errno;
       if (err != 0) {
         return failure(r, err,
                        fmt::format("fdatasync {}: {}; {} kept", target, std::strerror(err), rel));
       }
     }
-    if (::fsync(pfd) != 0) {
+    if (sys.fsync(pfd) != 0) {
       err = errno;
       return failure(r, err,
                      fmt::format("fsync of the directory of {}: {}; {} kept", target,
@@ -444,7 +422,7 @@ CompressResult compressSegment(int dir_fd, const std::string& rel, Compress algo
   if (now_st.st_dev != src_st.st_dev || now_st.st_ino != src_st.st_ino) {
     return failure(r, ESTALE, fmt::format("{} was replaced while it was compressed; kept", rel));
   }
-  if (::unlinkat(pfd, parent.name.c_str(), 0) != 0 && errno != ENOENT) {
+  if (sys.unlinkat(pfd, parent.name.c_str(), 0) != 0 && errno != ENOENT) {
     err = errno;
     return failure(r, err,
                    fmt::format("cannot remove {} after compressing it to {}: {}", rel, target,
@@ -458,9 +436,9 @@ bool decompressFile(int dir_fd, const std::string& rel, std::string& out, uint64
   out.clear();
   std::string_view v = rel;
   Compress algo;
-  if (v.ends_with(".zst")) {
+  if (v.ends_with(kZstdSuffix)) {
     algo = Compress::Zstd;
-  } else if (v.ends_with(".gz")) {
+  } else if (v.ends_with(kGzipSuffix)) {
     algo = Compress::Gzip;
   } else {
     return false;

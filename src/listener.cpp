@@ -25,16 +25,15 @@ Listener::Listener(event_base* base, SysCalls& sys, std::string route, AcceptFn 
 
 Listener::~Listener() { close(); }
 
-std::string Listener::open(const SocketAddress& addr) {
-  std::string error;
-  UniqueFd fd = openListenSocket(addr, error);
-  if (!fd.valid()) return error;
+Status Listener::open(const SocketAddress& addr) {
+  Result<UniqueFd> fd = openListenSocket(addr);
+  if (!fd) return std::move(fd).takeError();
   if (addr.isUnix()) unix_path_ = addr.path;
-  fd_ = std::move(fd);
+  fd_ = std::move(fd.value());
   read_ev_.reset(event_new(base_, fd_.get(), EV_READ | EV_PERSIST, &Listener::onReadable, this));
   resume_ev_.reset(evtimer_new(base_, &Listener::onResume, this));
   event_add(read_ev_.get(), nullptr);
-  return {};
+  return Ok{};
 }
 
 void Listener::close() {

@@ -1,4 +1,5 @@
-// spliced: a zero-copy log collector (and, later, TCP proxy) built on splice(2).
+// spliced: a zero-copy log collector and TCP proxy built on splice(2). This file wires the
+// command line to the config loader and the server.
 #include <getopt.h>
 #include <spdlog/spdlog.h>
 
@@ -66,9 +67,9 @@ int main(int argc, char** argv) {
   }
   spliced::setupLogging(loaded.config->log);
   spliced::Server server(loaded.config);
-  std::string err = server.start();
-  if (!err.empty()) {
-    spdlog::error("error=internal cannot start: {}", err);
+  if (spliced::Status s = server.start(); !s) {
+    spdlog::error("error={} cannot start: {}", spliced::toString(s.error().source()),
+                  s.error().message());
     return 1;
   }
   spdlog::info("spliced {} started (pid {}), config {}", spliced::kVersion, ::getpid(),

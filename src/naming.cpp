@@ -1,5 +1,7 @@
 #include "spliced/naming.hpp"
 
+#include "spliced/segment_files.hpp"
+
 #include <fmt/format.h>
 #include <ctime>
 
@@ -144,7 +146,7 @@ Parsed<std::string> NameTemplate::expand(const NameVars& vars,
         fmt::format("name '{}' expands to '{}', which is not inside the archive dir", text_, out)}};
   }
   // Names the archive lifecycle gives a meaning to are not segment names.
-  for (std::string_view suffix : {".open", ".tmp", ".zst", ".gz"}) {
+  for (std::string_view suffix : {kOpenSuffix, kTmpSuffix, kZstdSuffix, kGzipSuffix}) {
     if (out.ends_with(suffix)) {
       return {Fail{fmt::format("name '{}' must not end in '{}' (spliced uses that suffix itself)",
                                text_, suffix)}};

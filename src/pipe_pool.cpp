@@ -1,5 +1,7 @@
 #include "spliced/pipe_pool.hpp"
 
+#include "spliced/check.hpp"
+
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 
@@ -21,13 +23,17 @@ std::optional<Pipe> PipePool::acquire() {
   if (in_use_ >= max_pipes_) return std::nullopt;
   int fds[2];
   if (sys_.pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
-    static bool warned = false;  // one line per process: this is an fd-exhaustion episode
-    if (!warned) {
-      spdlog::warn("error=internal cannot create a pipe ({}); copying instead",
+    // One line per episode: the next pipe the kernel grants ends it.
+    if (!refused_) {
+      spdlog::warn("error=environment cannot create a pipe ({}); copying instead",
                    std::strerror(errno));
-      warned = true;
+      refused_ = true;
     }
     return std::nullopt;
+  }
+  if (refused_) {
+    spdlog::info("pipes can be created again; splicing");
+    refused_ = false;
   }
   Pipe p;
   p.rd.reset(fds[0]);
@@ -53,6 +59,8 @@ std::optional<Pipe> PipePool::acquire() {
 
 void PipePool::release(Pipe&& pipe) {
   if (!pipe.rd.valid()) return;
+  SPLICED_ASSERT(in_use_ > 0, "a released pipe was acquired from this pool");
+  SPLICED_ASSERT(pipe.bytes <= pipe.capacity, "a pipe holds at most its capacity");
   --in_use_;
   if (pipe.bytes == 0 && free_.size() + in_use_ < max_pipes_) {
     free_.push_back(std::move(pipe));

@@ -8,9 +8,6 @@
 #include <cerrno>
 #include <cstring>
 
-#include "spliced/route.hpp"
-#include "spliced/server.hpp"
-
 namespace spliced {
 namespace {
 
@@ -49,14 +46,16 @@ const char* ProxySession::toString(End e) {
   return "?";
 }
 
-ProxySession::ProxySession(Route& route, UniqueFd client, const sockaddr_storage& peer,
-                           socklen_t peer_len, std::optional<ProxyAddresses> origin, uint64_t id)
-    : route_(route),
-      client_(std::move(client)),
-      peer_(peer),
-      peer_len_(peer_len),
-      origin_(origin),
-      id_(id) {
+ProxySession::ProxySession(RouteContext& ctx, UpstreamPool& pool, const ForwardConfig& cfg,
+                           Connection conn)
+    : ctx_(ctx),
+      pool_(pool),
+      cfg_(cfg),
+      client_(std::move(conn.fd)),
+      peer_(conn.peer),
+      peer_len_(conn.peer_len),
+      origin_(conn.origin),
+      id_(conn.id) {
   // Behind a front load balancer, the client is the one its PROXY header names: it is logged
   // and hashed (source_hash), not the balancer.
   peer_info_ = describePeer(clientAddress(), origin_ ? origin_->src_len : peer_len_);
@@ -76,8 +75,8 @@ void ProxySession::start() {
 }
 
 void ProxySession::connectNext() {
-  UpstreamPool& pool = *route_.upstreams();
-  const ForwardConfig& fc = *route_.config().forward;
+  UpstreamPool& pool = pool_;
+  const ForwardConfig& fc = cfg_;
   while (state_ == State::Connecting) {
     if (tried_.size() > fc.retries) return close(End::NoUpstream, last_connect_err_);
     Upstream* u = pool.pick(clientAddress(), tried_);
@@ -89,13 +88,13 @@ void ProxySession::connectNext() {
       if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM ||
           err == EADDRNOTAVAIL) {
         // Our own shortage, not the upstream's fault: do not mark it down for it.
-        spdlog::error("error=internal route={} conn={} cannot connect to {}: {}",
-                      route_.config().name, id_, u->addr.text, std::strerror(err));
+        spdlog::error("error=internal route={} conn={} cannot connect to {}: {}", ctx_.routeName(),
+                      id_, u->addr.text, std::strerror(err));
         last_connect_err_ = err;
         return close(End::Internal, err);
       }
       pool.connectFailed(u, err);
-      spdlog::debug("route={} conn={} upstream={} connect failed: {}", route_.config().name, id_,
+      spdlog::debug("route={} conn={} upstream={} connect failed: {}", ctx_.routeName(), id_,
                     u->addr.text, std::strerror(err));
       last_connect_err_ = err;
       continue;
@@ -103,8 +102,8 @@ void ProxySession::connectNext() {
     upstream_fd_ = std::move(fd);
     upstream_ = u;
     connect_started_ = std::chrono::steady_clock::now();
-    connect_ev_.reset(event_new(route_.server().base(), upstream_fd_.get(), EV_WRITE,
-                                &ProxySession::onConnect, this));
+    connect_ev_.reset(
+        event_new(ctx_.base(), upstream_fd_.get(), EV_WRITE, &ProxySession::onConnect, this));
     addEvent(connect_ev_.get(), fc.connect_timeout);
     return;
   }
@@ -112,22 +111,19 @@ void ProxySession::connectNext() {
 
 void ProxySession::onConnect(evutil_socket_t fd, short what, void* arg) {
   auto* self = static_cast<ProxySession*>(arg);
-  int err = ETIMEDOUT;
-  if (what & EV_WRITE) {
-    socklen_t len = sizeof err;
-    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-  }
+  int err = connectResult(fd, what);
   self->connect_ev_.reset();
   if (err != 0) return self->connectFailed(err);
-  self->route_.upstreams()->connectSucceeded(self->upstream_);
+  self->pool_.connected(self->upstream_);
+  self->connected_ = true;
   self->connect_time_ = since(self->connect_started_);
   self->startStreaming();
 }
 
 void ProxySession::connectFailed(int err) {
   last_connect_err_ = err;
-  route_.upstreams()->connectFailed(upstream_, err);
-  spdlog::debug("route={} conn={} upstream={} connect failed: {}", route_.config().name, id_,
+  pool_.connectFailed(upstream_, err);
+  spdlog::debug("route={} conn={} upstream={} connect failed: {}", ctx_.routeName(), id_,
                 upstream_->addr.text, std::strerror(err));
   upstream_fd_.reset();
   upstream_ = nullptr;
@@ -135,9 +131,8 @@ void ProxySession::connectFailed(int err) {
 }
 
 void ProxySession::startStreaming() {
-  Server& server = route_.server();
-  RouteMetrics& m = route_.metrics();
-  const ForwardConfig& fc = *route_.config().forward;
+  RouteMetrics& m = ctx_.metrics();
+  const ForwardConfig& fc = cfg_;
   if (fc.proxy_protocol != ProxyProtocol::Off) {
     // The header goes first, before any spliced byte. It is at most a few hundred bytes into a
     // fresh connection's empty send buffer, so one send takes it whole.
@@ -153,17 +148,16 @@ void ProxySession::startStreaming() {
     }
     std::string header =
         fc.proxy_protocol == ProxyProtocol::V1 ? encodeProxyV1(a) : encodeProxyV2(a);
-    ssize_t n = ::send(upstream_fd_.get(), header.data(), header.size(), MSG_NOSIGNAL);
+    ssize_t n = ctx_.sys().send(upstream_fd_.get(), header.data(), header.size(), MSG_NOSIGNAL);
     if (n != static_cast<ssize_t>(header.size())) {
       int err = n < 0 ? errno : EIO;
       spdlog::error("error=upstream route={} conn={} cannot send the PROXY header: {}",
-                    route_.config().name, id_, std::strerror(err));
+                    ctx_.routeName(), id_, std::strerror(err));
       return close(End::UpstreamReset, err);
     }
     m.upstream_bytes += header.size();
   }
   state_ = State::Streaming;
-  ++upstream_->active;  // counted from here: close() takes it back once streaming
   int one = 1;
   if (peer_.ss_family != AF_UNIX) {
     ::setsockopt(client_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -174,20 +168,20 @@ void ProxySession::startStreaming() {
     d.to_upstream = to_upstream;
     d.src = src;
     d.dst = dst;
-    d.sink = std::make_unique<SocketSink>(dst, server.sys(), written);
-    d.pump = std::make_unique<Pump>(src, *d.sink, server.pipes(), server.sys(),
+    d.sink = std::make_unique<SocketSink>(dst, ctx_.sys(), written);
+    d.pump = std::make_unique<Pump>(src, *d.sink, ctx_.pipes(), ctx_.sys(),
                                     PumpCounters{read, &m.copy_fallback_bytes});
     d.read_ev.reset(
-        event_new(server.base(), src, EV_READ | EV_PERSIST, &ProxySession::onReadable, &d));
+        event_new(ctx_.base(), src, EV_READ | EV_PERSIST, &ProxySession::onReadable, &d));
     d.write_ev.reset(
-        event_new(server.base(), dst, EV_WRITE | EV_PERSIST, &ProxySession::onWritable, &d));
+        event_new(ctx_.base(), dst, EV_WRITE | EV_PERSIST, &ProxySession::onWritable, &d));
     event_add(d.read_ev.get(), nullptr);
   };
   setup(c2u_, true, client_.get(), upstream_fd_.get(), &m.upstream_bytes, &m.bytes_in);
   setup(u2c_, false, upstream_fd_.get(), client_.get(), &m.bytes_out, &m.upstream_bytes_in);
-  auto idle = route_.config().idle_timeout;
+  auto idle = ctx_.idleTimeout();
   if (idle.count() > 0) {
-    idle_ev_.reset(evtimer_new(server.base(), &ProxySession::onIdle, this));
+    idle_ev_.reset(evtimer_new(ctx_.base(), &ProxySession::onIdle, this));
     addEvent(idle_ev_.get(), idle);
   }
 }
@@ -251,7 +245,7 @@ void ProxySession::onWritable(evutil_socket_t, short, void* arg) {
 
 void ProxySession::onIdle(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<ProxySession*>(arg);
-  auto idle = self->route_.config().idle_timeout;
+  auto idle = self->ctx_.idleTimeout();
   auto quiet = since(self->last_activity_);
   if (quiet >= idle) return self->close(End::IdleTimeout, 0);
   addEvent(self->idle_ev_.get(), idle - quiet);
@@ -290,11 +284,12 @@ void ProxySession::close(End why, int err) {
     resetOnClose(client_.get());
     if (upstream_fd_.valid()) resetOnClose(upstream_fd_.get());
   }
-  if (upstream_ != nullptr) {
-    if (was_streaming) --upstream_->active;
-    if (why == End::UpstreamReset) ++upstream_->errors;
+  if (connected_) {
+    pool_.release(upstream_, why == End::UpstreamReset ? UpstreamPool::PeerState::Failed
+                                                       : UpstreamPool::PeerState::Ok);
+    connected_ = false;
   }
-  if (why == End::NoUpstream) ++route_.metrics().rejected_no_upstream;
+  if (why == End::NoUpstream) ++ctx_.metrics().rejected_no_upstream;
   auto level = spdlog::level::info;
   if (why == End::NoUpstream || why == End::UpstreamReset) level = spdlog::level::warn;
   if (why == End::Internal) level = spdlog::level::err;
@@ -304,13 +299,13 @@ void ProxySession::close(End why, int err) {
   spdlog::log(level,
               "proxy route={} conn={} client={} upstream={} bytes_in={} bytes_out={} connect={} "
               "duration={} end={}{}{}{}{}",
-              route_.config().name, id_, peer_info_.display(),
+              ctx_.routeName(), id_, peer_info_.display(),
               upstream_ != nullptr ? upstream_->addr.text : "-", c2u_.bytes, u2c_.bytes,
               connect_time_.count() >= 0 ? formatDuration(connect_time_) : "-",
               formatDuration(since(started_)), toString(why), tag, err ? " detail=" : "",
               err ? std::strerror(err) : "",
               dropped ? fmt::format(" dropped_bytes={}", dropped) : std::string());
-  route_.sessionDone(this);
+  ctx_.sessionDone(this);
 }
 
 }  // namespace spliced

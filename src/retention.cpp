@@ -1,6 +1,5 @@
 #include "spliced/retention.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -16,58 +15,6 @@
 
 namespace spliced {
 namespace {
-
-// Deeper than any sensible name template; a guard against pathological trees.
-constexpr int kMaxDepth = 64;
-
-struct DirCloser {
-  void operator()(DIR* d) const { ::closedir(d); }
-};
-// Owns a DIR stream and, through it, the descriptor it was opened from.
-using DirPtr = std::unique_ptr<DIR, DirCloser>;
-
-void walkDir(UniqueFd fd, const std::string& prefix, const ArchiveFileFn& fn,
-             std::vector<std::string>& errors, int depth) {
-  const std::string shown = prefix.empty() ? "." : prefix;
-  if (depth > kMaxDepth) {
-    errors.push_back(fmt::format("{}: deeper than {} levels; not walked", shown, kMaxDepth));
-    return;
-  }
-  DirPtr dir(::fdopendir(fd.get()));
-  if (!dir) {
-    errors.push_back(fmt::format("{}: {}", shown, std::strerror(errno)));
-    return;
-  }
-  fd.release();  // the DIR stream owns it now
-  int dfd = ::dirfd(dir.get());
-  for (;;) {
-    errno = 0;
-    dirent* e = ::readdir(dir.get());
-    if (e == nullptr) {
-      if (errno != 0) errors.push_back(fmt::format("{}: {}", shown, std::strerror(errno)));
-      break;
-    }
-    std::string_view name = e->d_name;
-    if (name.empty() || name[0] == '.') continue;  // ".", "..", and hidden names
-    std::string rel = prefix.empty() ? std::string(name) : prefix + "/" + std::string(name);
-    struct stat st;
-    if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // vanished
-    if (S_ISDIR(st.st_mode)) {
-      UniqueFd sub(::openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!sub.valid()) {
-        if (errno != ENOENT) errors.push_back(fmt::format("{}: {}", rel, std::strerror(errno)));
-        continue;
-      }
-      walkDir(std::move(sub), rel, fn, errors, depth + 1);
-    } else if (S_ISREG(st.st_mode)) {
-      fn(rel, st);
-    }
-  }
-}
-
-bool isClosedSegmentName(std::string_view rel) {
-  return !rel.ends_with(".open") && !rel.ends_with(".tmp");
-}
 
 enum class Why { MaxAge, MaxFiles, MaxBytes };
 
@@ -119,12 +66,6 @@ std::vector<Doomed> pickForDeletion(std::vector<SegmentFile> segs, const RetainC
   return out;
 }
 
-// "a/b/c" -> "a/b"; "c" -> "".
-std::string parentOf(const std::string& rel) {
-  auto slash = rel.rfind('/');
-  return slash == std::string::npos ? std::string() : rel.substr(0, slash);
-}
-
 // Removes `dirs` (and only them) where empty, deepest first, so that a parent is tried after its
 // children. rmdir refuses a non-empty directory, so a directory that gained a file is kept.
 void removeEmptyDirs(int dir_fd, const std::set<std::string>& dirs, const std::string& route) {
@@ -145,52 +86,6 @@ void removeEmptyDirs(int dir_fd, const std::set<std::string>& dirs, const std::s
 }
 
 }  // namespace
-
-ParentDir openParentDir(int dir_fd, const std::string& rel) {
-  ParentDir out;
-  if (rel.empty() || rel.front() == '/') {
-    out.err = EINVAL;
-    return out;
-  }
-  UniqueFd cur(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!cur.valid()) {
-    out.err = errno;
-    return out;
-  }
-  size_t start = 0;
-  for (;;) {
-    size_t slash = rel.find('/', start);
-    std::string comp = rel.substr(start, slash == std::string::npos ? slash : slash - start);
-    if (comp.empty() || comp == "." || comp == "..") {
-      out.err = EINVAL;
-      return out;
-    }
-    if (slash == std::string::npos) {
-      out.fd = std::move(cur);
-      out.name = std::move(comp);
-      return out;
-    }
-    UniqueFd next(
-        ::openat(cur.get(), comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!next.valid()) {
-      out.err = errno;
-      return out;
-    }
-    cur = std::move(next);
-    start = slash + 1;
-  }
-}
-
-std::vector<std::string> walkArchive(int dir_fd, const ArchiveFileFn& fn) {
-  std::vector<std::string> errors;
-  UniqueFd root(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!root.valid()) {
-    errors.push_back(fmt::format(".: {}", std::strerror(errno)));
-    return errors;
-  }
-  walkDir(std::move(root), "", fn, errors, 0);
-  return errors;
-}
 
 std::vector<SegmentFile> scanSegments(int dir_fd) {
   std::vector<SegmentFile> out;

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "spliced/metrics_catalogue.hpp"
+
 namespace spliced {
 
 Server::Server(ConfigPtr config, SysCalls& sys)
@@ -15,11 +17,11 @@ Server::Server(ConfigPtr config, SysCalls& sys)
 
 Server::~Server() {
   admin_.reset();
-  // Sessions still open (an abnormal exit) close their segments now, while the worker can
-  // still be told; then the worker is joined before the routes its jobs point into go away.
+  // Sessions still open (an abnormal exit) close their segments now, while the lifecycle thread
+  // can still be told; then it is joined before the routes its jobs point into go away.
   for (auto& r : routes_) r->closeAll();
   graveyard_.clear();
-  worker_.reset();
+  lifecycle_.reset();
   graveyard_.clear();
   routes_.clear();
   signal_evs_.clear();
@@ -27,17 +29,18 @@ Server::~Server() {
   drain_ev_.reset();
 }
 
-std::string Server::start() {
-  if (!base_) return "cannot create the event loop";
+Status Server::start() {
+  if (!base_) return Error(ErrorSource::Internal, "cannot create the event loop");
   ::signal(SIGPIPE, SIG_IGN);
-  worker_ = std::make_unique<ArchiveWorker>();
+  lifecycle_ = std::make_unique<ArchiveLifecycle>();
   for (const auto& rc : config_->routes) {
-    // Kept even when it fails to start: the archive worker may already hold a job for it, and
-    // the worker is joined before routes are destroyed.
+    // Kept even when it fails to start: the lifecycle thread may already hold a job for it, and
+    // the thread is joined before routes are destroyed.
     routes_.push_back(std::make_unique<Route>(*this, rc));
     Route* route = routes_.back().get();
-    std::string err = route->start();
-    if (!err.empty()) return fmt::format("route {}: {}", rc.name, err);
+    if (Status s = route->start(); !s) {
+      return std::move(s).takeError().withContext(fmt::format("route {}", rc.name));
+    }
     if (rc.archive) {
       spdlog::info("route={} listening on {} archive={}", rc.name, route->boundAddress(),
                    rc.archive->dir.string());
@@ -48,9 +51,8 @@ std::string Server::start() {
     }
   }
   if (config_->admin.listen) {
-    admin_ = std::make_unique<Admin>(*this, config_->admin);
-    std::string err = admin_->start();
-    if (!err.empty()) return fmt::format("admin: {}", err);
+    admin_ = std::make_unique<Admin>(base_.get(), *this, config_->admin);
+    if (Status s = admin_->start(); !s) return std::move(s).takeError().withContext("admin");
     spdlog::info("admin listening on {}", admin_->boundAddress());
   }
   for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) {
@@ -60,7 +62,7 @@ std::string Server::start() {
   }
   cleanup_ev_.reset(event_new(base_.get(), -1, 0, &Server::onCleanup, this));
   drain_ev_.reset(evtimer_new(base_.get(), &Server::onDrainTimeout, this));
-  return {};
+  return Ok{};
 }
 
 int Server::run() {
@@ -124,30 +126,14 @@ void Server::maybeFinishShutdown() {
   if (!shutting_down_ || finished_ || sessionCount() > 0) return;
   finished_ = true;
   admin_.reset();
-  for (auto& r : routes_) {
-    r->closeShared();
-    const RouteMetrics& m = r->metrics();
-    if (r->config().forward) {
-      spdlog::info(
-          "route={} totals: connections={} rejected_limit={} rejected_denied={} "
-          "rejected_no_upstream={} rejected_bad_header={} bytes_in={} upstream_bytes={} "
-          "bytes_out={} copy_fallback_bytes={}",
-          r->config().name, m.connections_total, m.rejected_limit, m.rejected_denied,
-          m.rejected_no_upstream, m.rejected_bad_header, m.bytes_in, m.upstream_bytes, m.bytes_out,
-          m.copy_fallback_bytes);
-      continue;
-    }
-    spdlog::info(
-        "route={} totals: connections={} rejected_limit={} rejected_denied={} "
-        "rejected_bad_header={} bytes_in={} archive_bytes={} segments={} copy_fallback_bytes={}",
-        r->config().name, m.connections_total, m.rejected_limit, m.rejected_denied,
-        m.rejected_bad_header, m.bytes_in, m.archive_bytes, m.archive_segments,
-        m.copy_fallback_bytes);
+  for (auto& r : routes_) r->finish();
+  for (const RouteStatus& r : status().routes) {
+    spdlog::info("route={} totals: {}", r.name, totalsLine(r));
   }
   event_base_loopexit(base_.get(), nullptr);
 }
 
-Route* Server::route(std::string_view name) const {
+const Route* Server::route(std::string_view name) const {
   for (const auto& r : routes_) {
     if (r->config().name == name) return r.get();
   }
@@ -156,18 +142,59 @@ Route* Server::route(std::string_view name) const {
 
 std::string Server::adminAddress() const { return admin_ ? admin_->boundAddress() : ""; }
 
-std::string Server::boundAddress(const std::string& route) const {
-  for (const auto& r : routes_) {
-    if (r->config().name == route) return r->boundAddress();
-  }
-  return {};
+std::string Server::boundAddress(const std::string& name) const {
+  const Route* r = route(name);
+  return r ? r->boundAddress() : std::string();
 }
 
-const RouteMetrics* Server::metrics(const std::string& route) const {
+const RouteMetrics* Server::metrics(const std::string& name) const {
+  const Route* r = route(name);
+  return r ? &r->counters() : nullptr;
+}
+
+ServerStatus Server::status() const {
+  ServerStatus st;
+  auto now = std::chrono::steady_clock::now();
   for (const auto& r : routes_) {
-    if (r->config().name == route) return &r->metrics();
+    RouteStatus rs;
+    rs.name = r->config().name;
+    rs.listening = r->listening();
+    rs.counters = r->counters();
+    if (const CollectRoute* c = r->collect()) {
+      rs.collects = true;
+      rs.stalled = c->stalledSessions();
+      const LifecycleMetrics& lm = c->lifecycle();
+      rs.lifecycle = {lm.compressed.load(), lm.compress_errors.load(), lm.compress_skipped.load(),
+                      lm.deleted_files.load(), lm.deleted_bytes.load()};
+    }
+    if (const ProxyRoute* p = r->proxy()) {
+      rs.proxies = true;
+      for (const auto& u : p->pool().upstreams()) {
+        rs.upstreams.push_back({u->addr.text, u->errors, u->active, u->up(now)});
+      }
+    }
+    st.routes.push_back(std::move(rs));
   }
-  return nullptr;
+  st.archive_queue = lifecycle_ ? lifecycle_->queued() : 0;
+  st.pipes_in_use = pipes_.inUse();
+  st.pipes_pooled = pipes_.pooled();
+  st.start_time = start_time_;
+  return st;
+}
+
+std::vector<std::string> Server::problems() const {
+  std::vector<std::string> out;
+  if (shutting_down_) out.emplace_back("shutting down");
+  for (const auto& r : routes_) {
+    for (auto& p : r->problems()) out.push_back(std::move(p));
+  }
+  return out;
+}
+
+int Server::archiveDir(std::string_view name) const {
+  const Route* r = route(name);
+  if (r == nullptr || r->collect() == nullptr) return -1;
+  return r->collect()->dirFd();
 }
 
 void Server::retire(SessionPtr s) {

@@ -32,7 +32,7 @@ SinkResult SocketSink::fromPipe(Pipe& pipe, size_t n) {
 SinkResult SocketSink::fromBuffer(const char* data, size_t n) {
   size_t done = 0;
   while (done < n) {
-    ssize_t w = ::send(fd_, data + done, n - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t w = sys_.send(fd_, data + done, n - done, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w > 0) {
       done += static_cast<size_t>(w);
       *written_ += static_cast<uint64_t>(w);
@@ -46,7 +46,7 @@ SinkResult SocketSink::fromBuffer(const char* data, size_t n) {
 }
 
 SinkResult SocketSink::finish() {
-  if (::shutdown(fd_, SHUT_WR) != 0 && errno != ENOTCONN) return {0, IoStatus::Error, errno};
+  if (sys_.shutdown(fd_, SHUT_WR) != 0 && errno != ENOTCONN) return {0, IoStatus::Error, errno};
   return {};
 }
 

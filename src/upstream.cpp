@@ -110,11 +110,26 @@ Upstream* UpstreamPool::pick(const sockaddr* client, const std::vector<Upstream*
   return best;
 }
 
-void UpstreamPool::connectSucceeded(Upstream* u) {
+void UpstreamPool::connected(Upstream* u) {
   if (u->fails_in_row >= cfg_.max_fails) {
     spdlog::info("route={} upstream={} is up again", route_, u->addr.text);
   }
   u->fails_in_row = 0;
+  ++u->active;
+}
+
+void UpstreamPool::release(Upstream* u, PeerState state) {
+  SPLICED_ASSERT(u->active > 0, "release() follows connected()");
+  --u->active;
+  if (state == PeerState::Failed) ++u->errors;
+}
+
+int connectResult(int fd, short what) {
+  if (!(what & EV_WRITE)) return ETIMEDOUT;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  return err;
 }
 
 void UpstreamPool::connectFailed(Upstream* u, int err) {
@@ -145,11 +160,7 @@ void UpstreamPool::onCheckTimer(evutil_socket_t, short, void* arg) {
 
 void UpstreamPool::onProbe(evutil_socket_t fd, short what, void* arg) {
   auto* u = static_cast<Upstream*>(arg);
-  int err = ETIMEDOUT;
-  if (what & EV_WRITE) {
-    socklen_t len = sizeof err;
-    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-  }
+  int err = connectResult(fd, what);
   u->probe_ev.reset();
   u->probe.reset();
   u->pool->probeResult(*u, err == 0, err);

@@ -59,4 +59,15 @@ struct PeerInfo {
 };
 PeerInfo describePeer(const sockaddr* sa, socklen_t len);
 
+// The addresses a PROXY header carries. family: AF_INET, AF_INET6, AF_UNIX, or AF_UNSPEC
+// (v1 "UNKNOWN", v2 LOCAL command or UNSPEC family: the receiver uses the real connection).
+// For AF_INET/AF_INET6 each of src and dst holds a sockaddr_in or sockaddr_in6 (the two may
+// differ when one end is IPv4 and the other IPv6); for AF_UNIX each holds a sockaddr_un.
+struct ProxyAddresses {
+  int family = AF_UNSPEC;
+  sockaddr_storage src{};  // the original client
+  sockaddr_storage dst{};  // the address the client connected to
+  socklen_t src_len = 0, dst_len = 0;
+};
+
 }  // namespace spliced

@@ -7,7 +7,7 @@
 #include <functional>
 #include <string>
 
-#include "spliced/config.hpp"
+#include "spliced/archive_config.hpp"
 #include "spliced/fd.hpp"
 #include "spliced/metrics.hpp"
 #include "spliced/naming.hpp"
@@ -69,12 +69,5 @@ class SegmentChain : public Sink {
   int last_err_ = 0;
   SegmentClosedFn on_closed_;
 };
-
-// "a/b/name.log" + 2 -> "a/b/name.2.log"; "a/name" + 2 -> "a/name.2": the name used when `rel`
-// is taken (a file is never overwritten).
-std::string withNumericSuffix(const std::string& rel, int k);
-
-// Creates the parent directories of `rel` below `dir_fd` (mode 0755). Returns 0 or an errno.
-int makeParents(int dir_fd, const std::string& rel);
 
 }  // namespace spliced

@@ -15,18 +15,19 @@
 
 namespace spliced {
 
-class Route;
+class CollectRoute;
 
 // How a session ended, for the close log line.
 enum class EndReason { Eof, IdleTimeout, Reset, Shutdown, Internal };
 const char* toString(EndReason r);
 
 // A CollectSession owns the client socket, its events, its pump, and (layout: per_connection)
-// its own segment chain; with layout: shared it borrows the route's chain. The Route owns the
-// session and frees it after the callback that closed it has returned.
+// its own segment chain; with layout: shared it borrows the route's chain. The RouteContext and
+// the CollectRoute that created it are borrowed; the route frees the session after the callback
+// that closed it has returned.
 class CollectSession : public Session {
  public:
-  CollectSession(Route& route, UniqueFd fd, PeerInfo peer, uint64_t id);
+  CollectSession(RouteContext& ctx, CollectRoute& archive, UniqueFd fd, PeerInfo peer, uint64_t id);
   ~CollectSession() override;
   CollectSession(const CollectSession&) = delete;
   CollectSession& operator=(const CollectSession&) = delete;
@@ -56,7 +57,8 @@ class CollectSession : public Session {
   void finishStream(EndReason why, int err);
   void close(EndReason why, int err);
 
-  Route& route_;
+  RouteContext& ctx_;
+  CollectRoute& archive_;
   UniqueFd fd_;
   PeerInfo peer_;
   uint64_t id_;

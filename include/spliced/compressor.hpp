@@ -8,7 +8,8 @@
 #include <cstdint>
 #include <string>
 
-#include "spliced/config.hpp"
+#include "spliced/archive_config.hpp"
+#include "spliced/syscalls.hpp"
 
 namespace spliced {
 
@@ -37,7 +38,7 @@ struct CompressResult {
 // out_path set: calling again finishes the job. Never follows a symlink; refuses *.open and *.tmp
 // names and names starting with '.' (EINVAL).
 CompressResult compressSegment(int dir_fd, const std::string& rel, Compress algo, int level,
-                               bool fsync);
+                               bool fsync, SysCalls& sys = SysCalls::kernel());
 
 // Decompresses a whole .zst or .gz file (chosen by its name) into `out`. False when the file
 // cannot be read, is not one or more complete frames/members (empty, truncated, corrupt, trailing

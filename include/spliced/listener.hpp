@@ -7,6 +7,7 @@
 #include <string>
 
 #include "spliced/address.hpp"
+#include "spliced/error.hpp"
 #include "spliced/event.hpp"
 #include "spliced/fd.hpp"
 #include "spliced/syscalls.hpp"
@@ -21,8 +22,8 @@ class Listener {
   Listener(event_base* base, SysCalls& sys, std::string route, AcceptFn on_accept);
   ~Listener();
 
-  // Binds and listens. Returns an empty string on success, else a message for the operator.
-  std::string open(const SocketAddress& addr);
+  // Binds and listens.
+  Status open(const SocketAddress& addr);
   // Stops accepting and closes the socket (graceful shutdown).
   void close();
   bool isOpen() const { return fd_.valid(); }

@@ -8,8 +8,15 @@
 
 #include "spliced/fd.hpp"
 #include "spliced/syscalls.hpp"
+#include "spliced/units.hpp"
 
 namespace spliced {
+
+// The `pipes:` block.
+struct PipesConfig {
+  uint64_t size = kMiB;  // requested with F_SETPIPE_SZ; the granted size is read back
+  uint64_t max = 1024;   // pipes in existence (in use + pooled); 0 forces the copy path
+};
 
 class PipePool {
  public:
@@ -32,6 +39,7 @@ class PipePool {
   size_t granted_size_ = 0;
   size_t max_pipes_;
   size_t in_use_ = 0;
+  bool refused_ = false;  // the kernel refused the last pipe (logged once per episode)
   std::vector<Pipe> free_;
 };
 

@@ -13,17 +13,6 @@
 
 namespace spliced {
 
-// The addresses a PROXY header carries. family: AF_INET, AF_INET6, AF_UNIX, or AF_UNSPEC
-// (v1 "UNKNOWN", v2 LOCAL command or UNSPEC family: the receiver uses the real connection).
-// For AF_INET/AF_INET6 each of src and dst holds a sockaddr_in or sockaddr_in6 (the two may
-// differ when one end is IPv4 and the other IPv6); for AF_UNIX each holds a sockaddr_un.
-struct ProxyAddresses {
-  int family = AF_UNSPEC;
-  sockaddr_storage src{};  // the original client
-  sockaddr_storage dst{};  // the address the client connected to
-  socklen_t src_len = 0, dst_len = 0;
-};
-
 // Encodes a header. v1: "PROXY TCP4 a b p q\r\n" / "PROXY TCP6 ...\r\n" / "PROXY UNKNOWN\r\n"
 // (UNIX and UNSPEC are UNKNOWN in v1). v2: the 12-byte signature, version 2 command PROXY
 // (0x21), family/transport byte (0x11 TCP4, 0x21 TCP6, 0x31 UNIX stream with 108-byte paths,

@@ -29,15 +29,12 @@
 
 namespace spliced {
 
-class Route;
-
-// A ProxySession owns both sockets, their events, both directions' sinks and pumps. The route,
-// its upstream pool and the server are borrowed.
+// A ProxySession owns both sockets, their events, both directions' sinks and pumps. The
+// RouteContext, the upstream pool and the forward config are borrowed.
 class ProxySession : public Session {
  public:
-  // `origin`: the addresses a front load balancer sent in a PROXY header (accept_proxy), if any.
-  ProxySession(Route& route, UniqueFd client, const sockaddr_storage& peer, socklen_t peer_len,
-               std::optional<ProxyAddresses> origin, uint64_t id);
+  // conn.origin: the addresses a front load balancer sent in a PROXY header (accept_proxy).
+  ProxySession(RouteContext& ctx, UpstreamPool& pool, const ForwardConfig& cfg, Connection conn);
   ~ProxySession() override;
 
   void start() override;
@@ -86,7 +83,9 @@ class ProxySession : public Session {
   void handle(Direction& d, const PumpResult& r);
   void close(End why, int err);
 
-  Route& route_;
+  RouteContext& ctx_;
+  UpstreamPool& pool_;
+  const ForwardConfig& cfg_;
   UniqueFd client_;
   UniqueFd upstream_fd_;
   sockaddr_storage peer_{};
@@ -95,7 +94,8 @@ class ProxySession : public Session {
   std::optional<ProxyAddresses> origin_;
   uint64_t id_;
   State state_ = State::Connecting;
-  Upstream* upstream_ = nullptr;  // chosen, counted in its `active` while connected
+  Upstream* upstream_ = nullptr;  // chosen; connected to it once connected_ (then released once)
+  bool connected_ = false;
   std::vector<Upstream*> tried_;
   int last_connect_err_ = 0;
   EventPtr connect_ev_;

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "spliced/syscalls.hpp"
+
 namespace spliced {
 
 struct RecoveryResult {
@@ -25,6 +27,7 @@ struct RecoveryResult {
 // are kept: compressSegment(NAME) settles it (it finds the compressed file identical and only
 // unlinks NAME). Names starting with '.' and symlinks are never touched. Logs one info line per
 // action; failures are only returned in `errors`.
-RecoveryResult recoverArchive(int dir_fd, const std::string& route);
+RecoveryResult recoverArchive(int dir_fd, const std::string& route,
+                              SysCalls& sys = SysCalls::kernel());
 
 }  // namespace spliced

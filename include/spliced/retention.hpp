@@ -1,8 +1,6 @@
 #pragma once
 // Retention of closed archive segments: find them below an archive dir, pick the ones a
 // `retain:` policy drops (oldest first), delete them and the directories that leaves empty.
-// Also the two helpers that every off-loop archive job (retention, recovery, compression) uses to
-// walk the archive dir without following symlinks.
 //
 // Ownership: the archive dir fd is always borrowed from the caller (the route); every other
 // descriptor opened here is owned by a UniqueFd (or a DIR owner) local to one call. No global
@@ -15,8 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "spliced/config.hpp"
+#include "spliced/archive_config.hpp"
 #include "spliced/fd.hpp"
+#include "spliced/segment_files.hpp"
 
 namespace spliced {
 
@@ -53,23 +52,5 @@ struct RetentionResult {
 // (error=storage) and skipped.
 RetentionResult applyRetention(int dir_fd, const RetainConfig& policy,
                                std::chrono::system_clock::time_point now, const std::string& route);
-
-// ---- walking the archive dir (shared with recovery and compression) ----
-
-// The directory holding `rel` (below dir_fd), opened one component at a time with O_NOFOLLOW, so
-// a symlink anywhere on the way is refused (ELOOP/ENOTDIR). `name` is rel's last component. `rel`
-// must be relative with no empty, "." or ".." component (else err = EINVAL).
-struct ParentDir {
-  UniqueFd fd;
-  std::string name;
-  int err = 0;  // 0 or an errno; fd is valid only when 0
-};
-ParentDir openParentDir(int dir_fd, const std::string& rel);
-
-// Calls fn(rel, st) for every regular file below dir_fd, recursively, in no particular order.
-// Never follows a symlink, never enters or reports a name starting with '.'. Returns one message
-// per directory that could not be read (the walk goes on without it).
-using ArchiveFileFn = std::function<void(const std::string& rel, const struct stat& st)>;
-std::vector<std::string> walkArchive(int dir_fd, const ArchiveFileFn& fn);
 
 }  // namespace spliced

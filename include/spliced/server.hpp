@@ -1,5 +1,6 @@
 #pragma once
-// The server: one event loop (a worker), its pipe pool, its routes, signals and shutdown.
+// The server: one event loop, its pipe pool, its routes, the archive lifecycle thread, the admin
+// endpoint, signals and shutdown.
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -8,24 +9,26 @@
 #include <vector>
 
 #include "spliced/admin.hpp"
-#include "spliced/archive_worker.hpp"
-#include "spliced/collect_session.hpp"
+#include "spliced/admin_status.hpp"
 #include "spliced/config.hpp"
+#include "spliced/error.hpp"
 #include "spliced/event.hpp"
+#include "spliced/lifecycle.hpp"
 #include "spliced/pipe_pool.hpp"
 #include "spliced/route.hpp"
 #include "spliced/syscalls.hpp"
 
 namespace spliced {
 
-// A Server owns its event_base, pipe pool and routes, and holds the config snapshot they borrow.
-class Server {
+// A Server owns its event_base, pipe pool, routes, lifecycle thread and admin endpoint, and holds
+// the config snapshot they borrow.
+class Server final : public AdminSource {
  public:
   explicit Server(ConfigPtr config, SysCalls& sys = SysCalls::kernel());
   ~Server();
 
-  // Binds every listener and prepares archive dirs. Empty on success, else the reason.
-  std::string start();
+  // Binds every listener and prepares archive dirs.
+  Status start();
   // Runs the loop until a shutdown has finished. Returns the process exit code.
   int run();
 
@@ -35,23 +38,24 @@ class Server {
   event_base* base() { return base_.get(); }
   PipePool& pipes() { return pipes_; }
   SysCalls& sys() { return sys_; }
+  ArchiveLifecycle& lifecycle() { return *lifecycle_; }
   const Config& config() const { return *config_; }
   bool shuttingDown() const { return shutting_down_; }
   uint64_t nextConnectionId() { return ++last_conn_id_; }
 
   // The address each route listens on (the real port when the config said 0), by route name.
   std::string boundAddress(const std::string& route) const;
-  const std::vector<std::unique_ptr<Route>>& routes() const { return routes_; }
-  ArchiveWorker& worker() { return *worker_; }
-  Route* route(std::string_view name) const;
-  std::chrono::system_clock::time_point startTime() const { return start_time_; }
   std::string adminAddress() const;
-
   // A route's counters, or nullptr for an unknown route.
   const RouteMetrics* metrics(const std::string& route) const;
 
   // Frees `s` after the current callback has returned (never inside its own callback).
   void retire(SessionPtr s);
+
+  // AdminSource.
+  ServerStatus status() const override;
+  std::vector<std::string> problems() const override;
+  int archiveDir(std::string_view route) const override;
 
  private:
   static void onSignal(evutil_socket_t sig, short, void* arg);
@@ -59,6 +63,7 @@ class Server {
   static void onDrainTimeout(evutil_socket_t, short, void* arg);
   void maybeFinishShutdown();
   size_t sessionCount() const;
+  const Route* route(std::string_view name) const;
 
   ConfigPtr config_;
   SysCalls& sys_;
@@ -67,7 +72,7 @@ class Server {
   std::vector<std::unique_ptr<Route>> routes_;
   std::unique_ptr<Admin> admin_;  // after routes_: destroyed first, it reads them
   // After routes_: destroyed (joined) first, its jobs point into routes.
-  std::unique_ptr<ArchiveWorker> worker_;
+  std::unique_ptr<ArchiveLifecycle> lifecycle_;
   std::vector<EventPtr> signal_evs_;
   EventPtr cleanup_ev_;
   EventPtr drain_ev_;

@@ -8,6 +8,12 @@
 
 namespace spliced {
 
+using std::chrono::milliseconds;
+
+inline constexpr uint64_t kKiB = 1024;
+inline constexpr uint64_t kMiB = 1024 * kKiB;
+inline constexpr uint64_t kGiB = 1024 * kMiB;
+
 // The reason a text could not be parsed, for the operator.
 struct Fail {
   std::string message;

@@ -10,9 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "spliced/config.hpp"
+#include "spliced/check.hpp"
 #include "spliced/event.hpp"
 #include "spliced/fd.hpp"
+#include "spliced/forward_config.hpp"
 
 namespace spliced {
 
@@ -28,6 +29,7 @@ struct Upstream {
   uint64_t check_ok_in_row = 0;
   uint64_t check_bad_in_row = 0;
   uint64_t errors = 0;  // failed connects and upstream resets (spliced_upstream_errors_total)
+  // Written by the pool only; sessions report through connectFailed/connected/release.
 
   bool up(std::chrono::steady_clock::time_point now) const {
     return !check_down && now >= down_until;
@@ -52,8 +54,19 @@ class UpstreamPool {
   // The next upstream to try for a client at `client` (used by source_hash), skipping `tried`;
   // nullptr when none is up.
   Upstream* pick(const sockaddr* client, const std::vector<Upstream*>& tried);
-  void connectSucceeded(Upstream* u);
+
+  // What a session reports back (nginx's peer.free(..., NGX_PEER_FAILED)): a session never
+  // writes the pool's counters itself.
+  // A connect to `u` failed (refused, timed out, ...): counted, and passive health may mark it
+  // down. Not for the process's own shortages (EMFILE, ...), which are not the upstream's fault.
   void connectFailed(Upstream* u, int err);
+  // A connect to `u` succeeded: passive health clears it, and it counts one more active session
+  // until release().
+  void connected(Upstream* u);
+  enum class PeerState { Ok, Failed };
+  // A session connected through `u` is done with it; Failed (a reset or failed transfer) counts
+  // as an upstream error.
+  void release(Upstream* u, PeerState state);
   bool anyUp() const;
   const std::vector<std::unique_ptr<Upstream>>& upstreams() const { return upstreams_; }
 
@@ -72,5 +85,10 @@ class UpstreamPool {
 // Starts a non-blocking connect to `addr`. Returns the socket (connecting or connected) or an
 // invalid fd with `err` set.
 UniqueFd connectNonBlocking(const SocketAddress& addr, int& err);
+
+// The outcome of a non-blocking connect whose write event fired with `what`: 0 when connected,
+// else the errno (ETIMEDOUT when the event timed out). The one place a connect is judged, for
+// sessions and health checks alike (nginx's ngx_stream_proxy_test_connect).
+int connectResult(int fd, short what);
 
 }  // namespace spliced

@@ -83,7 +83,7 @@ TEST_CASE("a full disk pauses the client and resumes without losing a byte", "[s
     return 0;
   };
   Server server(collectConfig(tmp.path), sys);
-  REQUIRE(server.start().empty());
+  REQUIRE(server.start().ok());
   const RouteMetrics& m = *server.metrics("t");
   UniqueFd client = connectTo(server.boundAddress("t"));
   std::string data = payload(16 << 20, 11);
@@ -123,7 +123,7 @@ TEST_CASE("a full disk pauses the client and resumes without losing a byte", "[s
 TEST_CASE("shutdown writes what sockets already hold, closes segments, and stops", "[server]") {
   TempDir tmp;
   Server server(collectConfig(tmp.path, "    idle_timeout: 0\n"), SysCalls::kernel());
-  REQUIRE(server.start().empty());
+  REQUIRE(server.start().ok());
   const RouteMetrics& m = *server.metrics("t");
   UniqueFd a = connectTo(server.boundAddress("t"));
   UniqueFd b = connectTo(server.boundAddress("t"));

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "spliced/config.hpp"
+#include "spliced/validate.hpp"
 #include "unit_helpers.hpp"
 
 using namespace spliced;

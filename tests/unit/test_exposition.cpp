@@ -2,7 +2,7 @@
 #include <catch2/catch.hpp>
 #include <stdexcept>
 
-#include "spliced/admin.hpp"
+#include "spliced/byte_range.hpp"
 #include "spliced/exposition.hpp"
 
 using namespace spliced;

@@ -13,11 +13,12 @@
 #include <thread>
 #include <utility>
 
-#include "spliced/config.hpp"
+#include "spliced/archive_config.hpp"
+#include "spliced/syscalls.hpp"
 
 namespace spliced {
 
-// Counters written by the worker thread and read by the loop thread when scraped.
+// Counters written by the lifecycle thread and read by the loop thread when scraped.
 struct LifecycleMetrics {
   std::atomic<uint64_t> compressed{0};        // segments compressed
   std::atomic<uint64_t> compressed_in{0};     // their plain bytes
@@ -28,26 +29,29 @@ struct LifecycleMetrics {
   std::atomic<uint64_t> deleted_bytes{0};
 };
 
-// What the worker needs of a route. Owned by the route, which outlives the worker.
+// What the lifecycle thread needs of a route. Owned by the route, which outlives the thread.
 struct ArchiveTarget {
   std::string route;
   int dir_fd = -1;
   const ArchiveConfig* cfg = nullptr;
   LifecycleMetrics* metrics = nullptr;
+  SysCalls* sys =
+      &SysCalls::kernel();  // stateless in production; a test's seam must be thread-safe
   bool compresses() const { return cfg->compress != Compress::None; }
   bool retains() const {
     return cfg->retain.max_files || cfg->retain.max_age.count() || cfg->retain.max_bytes;
   }
 };
 
-// An ArchiveWorker owns its thread and queue; the targets are borrowed.
-class ArchiveWorker {
+// An ArchiveLifecycle owns its thread (the archive lifecycle thread) and its queue; the targets
+// are borrowed.
+class ArchiveLifecycle {
  public:
-  explicit ArchiveWorker(size_t max_queue = 4096);
+  explicit ArchiveLifecycle(size_t max_queue = 4096);
   // Stops after the job in progress; queued jobs are dropped (the next start's catch-up does them).
-  ~ArchiveWorker();
-  ArchiveWorker(const ArchiveWorker&) = delete;
-  ArchiveWorker& operator=(const ArchiveWorker&) = delete;
+  ~ArchiveLifecycle();
+  ArchiveLifecycle(const ArchiveLifecycle&) = delete;
+  ArchiveLifecycle& operator=(const ArchiveLifecycle&) = delete;
 
   // Compress a just-closed segment. False (and counted as skipped) when the queue is full.
   bool compress(ArchiveTarget* target, std::string rel);

@@ -1,4 +1,4 @@
-#include "spliced/archive_worker.hpp"
+#include "spliced/lifecycle.hpp"
 
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -9,13 +9,14 @@
 
 #include "spliced/compressor.hpp"
 #include "spliced/retention.hpp"
+#include "spliced/segment_files.hpp"
 
 namespace spliced {
 
-ArchiveWorker::ArchiveWorker(size_t max_queue)
+ArchiveLifecycle::ArchiveLifecycle(size_t max_queue)
     : max_queue_(max_queue), thread_([this] { run(); }) {}
 
-ArchiveWorker::~ArchiveWorker() {
+ArchiveLifecycle::~ArchiveLifecycle() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;
@@ -25,7 +26,7 @@ ArchiveWorker::~ArchiveWorker() {
   thread_.join();
 }
 
-bool ArchiveWorker::compress(ArchiveTarget* target, std::string rel) {
+bool ArchiveLifecycle::compress(ArchiveTarget* target, std::string rel) {
   {
     std::lock_guard lock(mu_);
     if (!pending_compress_.emplace(target, rel).second) return true;  // already queued
@@ -41,7 +42,7 @@ bool ArchiveWorker::compress(ArchiveTarget* target, std::string rel) {
   return true;
 }
 
-void ArchiveWorker::retain(ArchiveTarget* target) {
+void ArchiveLifecycle::retain(ArchiveTarget* target) {
   {
     std::lock_guard lock(mu_);
     if (!pending_scans_.emplace(target, Kind::Retain).second) return;
@@ -51,7 +52,7 @@ void ArchiveWorker::retain(ArchiveTarget* target) {
   cv_.notify_one();
 }
 
-void ArchiveWorker::catchUp(ArchiveTarget* target) {
+void ArchiveLifecycle::catchUp(ArchiveTarget* target) {
   {
     std::lock_guard lock(mu_);
     if (!pending_scans_.emplace(target, Kind::CatchUp).second) return;
@@ -61,12 +62,12 @@ void ArchiveWorker::catchUp(ArchiveTarget* target) {
   cv_.notify_one();
 }
 
-void ArchiveWorker::waitIdle() {
+void ArchiveLifecycle::waitIdle() {
   std::unique_lock lock(mu_);
   idle_cv_.wait(lock, [this] { return stop_ || (queue_.empty() && !busy_); });
 }
 
-void ArchiveWorker::run() {
+void ArchiveLifecycle::run() {
   // The splice path comes first: this thread only gets the CPU the loop leaves.
   ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
   while (true) {
@@ -104,9 +105,9 @@ void ArchiveWorker::run() {
   }
 }
 
-void ArchiveWorker::doCompress(ArchiveTarget* t, const std::string& rel) {
+void ArchiveLifecycle::doCompress(ArchiveTarget* t, const std::string& rel) {
   CompressResult r = compressSegment(t->dir_fd, rel, t->cfg->compress, t->cfg->compress_level,
-                                     t->cfg->fsync == FsyncPolicy::OnClose);
+                                     t->cfg->fsync == FsyncPolicy::OnClose, *t->sys);
   if (r.err == ENOENT) return;  // gone already: retention, or a catch-up compressed it
   if (r.err != 0) {
     t->metrics->compress_errors.fetch_add(1, std::memory_order_relaxed);
@@ -120,7 +121,7 @@ void ArchiveWorker::doCompress(ArchiveTarget* t, const std::string& rel) {
                 r.in_bytes, r.out_bytes);
 }
 
-void ArchiveWorker::doRetain(ArchiveTarget* t) {
+void ArchiveLifecycle::doRetain(ArchiveTarget* t) {
   if (!t->retains()) return;
   RetentionResult r =
       applyRetention(t->dir_fd, t->cfg->retain, std::chrono::system_clock::now(), t->route);
@@ -128,14 +129,14 @@ void ArchiveWorker::doRetain(ArchiveTarget* t) {
   t->metrics->deleted_bytes.fetch_add(r.bytes, std::memory_order_relaxed);
 }
 
-void ArchiveWorker::doCatchUp(ArchiveTarget* t) {
+void ArchiveLifecycle::doCatchUp(ArchiveTarget* t) {
   if (t->compresses()) {
     for (const auto& seg : scanSegments(t->dir_fd)) {
       {
         std::lock_guard lock(mu_);
         if (stop_) return;
       }
-      if (seg.path.ends_with(".zst") || seg.path.ends_with(".gz")) continue;
+      if (isCompressedName(seg.path)) continue;
       doCompress(t, seg.path);
     }
   }
