@@ -6,9 +6,9 @@
 #include <cstdio>
 #include <string>
 
-#include "spliced/config.hpp"
-#include "spliced/log.hpp"
-#include "spliced/server.hpp"
+#include "spliced/config/config.hpp"
+#include "spliced/core/log.hpp"
+#include "spliced/server/server.hpp"
 #include "spliced/version.hpp"
 
 namespace {

@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 build=build/test
 exec 9>/tmp/spliced-build.lock
 flock 9
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPLICED_WERROR=ON >/dev/null
 cmake --build "$build" "$@"

@@ -24,7 +24,7 @@ tools/deps.sh
 (
   exec 9>/tmp/spliced-build.lock
   flock -n 9 || { echo "waiting for the build lock (another build is running)"; flock 9; }
-  CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DSPLICED_FUZZ=ON -DSPLICED_TESTS=OFF \
+  CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DSPLICED_FUZZ=ON -DSPLICED_TESTS=OFF -DSPLICED_WERROR=ON \
     -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" >/dev/null
   cmake --build "$build" --target fuzzers
 )

@@ -36,7 +36,7 @@ case "$mode" in
     (
       exec 9>/tmp/spliced-build.lock
       flock 9
-      cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSPLICED_SANITIZE=ON >/dev/null
+      cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSPLICED_SANITIZE=ON -DSPLICED_WERROR=ON >/dev/null
       cmake --build "$build"
     )
     export SPLICED_SANITIZED=1  # the e2e tier skips its RSS checks (ASan grows RSS by design)

@@ -16,7 +16,7 @@
 #include <string>
 #include <thread>
 
-#include "spliced/syscalls.hpp"
+#include "spliced/core/syscalls.hpp"
 
 namespace spliced::testing {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "fuzz_check.hpp"
-#include "spliced/address.hpp"
+#include "spliced/core/address.hpp"
 
 namespace {
 

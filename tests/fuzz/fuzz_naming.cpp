@@ -20,8 +20,8 @@
 #include <string_view>
 
 #include "fuzz_check.hpp"
-#include "spliced/address.hpp"
-#include "spliced/naming.hpp"
+#include "spliced/archive/naming.hpp"
+#include "spliced/core/address.hpp"
 
 namespace {
 

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "fuzz_check.hpp"
-#include "spliced/proxy_protocol.hpp"
+#include "spliced/proxy/proxy_protocol.hpp"
 
 namespace {
 

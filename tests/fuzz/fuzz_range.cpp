@@ -10,7 +10,7 @@
 #include <string_view>
 
 #include "fuzz_check.hpp"
-#include "spliced/byte_range.hpp"
+#include "spliced/admin/byte_range.hpp"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "fuzz_check.hpp"
-#include "spliced/units.hpp"
+#include "spliced/core/units.hpp"
 
 namespace {
 

@@ -15,7 +15,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include "spliced/fd.hpp"
+#include "spliced/core/fd.hpp"
 
 namespace spliced::test {
 

@@ -1,0 +1,63 @@
+#pragma once
+// What the admin endpoint reads of the running daemon: plain values copied when a request comes
+// in, never a pointer into a route. The server provides them (AdminSource); with several workers
+// this is where their counters are summed.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "spliced/core/metrics.hpp"
+
+namespace spliced {
+
+struct UpstreamStatus {
+  std::string address;
+  uint64_t errors = 0;
+  uint64_t active = 0;
+  bool up = false;
+};
+
+// The lifecycle thread's counters for one route.
+struct LifecycleCounts {
+  uint64_t compressed = 0;
+  uint64_t compress_errors = 0;
+  uint64_t compress_skipped = 0;
+  uint64_t deleted_files = 0;
+  uint64_t deleted_bytes = 0;
+};
+
+struct RouteStatus {
+  std::string name;
+  bool collects = false;  // an archive: block
+  bool proxies = false;   // a forward: block
+  bool listening = false;
+  RouteMetrics counters;
+  uint64_t stalled = 0;  // connections paused because archive writes fail
+  LifecycleCounts lifecycle;
+  std::vector<UpstreamStatus> upstreams;
+};
+
+struct ServerStatus {
+  std::vector<RouteStatus> routes;
+  uint64_t archive_queue = 0;
+  uint64_t pipes_in_use = 0;
+  uint64_t pipes_pooled = 0;
+  std::chrono::system_clock::time_point start_time;
+};
+
+// What the admin endpoint may ask of the daemon that runs it.
+class AdminSource {
+ public:
+  virtual ServerStatus status() const = 0;
+  // Problems for /healthz, one line each; empty when healthy.
+  virtual std::vector<std::string> problems() const = 0;
+  // The archive dir of a collect route (borrowed), or -1 for an unknown or proxy route.
+  virtual int archiveDir(std::string_view route) const = 0;
+
+ protected:
+  ~AdminSource() = default;
+};
+
+}  // namespace spliced

@@ -1,0 +1,42 @@
+#pragma once
+// The archive's settings (a route's `archive:` block).
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+
+#include "spliced/archive/naming.hpp"
+#include "spliced/core/units.hpp"
+
+namespace spliced {
+
+enum class Layout { PerConnection, Shared };
+enum class Framing { Raw, Lines };
+enum class Compress { None, Gzip, Zstd };
+enum class FsyncPolicy { Never, OnClose };
+
+struct RotateConfig {
+  uint64_t max_bytes = 256 * kMiB;  // 0 = no size limit
+  milliseconds interval{0};         // 0 = no time rotation; else aligned to the wall clock
+};
+
+struct RetainConfig {
+  uint64_t max_files = 0;  // 0 = unlimited
+  milliseconds max_age{0};
+  uint64_t max_bytes = 0;
+};
+
+struct ArchiveConfig {
+  std::filesystem::path dir;
+  Layout layout = Layout::PerConnection;
+  Framing framing = Framing::Raw;
+  NameTemplate name;
+  bool localtime = false;
+  RotateConfig rotate;
+  RetainConfig retain;
+  Compress compress = Compress::None;
+  int compress_level = 0;  // 0 = the codec's default (zstd 3, gzip 6)
+  FsyncPolicy fsync = FsyncPolicy::Never;
+  uint64_t max_line = kMiB;  // framing: lines only; a longer line is split (and counted)
+};
+
+}  // namespace spliced

@@ -1,0 +1,93 @@
+#pragma once
+// The slow work on closed segments, off the event loop: compression and retention run in one
+// background thread, at the lowest CPU priority (nice 19), fed by a bounded queue. The loop only
+// enqueues and never waits; when the queue is full a segment stays uncompressed, is counted, and
+// the next catch-up scan compresses it.
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "spliced/archive/archive_config.hpp"
+#include "spliced/core/syscalls.hpp"
+
+namespace spliced {
+
+// Counters written by the lifecycle thread and read by the loop thread when scraped.
+struct LifecycleMetrics {
+  std::atomic<uint64_t> compressed{0};        // segments compressed
+  std::atomic<uint64_t> compressed_in{0};     // their plain bytes
+  std::atomic<uint64_t> compressed_out{0};    // their compressed bytes
+  std::atomic<uint64_t> compress_errors{0};   // failed compressions (the plain file stays)
+  std::atomic<uint64_t> compress_skipped{0};  // not queued: the queue was full
+  std::atomic<uint64_t> deleted_files{0};     // removed by retention
+  std::atomic<uint64_t> deleted_bytes{0};
+};
+
+// What the lifecycle thread needs of a route. Owned by the route, which outlives the thread.
+struct ArchiveTarget {
+  std::string route;
+  int dir_fd = -1;
+  const ArchiveConfig* cfg = nullptr;
+  LifecycleMetrics* metrics = nullptr;
+  SysCalls* sys =
+      &SysCalls::kernel();  // stateless in production; a test's seam must be thread-safe
+  bool compresses() const { return cfg->compress != Compress::None; }
+  bool retains() const {
+    return cfg->retain.max_files || cfg->retain.max_age.count() || cfg->retain.max_bytes;
+  }
+};
+
+// An ArchiveLifecycle owns its thread (the archive lifecycle thread) and its queue; the targets
+// are borrowed.
+class ArchiveLifecycle {
+ public:
+  explicit ArchiveLifecycle(size_t max_queue = 4096);
+  // Stops after the job in progress; queued jobs are dropped (the next start's catch-up does them).
+  ~ArchiveLifecycle();
+  ArchiveLifecycle(const ArchiveLifecycle&) = delete;
+  ArchiveLifecycle& operator=(const ArchiveLifecycle&) = delete;
+
+  // Compress a just-closed segment. False (and counted as skipped) when the queue is full.
+  bool compress(ArchiveTarget* target, std::string rel);
+  // A retention pass for the route; at most one is queued per route at a time.
+  void retain(ArchiveTarget* target);
+  // Compress closed segments left plain (a full queue, a crash, compress newly turned on), then
+  // apply retention. At most one is queued per route at a time.
+  void catchUp(ArchiveTarget* target);
+
+  size_t queued() const { return queued_.load(std::memory_order_relaxed); }
+  // Blocks until the queue is empty and no job runs (tests, and a clean shutdown in tests).
+  void waitIdle();
+
+ private:
+  enum class Kind { Compress, Retain, CatchUp };
+  struct Job {
+    Kind kind;
+    ArchiveTarget* target;
+    std::string rel;
+  };
+  void run();
+  void doCompress(ArchiveTarget* t, const std::string& rel);
+  void doRetain(ArchiveTarget* t);
+  void doCatchUp(ArchiveTarget* t);
+
+  const size_t max_queue_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::condition_variable idle_cv_;
+  std::deque<Job> queue_;
+  std::set<std::pair<ArchiveTarget*, std::string>> pending_compress_;
+  std::set<std::pair<ArchiveTarget*, Kind>> pending_scans_;
+  bool busy_ = false;
+  bool stop_ = false;
+  std::atomic<size_t> queued_{0};
+  std::thread thread_;  // last: started once everything it uses exists
+};
+
+}  // namespace spliced

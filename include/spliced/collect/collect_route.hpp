@@ -1,0 +1,70 @@
+#pragma once
+// The collect kind of route: what a route with an `archive:` block owns besides its listener.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "spliced/archive/archive_config.hpp"
+#include "spliced/archive/lifecycle.hpp"
+#include "spliced/archive/segment_chain.hpp"
+#include "spliced/core/event.hpp"
+#include "spliced/core/fd.hpp"
+#include "spliced/core/session.hpp"
+
+namespace spliced {
+
+// A CollectRoute owns the archive dir fd and its lock, the shared chain (layout: shared), the
+// interval and maintenance timers, and the route's lifecycle counters; it creates the route's
+// CollectSessions, which borrow it. The RouteContext, the archive config (part of the config
+// snapshot) and the lifecycle thread are borrowed and outlive it.
+class CollectRoute : public RouteKind {
+ public:
+  CollectRoute(RouteContext& ctx, const ArchiveConfig& cfg, ArchiveLifecycle& lifecycle);
+  ~CollectRoute() override;
+
+  // Creates and locks the archive dir, finalises what a crash left, opens the shared chain
+  // (lazily: its first segment comes with the first byte) and arms the timers.
+  Status start() override;
+  SessionPtr createSession(Connection conn) override;
+  void rotate() override;
+  void finish() override;
+  void problems(std::vector<std::string>& out) const override;
+
+  // What its sessions use.
+  const ArchiveConfig& config() const { return cfg_; }
+  int dirFd() const { return dir_fd_.get(); }
+  SegmentChain* sharedChain() { return shared_.get(); }
+  // A segment of this route is complete: queue its compression and a retention pass.
+  void segmentClosed(const std::string& rel);
+  // Storage episodes: a session whose archive writes fail marks the route stalled until its
+  // writes succeed again (for /healthz and the stalled gauge).
+  void storageStalled(int err);
+  void storageRecovered();
+
+  // What the admin endpoint reports.
+  uint64_t stalledSessions() const { return stalled_; }
+  const LifecycleMetrics& lifecycle() const { return lifecycle_metrics_; }
+
+ private:
+  Status openDir();
+  Status lockDir();
+  static void onInterval(evutil_socket_t, short, void* arg);
+  static void onMaintenance(evutil_socket_t, short, void* arg);
+  void armInterval();
+
+  RouteContext& ctx_;
+  const ArchiveConfig& cfg_;
+  ArchiveLifecycle& lifecycle_;
+  UniqueFd dir_fd_;
+  UniqueFd lock_fd_;  // flock on <dir>/.spliced.lock: one process per archive dir
+  LifecycleMetrics lifecycle_metrics_;
+  ArchiveTarget target_;  // what the lifecycle thread needs of this route
+  std::unique_ptr<SegmentChain> shared_;
+  EventPtr interval_ev_;
+  EventPtr maintenance_ev_;
+  uint64_t stalled_ = 0;
+  int last_storage_err_ = 0;
+};
+
+}  // namespace spliced

@@ -1,0 +1,66 @@
+#pragma once
+// The configuration: YAML -> plain structs with defaults -> validated once -> an immutable
+// snapshot (std::shared_ptr<const Config>) that the server and its sessions hold. Each feature's
+// settings are declared with the feature (ArchiveConfig with the archive, ForwardConfig with the
+// proxy, ...); this file holds the route and the whole file.
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "spliced/admin/admin_config.hpp"
+#include "spliced/archive/archive_config.hpp"
+#include "spliced/core/address.hpp"
+#include "spliced/core/log.hpp"
+#include "spliced/core/pipe_pool.hpp"
+#include "spliced/core/units.hpp"
+#include "spliced/proxy/forward_config.hpp"
+
+namespace spliced {
+
+struct RouteConfig {
+  std::string name;
+  SocketAddress listen;
+  uint64_t max_connections = 10000;
+  milliseconds idle_timeout{0};  // 0 = none
+  std::vector<Cidr> allow;       // empty = everyone
+  bool accept_proxy = false;     // clients start with a PROXY v1/v2 header (front load balancer)
+  milliseconds accept_proxy_timeout{5000};
+  std::optional<ArchiveConfig> archive;
+  std::optional<ForwardConfig> forward;
+};
+
+struct Config {
+  std::string source;  // file the config came from
+  LogConfig log;
+  AdminConfig admin;
+  PipesConfig pipes;
+  milliseconds drain_timeout{10000};
+  std::vector<RouteConfig> routes;
+};
+using ConfigPtr = std::shared_ptr<const Config>;
+
+// One problem in a config file, printed as "FILE:LINE:COL: key: message" (1-based line/column).
+struct ConfigError {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string key;
+  std::string message;
+  std::string format() const;
+};
+
+struct ConfigResult {
+  ConfigPtr config;  // set only when errors is empty
+  std::vector<ConfigError> errors;
+};
+
+// Loads and validates a config file. Never throws; every problem found is reported.
+ConfigResult loadConfigFile(const std::string& path);
+// Same, from text (`source` names it in messages).
+ConfigResult loadConfigString(const std::string& text, const std::string& source);
+
+}  // namespace spliced

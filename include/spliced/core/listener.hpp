@@ -1,0 +1,49 @@
+#pragma once
+// A listening socket on the event loop. Accepts without blocking, a bounded number per wake-up,
+// and pauses (instead of spinning) when the process runs out of file descriptors.
+#include <sys/socket.h>
+
+#include <functional>
+#include <string>
+
+#include "spliced/core/address.hpp"
+#include "spliced/core/error.hpp"
+#include "spliced/core/event.hpp"
+#include "spliced/core/fd.hpp"
+#include "spliced/core/syscalls.hpp"
+
+namespace spliced {
+
+// A Listener owns its socket and events; a unix socket's file is removed when it is destroyed.
+class Listener {
+ public:
+  using AcceptFn = std::function<void(UniqueFd fd, const sockaddr_storage& peer, socklen_t len)>;
+
+  Listener(event_base* base, SysCalls& sys, std::string route, AcceptFn on_accept);
+  ~Listener();
+
+  // Binds and listens.
+  Status open(const SocketAddress& addr);
+  // Stops accepting and closes the socket (graceful shutdown).
+  void close();
+  bool isOpen() const { return fd_.valid(); }
+  // The bound address (the real port when the config said port 0).
+  std::string boundAddress() const;
+
+ private:
+  static void onReadable(evutil_socket_t fd, short what, void* arg);
+  static void onResume(evutil_socket_t fd, short what, void* arg);
+  void acceptSome();
+
+  event_base* base_;
+  SysCalls& sys_;
+  std::string route_;
+  AcceptFn on_accept_;
+  UniqueFd fd_;
+  EventPtr read_ev_;
+  EventPtr resume_ev_;
+  std::string unix_path_;
+  bool paused_ = false;
+};
+
+}  // namespace spliced

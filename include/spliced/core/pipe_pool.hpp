@@ -1,0 +1,46 @@
+#pragma once
+// A per-worker pool of kernel pipes. A pipe is lent to a pump only while it holds bytes; an empty
+// pipe comes back here; a pipe that still holds bytes when its owner dies is closed, never reused.
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "spliced/core/fd.hpp"
+#include "spliced/core/syscalls.hpp"
+#include "spliced/core/units.hpp"
+
+namespace spliced {
+
+// The `pipes:` block.
+struct PipesConfig {
+  uint64_t size = kMiB;  // requested with F_SETPIPE_SZ; the granted size is read back
+  uint64_t max = 1024;   // pipes in existence (in use + pooled); 0 forces the copy path
+};
+
+class PipePool {
+ public:
+  // `max_pipes` caps pipes in existence (lent + pooled); 0 means splice is never used.
+  PipePool(SysCalls& sys, size_t pipe_size, size_t max_pipes);
+
+  // A pipe, or nothing when the cap is reached or the kernel refuses one (the caller then copies).
+  std::optional<Pipe> acquire();
+  // Takes a pipe back: an empty one is pooled, one that holds bytes is closed.
+  void release(Pipe&& pipe);
+
+  size_t inUse() const { return in_use_; }
+  size_t pooled() const { return free_.size(); }
+  size_t grantedSize() const { return granted_size_; }
+
+ private:
+  SysCalls& sys_;
+  size_t requested_size_;
+  size_t try_size_;  // drops when the kernel refuses larger pipes (pipe-user-pages-soft)
+  size_t granted_size_ = 0;
+  size_t max_pipes_;
+  size_t in_use_ = 0;
+  bool refused_ = false;  // the kernel refused the last pipe (logged once per episode)
+  std::vector<Pipe> free_;
+};
+
+}  // namespace spliced

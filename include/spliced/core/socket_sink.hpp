@@ -1,0 +1,28 @@
+#pragma once
+// A connected socket as a pump's sink: the proxy's client -> upstream and upstream -> client
+// directions. End of stream becomes shutdown(SHUT_WR), sent only after every byte (the pump calls
+// finish() once its pipe and buffer are empty), so a half-close never overtakes piped bytes.
+#include <cstdint>
+
+#include "spliced/core/pump.hpp"
+#include "spliced/core/syscalls.hpp"
+
+namespace spliced {
+
+// A SocketSink borrows the socket fd and the counter of bytes written into it.
+class SocketSink : public Sink {
+ public:
+  SocketSink(int fd, SysCalls& sys, uint64_t* written) : fd_(fd), sys_(sys), written_(written) {}
+
+  // EAGAIN is Blocked (wait for EV_WRITE); EPIPE/ECONNRESET and others are Error.
+  SinkResult fromPipe(Pipe& pipe, size_t n) override;
+  SinkResult fromBuffer(const char* data, size_t n) override;
+  SinkResult finish() override;
+
+ private:
+  int fd_;
+  SysCalls& sys_;
+  uint64_t* written_;
+};
+
+}  // namespace spliced

@@ -1,0 +1,111 @@
+#pragma once
+// One client of a proxy route: client <-> upstream, two pumps through two pipes.
+//
+//   Connecting --connected--> Streaming --both directions done / reset / idle--> Closed
+//        |  connect refused or timed out: the next upstream (at most `retries` more)
+//        +--no upstream left--> Closed
+//
+// Each direction reads its source only while its sink keeps up: when the sink socket is full the
+// bytes wait in that direction's pipe, the source's read event is removed and the sink's write
+// event added. End of stream from one side is passed on as shutdown(SHUT_WR) to the other once
+// its pipe is empty; the session ends when both directions have ended. A reset from one side is
+// passed on as a reset to the other.
+#include <sys/socket.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "spliced/core/address.hpp"
+#include "spliced/core/event.hpp"
+#include "spliced/core/fd.hpp"
+#include "spliced/core/pump.hpp"
+#include "spliced/core/session.hpp"
+#include "spliced/core/socket_sink.hpp"
+#include "spliced/proxy/proxy_protocol.hpp"
+#include "spliced/proxy/upstream_pool.hpp"
+
+namespace spliced {
+
+// A ProxySession owns both sockets, their events, both directions' sinks and pumps. The
+// RouteContext, the upstream pool and the forward config are borrowed.
+class ProxySession : public Session {
+ public:
+  // conn.origin: the addresses a front load balancer sent in a PROXY header (accept_proxy).
+  ProxySession(RouteContext& ctx, UpstreamPool& pool, const ForwardConfig& cfg, Connection conn);
+  ~ProxySession() override;
+
+  void start() override;
+  void shutdownSweep() override;
+
+ private:
+  enum class State { Connecting, Streaming, Closed };
+  // Why a session ended, for the access log (HAProxy's termination state, spelled out).
+  enum class End {
+    Done,           // both directions ended with a FIN
+    NoUpstream,     // none up, or every try failed
+    ClientReset,    // client reset or write to it failed
+    UpstreamReset,  // upstream reset or write to it failed
+    IdleTimeout,
+    Shutdown,  // drain_timeout
+    Internal,
+  };
+  static const char* toString(End e);
+
+  // One direction of bytes; events carry a pointer to it.
+  struct Direction {
+    ProxySession* owner = nullptr;
+    bool to_upstream = false;
+    int src = -1;
+    int dst = -1;
+    std::unique_ptr<SocketSink> sink;
+    std::unique_ptr<Pump> pump;  // after the sink it borrows
+    EventPtr read_ev;            // src readable
+    EventPtr write_ev;           // dst writable (only while the sink is behind)
+    bool waiting_sink = false;
+    bool done = false;
+    uint64_t bytes = 0;  // read from src
+  };
+
+  // The client as the route sees it: the PROXY header's source, else the peer.
+  const sockaddr* clientAddress() const;
+  void connectNext();
+  static void onConnect(evutil_socket_t fd, short what, void* arg);
+  void connectFailed(int err);
+  void startStreaming();
+  static void onReadable(evutil_socket_t, short, void* arg);
+  static void onWritable(evutil_socket_t, short, void* arg);
+  static void onIdle(evutil_socket_t, short, void* arg);
+  // The one entry point that moves a direction's bytes and advances the session.
+  void advance(Direction& d);
+  void handle(Direction& d, const PumpResult& r);
+  void close(End why, int err);
+
+  RouteContext& ctx_;
+  UpstreamPool& pool_;
+  const ForwardConfig& cfg_;
+  UniqueFd client_;
+  UniqueFd upstream_fd_;
+  sockaddr_storage peer_{};
+  socklen_t peer_len_ = 0;
+  PeerInfo peer_info_;
+  std::optional<ProxyAddresses> origin_;
+  uint64_t id_;
+  State state_ = State::Connecting;
+  Upstream* upstream_ = nullptr;  // chosen; connected to it once connected_ (then released once)
+  bool connected_ = false;
+  std::vector<Upstream*> tried_;
+  int last_connect_err_ = 0;
+  EventPtr connect_ev_;
+  EventPtr idle_ev_;
+  Direction c2u_;  // client -> upstream
+  Direction u2c_;  // upstream -> client
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point connect_started_;
+  std::chrono::steady_clock::time_point last_activity_;
+  std::chrono::milliseconds connect_time_{-1};
+};
+
+}  // namespace spliced

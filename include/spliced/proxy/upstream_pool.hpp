@@ -1,0 +1,94 @@
+#pragma once
+// The upstreams of a proxy route: which one a new session tries next (round_robin,
+// least_connections, source_hash), and whether each is up. Passive health: `max_fails` failed
+// connects in a row mark an upstream down for `fail_timeout`, after which it is tried again.
+// Active health (optional): a TCP connect every `interval`; `fall` failures in a row mark it down,
+// `rise` successes in a row up.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "spliced/core/check.hpp"
+#include "spliced/core/event.hpp"
+#include "spliced/core/fd.hpp"
+#include "spliced/proxy/forward_config.hpp"
+
+namespace spliced {
+
+class UpstreamPool;
+
+// One upstream and its state. Owned by the pool.
+struct Upstream {
+  SocketAddress addr;
+  uint64_t active = 0;        // sessions connected through it now
+  uint64_t fails_in_row = 0;  // failed connects (passive health)
+  std::chrono::steady_clock::time_point down_until{};
+  bool check_down = false;  // verdict of the active check
+  uint64_t check_ok_in_row = 0;
+  uint64_t check_bad_in_row = 0;
+  uint64_t errors = 0;  // failed connects and upstream resets (spliced_upstream_errors_total)
+  // Written by the pool only; sessions report through connectFailed/connected/release.
+
+  bool up(std::chrono::steady_clock::time_point now) const {
+    return !check_down && now >= down_until;
+  }
+
+  // Active check in progress: the probe socket and its events.
+  UpstreamPool* pool = nullptr;
+  UniqueFd probe;
+  EventPtr probe_ev;
+  EventPtr timer_ev;
+};
+
+// An UpstreamPool owns its upstreams and their check events; the event_base and the forward
+// config (part of the config snapshot) are borrowed.
+class UpstreamPool {
+ public:
+  UpstreamPool(event_base* base, const ForwardConfig& cfg, std::string route);
+  ~UpstreamPool();
+
+  // Starts the active checks, if configured.
+  void start();
+  // The next upstream to try for a client at `client` (used by source_hash), skipping `tried`;
+  // nullptr when none is up.
+  Upstream* pick(const sockaddr* client, const std::vector<Upstream*>& tried);
+
+  // What a session reports back (nginx's peer.free(..., NGX_PEER_FAILED)): a session never
+  // writes the pool's counters itself.
+  // A connect to `u` failed (refused, timed out, ...): counted, and passive health may mark it
+  // down. Not for the process's own shortages (EMFILE, ...), which are not the upstream's fault.
+  void connectFailed(Upstream* u, int err);
+  // A connect to `u` succeeded: passive health clears it, and it counts one more active session
+  // until release().
+  void connected(Upstream* u);
+  enum class PeerState { Ok, Failed };
+  // A session connected through `u` is done with it; Failed (a reset or failed transfer) counts
+  // as an upstream error.
+  void release(Upstream* u, PeerState state);
+  bool anyUp() const;
+  const std::vector<std::unique_ptr<Upstream>>& upstreams() const { return upstreams_; }
+
+ private:
+  static void onCheckTimer(evutil_socket_t, short, void* arg);
+  static void onProbe(evutil_socket_t, short what, void* arg);
+  void probeResult(Upstream& u, bool ok, int err);
+
+  event_base* base_;
+  const ForwardConfig& cfg_;
+  std::string route_;
+  std::vector<std::unique_ptr<Upstream>> upstreams_;
+  size_t next_ = 0;  // round-robin position
+};
+
+// Starts a non-blocking connect to `addr`. Returns the socket (connecting or connected) or an
+// invalid fd with `err` set.
+UniqueFd connectNonBlocking(const SocketAddress& addr, int& err);
+
+// The outcome of a non-blocking connect whose write event fired with `what`: 0 when connected,
+// else the errno (ETIMEDOUT when the event timed out). The one place a connect is judged, for
+// sessions and health checks alike (nginx's ngx_stream_proxy_test_connect).
+int connectResult(int fd, short what);
+
+}  // namespace spliced

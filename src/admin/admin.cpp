@@ -1,0 +1,239 @@
+#include "spliced/admin/admin.hpp"
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <vector>
+
+#include "spliced/admin/byte_range.hpp"
+#include "spliced/admin/metrics_catalogue.hpp"
+#include "spliced/archive/naming.hpp"
+#include "spliced/archive/retention.hpp"
+#include "spliced/archive/segment_files.hpp"
+#include "spliced/core/listen_socket.hpp"
+
+namespace spliced {
+namespace {
+
+std::string jsonEscape(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      out += fmt::format("\\u{:04x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+std::string httpDate(time_t t) {
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return buf;
+}
+
+std::string isoDate(time_t t) {
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void reply(evhttp_request* req, int code, const char* reason, std::string_view body,
+           const char* type = "text/plain; charset=utf-8") {
+  evkeyvalq* h = evhttp_request_get_output_headers(req);
+  evhttp_add_header(h, "Content-Type", type);
+  evhttp_add_header(h, "Content-Length", std::to_string(body.size()).c_str());
+  evbuffer* buf = evbuffer_new();
+  if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+    evbuffer_add(buf, body.data(), body.size());
+  evhttp_send_reply(req, code, reason, buf);
+  evbuffer_free(buf);
+}
+
+void notFound(evhttp_request* req) { reply(req, 404, "Not Found", "not found\n"); }
+
+}  // namespace
+
+Admin::Admin(event_base* base, const AdminSource& source, const AdminConfig& cfg)
+    : base_(base), source_(source), cfg_(cfg) {}
+
+Admin::~Admin() {
+  http_.reset();  // closes the listening socket
+  if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+}
+
+Status Admin::start() {
+  Result<UniqueFd> sock = openListenSocket(*cfg_.listen);
+  if (!sock) return std::move(sock).takeError();
+  UniqueFd fd = std::move(sock.value());
+  http_.reset(evhttp_new(base_));
+  if (!http_) return Error(ErrorSource::Internal, "cannot create the HTTP server");
+  evhttp_set_allowed_methods(http_.get(), EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
+                                              EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
+  evhttp_set_timeout(http_.get(), 30);
+  evhttp_set_max_headers_size(http_.get(), 16 * 1024);
+  evhttp_set_max_body_size(http_.get(), 64 * 1024);
+  evhttp_set_gencb(http_.get(), &Admin::onRequest, this);
+  fd_ = fd.get();
+  if (evhttp_accept_socket_with_handle(http_.get(), fd.release()) == nullptr) {
+    return Error(ErrorSource::Internal, "cannot accept on the admin socket");
+  }
+  if (cfg_.listen->isUnix()) unix_path_ = cfg_.listen->path;
+  return Ok{};
+}
+
+std::string Admin::boundAddress() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (fd_ < 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  if (ss.ss_family == AF_UNIX) return "unix:" + unix_path_;
+  return describePeer(reinterpret_cast<sockaddr*>(&ss), len).display();
+}
+
+void Admin::onRequest(evhttp_request* req, void* arg) { static_cast<Admin*>(arg)->handle(req); }
+
+void Admin::handle(evhttp_request* req) {
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  const sockaddr* peer = conn ? evhttp_connection_get_addr(conn) : nullptr;
+  if (peer != nullptr && peer->sa_family != AF_UNIX) {
+    static const std::vector<Cidr> kLoopback = {Cidr::parse("127.0.0.0/8").value(),
+                                                Cidr::parse("::1/128").value()};
+    if (!allowed(cfg_.allow.empty() ? kLoopback : cfg_.allow, peer)) {
+      return reply(req, 403, "Forbidden", "forbidden\n");
+    }
+  }
+  auto method = evhttp_request_get_command(req);
+  if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+    return reply(req, 405, "Method Not Allowed", "method not allowed\n");
+  }
+  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
+  const char* p = uri ? evhttp_uri_get_path(uri) : nullptr;
+  std::string path = p ? p : "";
+  if (path == "/metrics") {
+    return reply(req, 200, "OK", renderMetrics(source_.status()),
+                 "text/plain; version=0.0.4; charset=utf-8");
+  }
+  if (path == "/healthz") return health(req);
+  if (path.starts_with("/archive/")) return archive(req, path.substr(9));
+  notFound(req);
+}
+
+void Admin::health(evhttp_request* req) {
+  std::string body;
+  for (const auto& p : source_.problems()) body += p + "\n";
+  if (body.empty()) return reply(req, 200, "OK", "ok\n");
+  reply(req, 503, "Service Unavailable", body);
+}
+
+void Admin::archive(evhttp_request* req, const std::string& raw) {
+  // raw: "<route>/", "<route>" or "<route>/<percent-encoded path>"
+  auto slash = raw.find('/');
+  std::string route_name = raw.substr(0, slash);
+  int dir_fd = source_.archiveDir(route_name);
+  if (dir_fd < 0) return notFound(req);
+  std::string rest = slash == std::string::npos ? "" : raw.substr(slash + 1);
+  if (rest.empty()) return listSegments(req, dir_fd);
+  // An encoded '/' or '\' could smuggle a separator past the checks below: refuse it.
+  std::string lower = rest;
+  std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+  if (lower.find("%2f") != std::string::npos || lower.find("%5c") != std::string::npos ||
+      lower.find("%00") != std::string::npos) {
+    return notFound(req);
+  }
+  size_t len = 0;
+  char* decoded = evhttp_uridecode(rest.c_str(), 0, &len);
+  if (decoded == nullptr) return notFound(req);
+  std::string rel(decoded, len);
+  std::free(decoded);
+  if (rel.size() != std::strlen(rel.c_str()) || !isContainedRelativePath(rel) ||
+      !isClosedSegmentName(rel)) {
+    return notFound(req);
+  }
+  sendSegment(req, dir_fd, rel);
+}
+
+void Admin::listSegments(evhttp_request* req, int dir_fd) {
+  std::vector<SegmentFile> segs = scanSegments(dir_fd);
+  std::sort(segs.begin(), segs.end(),
+            [](const SegmentFile& a, const SegmentFile& b) { return a.path < b.path; });
+  std::string body = "[";
+  for (size_t i = 0; i < segs.size(); ++i) {
+    time_t mtime = std::chrono::system_clock::to_time_t(segs[i].mtime);
+    body += fmt::format("{}\n{{\"name\":\"{}\",\"size\":{},\"mtime\":\"{}\"}}", i ? "," : "",
+                        jsonEscape(segs[i].path), segs[i].size, isoDate(mtime));
+  }
+  body += "\n]\n";
+  reply(req, 200, "OK", body, "application/json");
+}
+
+void Admin::sendSegment(evhttp_request* req, int dir_fd, const std::string& rel) {
+  // openat2 with RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS: no '..', absolute or symlinked path
+  // can leave the archive dir.
+  open_how how{};
+  how.flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(::syscall(SYS_openat2, dir_fd, rel.c_str(), &how, sizeof how));
+  if (fd < 0) return notFound(req);
+  UniqueFd file(fd);
+  struct stat st;
+  if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) return notFound(req);
+  uint64_t size = static_cast<uint64_t>(st.st_size);
+  evkeyvalq* in = evhttp_request_get_input_headers(req);
+  evkeyvalq* out = evhttp_request_get_output_headers(req);
+  ByteRange range = parseRange(evhttp_find_header(in, "Range"), size);
+  evhttp_add_header(out, "Accept-Ranges", "bytes");
+  evhttp_add_header(out, "Last-Modified", httpDate(st.st_mtim.tv_sec).c_str());
+  if (range.kind == ByteRange::Kind::Unsatisfiable) {
+    evhttp_add_header(out, "Content-Range", fmt::format("bytes */{}", size).c_str());
+    return reply(req, 416, "Range Not Satisfiable", "range not satisfiable\n");
+  }
+  uint64_t start = 0, length = size;
+  int code = 200;
+  const char* reason = "OK";
+  if (range.kind == ByteRange::Kind::Satisfiable) {
+    start = range.start;
+    length = range.length;
+    code = 206;
+    reason = "Partial Content";
+    evhttp_add_header(out, "Content-Range",
+                      fmt::format("bytes {}-{}/{}", start, start + length - 1, size).c_str());
+  }
+  evhttp_add_header(out, "Content-Type", "application/octet-stream");
+  evhttp_add_header(out, "Content-Length", std::to_string(length).c_str());
+  evbuffer* body = evbuffer_new();
+  if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD && length > 0) {
+    // The buffer takes the fd and sends it with sendfile(2) when the connection writes it.
+    if (evbuffer_add_file(body, file.get(), static_cast<ev_off_t>(start),
+                          static_cast<ev_off_t>(length)) != 0) {
+      evbuffer_free(body);
+      return reply(req, 500, "Internal Server Error", "cannot send the file\n");
+    }
+    file.release();  // the buffer closes it once sent
+  }
+  evhttp_send_reply(req, code, reason, body);
+  evbuffer_free(body);
+}
+
+}  // namespace spliced

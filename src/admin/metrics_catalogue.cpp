@@ -1,0 +1,186 @@
+#include "spliced/admin/metrics_catalogue.hpp"
+
+#include <fmt/format.h>
+#include <array>
+
+#include "spliced/admin/exposition.hpp"
+#include "spliced/admin/process_stats.hpp"
+#include "spliced/version.hpp"
+
+namespace spliced {
+namespace {
+
+using T = MetricType;
+using R = RouteStatus;
+
+constexpr const char* kRejectedHelp =
+    "Client connections closed at accept (limit: max_connections, denied: allow list).";
+
+// The order of this table is the order of /metrics and of the totals line.
+constexpr std::array<RouteMetricDef, 21> kRouteMetrics{{
+    {"spliced_connections_active", T::Gauge, "Open client connections.", "", "", TotalsFor::None,
+     [](const R& r) { return r.counters.connections_active; }},
+    {"spliced_connections_total", T::Counter, "Client connections accepted.", "", "connections",
+     TotalsFor::All, [](const R& r) { return r.counters.connections_total; }},
+    {"spliced_connections_rejected_total", T::Counter, kRejectedHelp, "limit", "rejected_limit",
+     TotalsFor::All, [](const R& r) { return r.counters.rejected_limit; }},
+    {"spliced_connections_rejected_total", T::Counter, kRejectedHelp, "denied", "rejected_denied",
+     TotalsFor::All, [](const R& r) { return r.counters.rejected_denied; }},
+    {"spliced_connections_rejected_total", T::Counter, kRejectedHelp, "no_upstream",
+     "rejected_no_upstream", TotalsFor::Proxy,
+     [](const R& r) { return r.counters.rejected_no_upstream; }},
+    {"spliced_connections_rejected_total", T::Counter, kRejectedHelp, "bad_proxy_header",
+     "rejected_bad_header", TotalsFor::All,
+     [](const R& r) { return r.counters.rejected_bad_header; }},
+    {"spliced_bytes_in_total", T::Counter, "Bytes received from clients.", "", "bytes_in",
+     TotalsFor::All, [](const R& r) { return r.counters.bytes_in; }},
+    {"spliced_bytes_out_total", T::Counter, "Bytes sent to clients (proxy routes).", "",
+     "bytes_out", TotalsFor::Proxy, [](const R& r) { return r.counters.bytes_out; }},
+    {"spliced_upstream_bytes_total", T::Counter, "Bytes sent to upstreams (proxy routes).", "",
+     "upstream_bytes", TotalsFor::Proxy, [](const R& r) { return r.counters.upstream_bytes; }},
+    {"spliced_archive_bytes_total", T::Counter, "Bytes written into archive segments.", "",
+     "archive_bytes", TotalsFor::Collect, [](const R& r) { return r.counters.archive_bytes; }},
+    {"spliced_archive_segments_total", T::Counter, "Archive segments closed.", "", "segments",
+     TotalsFor::Collect, [](const R& r) { return r.counters.archive_segments; }},
+    {"spliced_copy_fallback_bytes_total", T::Counter,
+     "Bytes that passed through user space instead of splice.", "", "copy_fallback_bytes",
+     TotalsFor::All, [](const R& r) { return r.counters.copy_fallback_bytes; }},
+    {"spliced_storage_errors_total", T::Counter, "Failed archive writes (retried).", "", "",
+     TotalsFor::None, [](const R& r) { return r.counters.storage_errors; }},
+    {"spliced_archive_stalled_connections", T::Gauge,
+     "Connections paused because archive writes fail.", "", "", TotalsFor::None,
+     [](const R& r) { return r.stalled; }},
+    {"spliced_lines_split_total", T::Counter, "Lines longer than max_line, cut.", "", "",
+     TotalsFor::None, [](const R& r) { return r.counters.lines_split; }},
+    {"spliced_archive_compressed_total", T::Counter, "Closed segments compressed.", "", "",
+     TotalsFor::None, [](const R& r) { return r.lifecycle.compressed; }},
+    {"spliced_archive_compress_errors_total", T::Counter,
+     "Compressions that failed (the plain segment is kept).", "", "", TotalsFor::None,
+     [](const R& r) { return r.lifecycle.compress_errors; }},
+    {"spliced_archive_compress_skipped_total", T::Counter,
+     "Segments not queued for compression because the queue was full (caught up later).", "", "",
+     TotalsFor::None, [](const R& r) { return r.lifecycle.compress_skipped; }},
+    {"spliced_archive_deleted_segments_total", T::Counter, "Segments deleted by retention.", "", "",
+     TotalsFor::None, [](const R& r) { return r.lifecycle.deleted_files; }},
+    {"spliced_archive_deleted_bytes_total", T::Counter, "Bytes deleted by retention.", "", "",
+     TotalsFor::None, [](const R& r) { return r.lifecycle.deleted_bytes; }},
+    {"spliced_listener_up", T::Gauge, "1 while the route accepts connections.", "", "",
+     TotalsFor::None, [](const R& r) { return static_cast<uint64_t>(r.listening ? 1 : 0); }},
+}};
+
+constexpr std::array<UpstreamMetricDef, 3> kUpstreamMetrics{{
+    {"spliced_upstream_errors_total", T::Counter,
+     "Failed upstream connections and transfers (proxy routes).",
+     [](const UpstreamStatus& u) { return u.errors; }},
+    {"spliced_upstream_up", T::Gauge,
+     "1 while an upstream is considered up (passive and active health).",
+     [](const UpstreamStatus& u) { return static_cast<uint64_t>(u.up ? 1 : 0); }},
+    {"spliced_upstream_active_connections", T::Gauge, "Sessions connected through an upstream now.",
+     [](const UpstreamStatus& u) { return u.active; }},
+}};
+
+using P = ProcessStats;
+using S = ServerStatus;
+
+constexpr std::array<ProcessMetricDef, 9> kProcessMetrics{{
+    {"spliced_archive_queue_length", T::Gauge,
+     "Compression and retention jobs waiting for the archive worker (the backlog).",
+     [](const S& s, const P&) { return s.archive_queue; }, nullptr},
+    {"spliced_pipes_in_use", T::Gauge, "Pipes lent to connections (holding bytes).",
+     [](const S& s, const P&) { return s.pipes_in_use; }, nullptr},
+    {"spliced_pipes_pooled", T::Gauge, "Empty pipes kept for reuse.",
+     [](const S& s, const P&) { return s.pipes_pooled; }, nullptr},
+    // The value is 1; the version is its label.
+    {"spliced_build_info", T::Gauge, "Build information; the value is always 1.",
+     [](const S&, const P&) { return uint64_t{1}; }, nullptr},
+    {"process_open_fds", T::Gauge, "Number of open file descriptors.",
+     [](const S&, const P& p) { return p.open_fds; }, nullptr},
+    {"process_max_fds", T::Gauge, "Maximum number of open file descriptors.",
+     [](const S&, const P& p) { return p.max_fds; }, nullptr},
+    {"process_resident_memory_bytes", T::Gauge, "Resident memory size in bytes.",
+     [](const S&, const P& p) { return p.rss_bytes; }, nullptr},
+    {"process_cpu_seconds_total", T::Counter, "Total user and system CPU time in seconds.", nullptr,
+     [](const S&, const P& p) { return p.cpu_seconds; }},
+    {"process_start_time_seconds", T::Gauge,
+     "Start time of the process since the Unix epoch in seconds.", nullptr,
+     [](const S& s, const P&) {
+       return std::chrono::duration<double>(s.start_time.time_since_epoch()).count();
+     }},
+}};
+
+Exposition::Type toExposition(MetricType t) {
+  return t == MetricType::Counter ? Exposition::Type::Counter : Exposition::Type::Gauge;
+}
+
+bool loggedFor(TotalsFor f, const RouteStatus& r) {
+  switch (f) {
+    case TotalsFor::None:
+      return false;
+    case TotalsFor::All:
+      return true;
+    case TotalsFor::Collect:
+      return r.collects;
+    case TotalsFor::Proxy:
+      return r.proxies;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::span<const RouteMetricDef> routeMetrics() { return kRouteMetrics; }
+std::span<const UpstreamMetricDef> upstreamMetrics() { return kUpstreamMetrics; }
+std::span<const ProcessMetricDef> processMetrics() { return kProcessMetrics; }
+
+std::string renderMetrics(const ServerStatus& status) {
+  Exposition x;
+  // Entries of one family are adjacent in the table: the family is declared at its first entry,
+  // and its samples go route by route, entry by entry.
+  for (size_t i = 0; i < kRouteMetrics.size();) {
+    size_t end = i;
+    while (end < kRouteMetrics.size() && kRouteMetrics[end].family == kRouteMetrics[i].family) {
+      ++end;
+    }
+    x.family(kRouteMetrics[i].family, toExposition(kRouteMetrics[i].type), kRouteMetrics[i].help);
+    for (const auto& r : status.routes) {
+      for (size_t k = i; k < end; ++k) {
+        const RouteMetricDef& m = kRouteMetrics[k];
+        Labels labels{{"route", r.name}};
+        if (!m.reason.empty()) labels.emplace_back("reason", std::string(m.reason));
+        x.sample(labels, m.get(r));
+      }
+    }
+    i = end;
+  }
+  for (const auto& m : kUpstreamMetrics) {
+    x.family(m.family, toExposition(m.type), m.help);
+    for (const auto& r : status.routes) {
+      for (const auto& u : r.upstreams)
+        x.sample({{"route", r.name}, {"upstream", u.address}}, m.get(u));
+    }
+  }
+  ProcessStats ps = readProcessStats();
+  for (const auto& m : kProcessMetrics) {
+    x.family(m.family, toExposition(m.type), m.help);
+    Labels labels;
+    if (m.family == "spliced_build_info") labels.emplace_back("version", kVersion);
+    if (m.count != nullptr) {
+      x.sample(labels, m.count(status, ps));
+    } else {
+      x.sample(labels, m.real(status, ps));
+    }
+  }
+  return x.text();
+}
+
+std::string totalsLine(const RouteStatus& route) {
+  std::string out;
+  for (const auto& m : kRouteMetrics) {
+    if (m.totals.empty() || !loggedFor(m.totals_for, route)) continue;
+    if (!out.empty()) out += ' ';
+    out += fmt::format("{}={}", m.totals, m.get(route));
+  }
+  return out;
+}
+
+}  // namespace spliced

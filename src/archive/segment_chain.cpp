@@ -1,0 +1,186 @@
+#include "spliced/archive/segment_chain.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "spliced/archive/rotation.hpp"
+#include "spliced/archive/segment_files.hpp"
+
+namespace spliced {
+SegmentChain::SegmentChain(const ArchiveConfig& cfg, int dir_fd, NameVars vars, SysCalls& sys,
+                           RouteMetrics& metrics)
+    : cfg_(cfg), dir_fd_(dir_fd), vars_(std::move(vars)), sys_(sys), metrics_(metrics) {}
+
+SegmentChain::~SegmentChain() { rotate(); }
+
+int SegmentChain::ensureOpen() {
+  if (fd_.valid()) return 0;
+  auto name = cfg_.name.expand(vars_, std::chrono::system_clock::now(), cfg_.localtime);
+  if (!name.ok()) {
+    spdlog::error("error=internal route={} {}", vars_.route, name.error());
+    return EINVAL;
+  }
+  std::string rel = name.value();
+  if (int err = makeParents(sys_, dir_fd_, rel)) return err;
+  // O_EXCL on NAME.open, and NAME itself must not exist either: never truncate or overwrite.
+  bool remade = false;
+  for (int k = 1; k < kMaxNumericSuffix; ++k) {
+    if (!segmentNameTaken(dir_fd_, rel)) {
+      std::string open_path = rel + std::string(kOpenSuffix);
+      int fd =
+          sys_.openat(dir_fd_, open_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+      if (fd >= 0) {
+        fd_.reset(fd);
+        rel_ = rel;
+        size_ = 0;
+        return 0;
+      }
+      if (errno == ENOENT && !remade) {
+        // Retention may have removed a directory it had emptied just after it was created.
+        remade = true;
+        if (int err = makeParents(sys_, dir_fd_, rel)) return err;
+        --k;
+        continue;
+      }
+      if (errno != EEXIST) return errno;
+    }
+    rel = withNumericSuffix(name.value(), k);
+  }
+  return EEXIST;
+}
+
+void SegmentChain::rotate() {
+  if (!fd_.valid()) return;
+  if (cfg_.fsync == FsyncPolicy::OnClose && sys_.fdatasync(fd_.get()) != 0) {
+    spdlog::error("error=storage route={} fdatasync {}: {}", vars_.route, rel_,
+                  std::strerror(errno));
+  }
+  fd_.reset();
+  const std::string from = rel_ + std::string(kOpenSuffix);
+  Published pub = publishNoReplace(sys_, dir_fd_, from, rel_);
+  std::string to = pub.name;
+  if (pub.err != 0) {
+    // The bytes stay complete under the .open name; recovery publishes it at the next start.
+    spdlog::error("error=storage route={} cannot rename {} to {}: {}", vars_.route, from, to,
+                  std::strerror(pub.err));
+    to = from;
+  }
+  if (cfg_.fsync == FsyncPolicy::OnClose) {
+    // Make the rename itself durable: fsync the directory holding the segment.
+    std::string parent = parentOf(to);
+    UniqueFd dfd(::openat(dir_fd_, parent.empty() ? "." : parent.c_str(),
+                          O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dfd.valid() && sys_.fsync(dfd.get()) != 0) {
+      spdlog::error("error=storage route={} fsync of the directory of {}: {}", vars_.route, to,
+                    std::strerror(errno));
+    }
+  }
+  ++metrics_.archive_segments;
+  ++closed_;
+  spdlog::debug("route={} segment closed {} bytes={}", vars_.route, to, size_);
+  uint64_t bytes = size_;
+  rel_.clear();
+  size_ = 0;
+  ++vars_.seq;
+  if (on_closed_) on_closed_(to, bytes);
+}
+
+SinkResult SegmentChain::fail(size_t done, int err) {
+  last_err_ = err;
+  ++metrics_.storage_errors;
+  return {done, IoStatus::Error, err};
+}
+
+SinkResult SegmentChain::fromPipe(Pipe& pipe, size_t n) {
+  size_t done = 0;
+  n = std::min(n, pipe.bytes);
+  while (done < n) {
+    if (int err = ensureOpen()) return fail(done, err);
+    uint64_t room = roomInSegment(size_, cfg_.rotate.max_bytes);
+    if (room == 0) {
+      rotate();
+      continue;
+    }
+    size_t chunk = static_cast<size_t>(std::min<uint64_t>(n - done, room));
+    loff_t off = static_cast<loff_t>(size_);
+    ssize_t w = sys_.splice(pipe.rd.get(), nullptr, fd_.get(), &off, chunk, SPLICE_F_MOVE);
+    if (w > 0) {
+      size_ += static_cast<uint64_t>(w);
+      total_ += static_cast<uint64_t>(w);
+      metrics_.archive_bytes += static_cast<uint64_t>(w);
+      pipe.bytes -= static_cast<size_t>(w);
+      done += static_cast<size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+      return {done, IoStatus::Unsupported, errno};
+    }
+    if (w < 0 && errno == EAGAIN) return {done, IoStatus::Blocked, EAGAIN};
+    return fail(done, w == 0 ? EIO : errno);
+  }
+  last_err_ = 0;
+  return {done, IoStatus::Ok, 0};
+}
+
+SinkResult SegmentChain::fromBuffer(const char* data, size_t n) {
+  return writeBuffer(data, n, false);
+}
+
+SinkResult SegmentChain::writeLines(uint64_t owner, const char* data, size_t n) {
+  if (incomplete_owner_ != 0 && incomplete_owner_ != owner) return {0, IoStatus::Blocked, 0};
+  SinkResult r = writeBuffer(data, n, true);
+  // A record cut short by an error must be completed by its owner before anyone else writes.
+  if (r.bytes < n && r.bytes > 0) {
+    incomplete_owner_ = owner;
+  } else if (r.bytes == n) {
+    incomplete_owner_ = 0;
+  }
+  return r;
+}
+
+SinkResult SegmentChain::writeBuffer(const char* data, size_t n, bool whole_lines) {
+  size_t done = 0;
+  while (done < n) {
+    if (int err = ensureOpen()) return fail(done, err);
+    uint64_t room = roomInSegment(size_, cfg_.rotate.max_bytes);
+    if (room == 0) {
+      rotate();
+      continue;
+    }
+    size_t chunk = static_cast<size_t>(std::min<uint64_t>(n - done, room));
+    if (whole_lines && chunk < n - done) {
+      // The rest does not fit: cut after the last whole line that does, or start a new
+      // segment; only a line longer than a whole segment is split.
+      const char* nl = static_cast<const char*>(memrchr(data + done, '\n', chunk));
+      if (nl != nullptr) {
+        chunk = static_cast<size_t>(nl - (data + done)) + 1;
+      } else if (size_ > 0) {
+        rotate();
+        continue;
+      }
+    }
+    ssize_t w = sys_.pwrite(fd_.get(), data + done, chunk, static_cast<off_t>(size_));
+    if (w > 0) {
+      size_ += static_cast<uint64_t>(w);
+      total_ += static_cast<uint64_t>(w);
+      metrics_.archive_bytes += static_cast<uint64_t>(w);
+      done += static_cast<size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    return fail(done, w == 0 ? EIO : errno);
+  }
+  last_err_ = 0;
+  return {done, IoStatus::Ok, 0};
+}
+
+}  // namespace spliced

@@ -1,0 +1,173 @@
+#include "spliced/collect/collect_route.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "spliced/archive/recovery.hpp"
+#include "spliced/archive/rotation.hpp"
+#include "spliced/collect/collect_session.hpp"
+
+namespace spliced {
+
+CollectRoute::CollectRoute(RouteContext& ctx, const ArchiveConfig& cfg, ArchiveLifecycle& lifecycle)
+    : ctx_(ctx), cfg_(cfg), lifecycle_(lifecycle) {}
+
+CollectRoute::~CollectRoute() = default;
+
+Status CollectRoute::openDir() {
+  std::error_code ec;
+  std::filesystem::create_directories(cfg_.dir, ec);
+  if (ec) {
+    return Error(sourceOfSetupErrno(ec.value()),
+                 fmt::format("cannot create archive dir {}", cfg_.dir.string()), ec.value());
+  }
+  dir_fd_.reset(::open(cfg_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir_fd_.valid()) {
+    int err = errno;
+    return Error(sourceOfSetupErrno(err),
+                 fmt::format("cannot open archive dir {}", cfg_.dir.string()), err);
+  }
+  if (::faccessat(dir_fd_.get(), ".", W_OK | X_OK, 0) != 0) {
+    int err = errno;
+    return Error(sourceOfSetupErrno(err),
+                 fmt::format("archive dir {} is not writable", cfg_.dir.string()), err);
+  }
+  return Ok{};
+}
+
+Status CollectRoute::start() {
+  if (Status s = openDir(); !s) return s;
+  if (Status s = lockDir(); !s) return s;
+  const std::string& route = ctx_.routeName();
+  // Leftovers of a crash: NAME.open segments are finalised, interrupted compressions removed.
+  RecoveryResult rec = recoverArchive(dir_fd_.get(), route, ctx_.sys());
+  for (const auto& e : rec.errors) spdlog::error("error=storage route={} recovery: {}", route, e);
+  if (!rec.finalized.empty() || rec.removed_tmp > 0) {
+    spdlog::warn(
+        "route={} recovered after an unclean stop: {} segment(s) finalised, {} "
+        "temporary file(s) removed",
+        route, rec.finalized.size(), rec.removed_tmp);
+  }
+  target_ = ArchiveTarget{route, dir_fd_.get(), &cfg_, &lifecycle_metrics_, &ctx_.sys()};
+  if (cfg_.layout == Layout::Shared) {
+    NameVars vars;
+    vars.route = route;
+    vars.pid = ::getpid();
+    shared_ = std::make_unique<SegmentChain>(cfg_, dir_fd_.get(), std::move(vars), ctx_.sys(),
+                                             ctx_.metrics());
+    shared_->onSegmentClosed([this](const std::string& rel, uint64_t) { segmentClosed(rel); });
+  }
+  interval_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onInterval, this));
+  armInterval();
+  if (target_.compresses() || target_.retains()) {
+    // A catch-up now (segments left plain or due for deletion while stopped), then on a timer:
+    // retention by age needs the clock, not only rotations.
+    lifecycle_.catchUp(&target_);
+    maintenance_ev_.reset(
+        event_new(ctx_.base(), -1, EV_PERSIST, &CollectRoute::onMaintenance, this));
+    auto every = std::chrono::milliseconds(60000);
+    if (cfg_.retain.max_age.count() > 0) {
+      every = std::clamp(cfg_.retain.max_age / 10, std::chrono::milliseconds(1000), every);
+    }
+    addEvent(maintenance_ev_.get(), every);
+  }
+  return Ok{};
+}
+
+Status CollectRoute::lockDir() {
+  lock_fd_.reset(::openat(dir_fd_.get(), ".spliced.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!lock_fd_.valid()) {
+    int err = errno;
+    return Error(sourceOfSetupErrno(err),
+                 fmt::format("cannot create {}/.spliced.lock", cfg_.dir.string()), err);
+  }
+  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {0};
+    ssize_t n = ::pread(lock_fd_.get(), pid, sizeof pid - 1, 0);
+    std::string who;
+    if (n > 0) who = fmt::format(" (pid {})", std::string(pid, std::strcspn(pid, "\n")));
+    return Error(ErrorSource::Environment,
+                 fmt::format("archive dir {} is in use by another spliced process{}",
+                             cfg_.dir.string(), who));
+  }
+  std::string me = fmt::format("{}\n", ::getpid());
+  if (::ftruncate(lock_fd_.get(), 0) == 0) {
+    [[maybe_unused]] ssize_t w = ::pwrite(lock_fd_.get(), me.data(), me.size(), 0);
+  }
+  return Ok{};
+}
+
+SessionPtr CollectRoute::createSession(Connection conn) {
+  // A collect session names and logs the original client when a PROXY header gave one.
+  PeerInfo who = describePeer(reinterpret_cast<const sockaddr*>(&conn.peer), conn.peer_len);
+  if (conn.origin && conn.origin->family != AF_UNSPEC) {
+    who = describePeer(reinterpret_cast<const sockaddr*>(&conn.origin->src), conn.origin->src_len);
+  }
+  return std::make_unique<CollectSession>(ctx_, *this, std::move(conn.fd), std::move(who), conn.id);
+}
+
+void CollectRoute::onMaintenance(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<CollectRoute*>(arg);
+  self->lifecycle_.catchUp(&self->target_);
+}
+
+void CollectRoute::segmentClosed(const std::string& rel) {
+  if (target_.compresses()) lifecycle_.compress(&target_, rel);
+  if (target_.retains()) lifecycle_.retain(&target_);
+}
+
+void CollectRoute::armInterval() {
+  auto interval = cfg_.rotate.interval;
+  if (interval.count() <= 0) return;
+  auto now = std::chrono::system_clock::now();
+  auto next = nextBoundary(now, interval, cfg_.localtime);
+  auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(next - now);
+  addEvent(interval_ev_.get(), delay + std::chrono::milliseconds(1));
+}
+
+void CollectRoute::onInterval(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<CollectRoute*>(arg);
+  self->ctx_.rotateSessions();
+  self->armInterval();
+}
+
+void CollectRoute::rotate() {
+  if (shared_) shared_->rotate();
+}
+
+void CollectRoute::finish() {
+  if (shared_) shared_->rotate();
+}
+
+void CollectRoute::storageStalled(int err) {
+  ++stalled_;
+  last_storage_err_ = err;
+}
+
+void CollectRoute::storageRecovered() {
+  SPLICED_ASSERT(stalled_ > 0, "a recovery follows a stall");
+  if (stalled_ > 0) --stalled_;
+}
+
+void CollectRoute::problems(std::vector<std::string>& out) const {
+  const std::string& route = ctx_.routeName();
+  if (stalled_ > 0) {
+    out.push_back(fmt::format("route {}: archive writes failing ({}) for {} connection(s)", route,
+                              std::strerror(last_storage_err_), stalled_));
+  }
+  struct stat st;
+  if (dir_fd_.valid() && ::fstat(dir_fd_.get(), &st) == 0 && st.st_nlink == 0) {
+    out.push_back(fmt::format("route {}: archive dir {} was removed", route, cfg_.dir.string()));
+  }
+}
+
+}  // namespace spliced

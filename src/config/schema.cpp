@@ -1,0 +1,296 @@
+#include "spliced/config/schema.hpp"
+
+#include <fmt/format.h>
+#include <string>
+
+namespace spliced {
+namespace {
+
+// The keys of each block, their defaults (in the feature's config struct) and their readers.
+class Schema {
+ public:
+  explicit Schema(YamlReader& r) : r_(r) {}
+
+  void parseRoot(const YAML::Node& root, Config& cfg, std::vector<std::string>& route_paths) {
+    r_.checkMap(root, "", {"log", "admin", "pipes", "drain_timeout", "routes"});
+    if (auto n = root["log"]) parseLog(n, cfg.log);
+    if (auto n = root["admin"]) parseAdmin(n, cfg.admin);
+    if (auto n = root["pipes"]) parsePipes(n, cfg.pipes);
+    if (auto n = root["drain_timeout"]) {
+      r_.duration(n, "drain_timeout", cfg.drain_timeout, milliseconds(0), true);
+    }
+    auto routes = root["routes"];
+    if (!routes) {
+      r_.add(root, "routes", "missing: at least one route is needed");
+      return;
+    }
+    if (!routes.IsSequence() || routes.size() == 0) {
+      r_.add(routes, "routes", "expected a non-empty list of routes");
+      return;
+    }
+    for (size_t i = 0; i < routes.size(); ++i) {
+      RouteConfig r;
+      const std::string path = fmt::format("routes[{}]", i);
+      if (!parseRoute(routes[i], path, r)) continue;
+      cfg.routes.push_back(std::move(r));
+      route_paths.push_back(path);
+    }
+  }
+
+  void parseLog(const YAML::Node& n, LogConfig& log) {
+    if (!r_.checkMap(n, "log", {"level", "format"})) return;
+    if (auto v = n["level"]) {
+      auto l = r_.choice<LogLevel>(v, "log.level",
+                                   {{"trace", LogLevel::Trace},
+                                    {"debug", LogLevel::Debug},
+                                    {"info", LogLevel::Info},
+                                    {"warn", LogLevel::Warn},
+                                    {"error", LogLevel::Error}});
+      if (l) log.level = *l;
+    }
+    if (auto v = n["format"]) {
+      auto f = r_.choice<LogFormat>(v, "log.format",
+                                    {{"text", LogFormat::Text}, {"json", LogFormat::Json}});
+      if (f) log.format = *f;
+    }
+  }
+
+  void parseAdmin(const YAML::Node& n, AdminConfig& admin) {
+    if (!r_.checkMap(n, "admin", {"listen", "allow"})) return;
+    if (auto v = n["listen"]) admin.listen = r_.address(v, "admin.listen");
+    if (auto v = n["allow"]) admin.allow = r_.cidrs(v, "admin.allow");
+  }
+
+  void parsePipes(const YAML::Node& n, PipesConfig& pipes) {
+    if (!r_.checkMap(n, "pipes", {"size", "max"})) return;
+    if (auto v = n["size"]) r_.size(v, "pipes.size", pipes.size, 4 * kKiB, 256 * kMiB, false);
+    if (auto v = n["max"]) r_.count(v, "pipes.max", pipes.max, 0, 1000000);
+  }
+
+  bool parseRoute(const YAML::Node& n, const std::string& path, RouteConfig& r) {
+    if (!r_.checkMap(n, path,
+                     {"name", "listen", "max_connections", "idle_timeout", "allow", "accept_proxy",
+                      "accept_proxy_timeout", "archive", "forward"})) {
+      return false;
+    }
+    if (auto v = n["name"]) {
+      if (auto s = r_.scalar(v, path + ".name")) {
+        if (s->empty() || s->size() > 64 ||
+            s->find_first_not_of(
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
+                std::string::npos) {
+          r_.add(v, path + ".name",
+                 fmt::format("'{}' is not a valid name (1-64 of A-Z a-z 0-9 _ -)", *s));
+        } else {
+          r.name = *s;
+        }
+      }
+    } else {
+      r_.add(n, path + ".name", "missing: every route needs a name");
+    }
+    if (auto v = n["listen"]) {
+      if (auto a = r_.address(v, path + ".listen")) r.listen = *a;
+    } else {
+      r_.add(n, path + ".listen", "missing: every route needs a listen address");
+    }
+    if (auto v = n["max_connections"]) {
+      r_.count(v, path + ".max_connections", r.max_connections, 1, 10000000);
+    }
+    if (auto v = n["idle_timeout"]) {
+      r_.duration(v, path + ".idle_timeout", r.idle_timeout, milliseconds(100), true);
+    }
+    if (auto v = n["allow"]) r.allow = r_.cidrs(v, path + ".allow");
+    if (auto v = n["accept_proxy"]) r_.boolean(v, path + ".accept_proxy", r.accept_proxy);
+    if (auto v = n["accept_proxy_timeout"]) {
+      r_.duration(v, path + ".accept_proxy_timeout", r.accept_proxy_timeout, milliseconds(1),
+                  false);
+    }
+    auto archive = n["archive"];
+    auto forward = n["forward"];
+    if (archive) {
+      ArchiveConfig a;
+      parseArchive(archive, path + ".archive", a);
+      r.archive = std::move(a);
+    }
+    if (forward) {
+      ForwardConfig f;
+      parseForward(forward, path + ".forward", f);
+      r.forward = std::move(f);
+    }
+    if (archive && forward) {
+      r_.add(forward, path + ".forward",
+             "a route with both archive and forward (collect + ship) is not supported yet");
+    } else if (!archive && !forward) {
+      r_.add(n, path, "a route needs an archive block (collect) or a forward block (proxy)");
+    }
+    return true;
+  }
+
+  void parseArchive(const YAML::Node& n, const std::string& path, ArchiveConfig& a) {
+    if (!r_.checkMap(n, path,
+                     {"dir", "layout", "framing", "name", "localtime", "rotate", "retain",
+                      "compress", "compress_level", "fsync", "max_line"})) {
+      return;
+    }
+    if (auto v = n["dir"]) {
+      if (auto s = r_.scalar(v, path + ".dir")) {
+        if (s->empty()) {
+          r_.add(v, path + ".dir", "must not be empty");
+        } else {
+          a.dir = *s;  // whether it is usable is validate()'s question
+        }
+      }
+    } else {
+      r_.add(n, path + ".dir", "missing: the directory segments are written to");
+    }
+    if (auto v = n["layout"]) {
+      auto l = r_.choice<Layout>(
+          v, path + ".layout",
+          {{"per_connection", Layout::PerConnection}, {"shared", Layout::Shared}});
+      if (l) a.layout = *l;
+    }
+    if (auto v = n["framing"]) {
+      auto f = r_.choice<Framing>(v, path + ".framing",
+                                  {{"raw", Framing::Raw}, {"lines", Framing::Lines}});
+      if (f) a.framing = *f;
+    }
+    std::string name_text = a.layout == Layout::Shared
+                                ? "%Y/%m/%d/{route}-%H%M%S-{seq}.log"
+                                : "%Y/%m/%d/{route}-{peer}-{conn}-%H%M%S-{seq}.log";
+    YAML::Mark name_mark = n.Mark();
+    if (auto v = n["name"]) {
+      name_mark = v.Mark();
+      if (auto s = r_.scalar(v, path + ".name")) name_text = *s;
+    }
+    auto t = NameTemplate::compile(name_text);
+    if (!t.ok()) {
+      r_.addAt(name_mark, path + ".name", t.error());
+    } else {
+      a.name = t.value();
+      if (a.layout == Layout::Shared && (a.name.usesPeer() || a.name.usesConn())) {
+        r_.addAt(
+            name_mark, path + ".name",
+            "{peer}, {peer_port} and {conn} have no meaning with layout: shared (one chain for "
+            "all connections)");
+      }
+    }
+    if (auto v = n["localtime"]) r_.boolean(v, path + ".localtime", a.localtime);
+    if (auto v = n["rotate"]) {
+      if (r_.checkMap(v, path + ".rotate", {"max_bytes", "interval"})) {
+        if (auto m = v["max_bytes"]) {
+          r_.size(m, path + ".rotate.max_bytes", a.rotate.max_bytes, 4 * kKiB, 1024 * kGiB * 1024,
+                  true);
+        }
+        if (auto m = v["interval"]) {
+          r_.duration(m, path + ".rotate.interval", a.rotate.interval, milliseconds(1000), true);
+        }
+      }
+    }
+    if (auto v = n["retain"]) {
+      if (r_.checkMap(v, path + ".retain", {"max_files", "max_age", "max_bytes"})) {
+        if (auto m = v["max_files"]) {
+          r_.count(m, path + ".retain.max_files", a.retain.max_files, 0, 100000000);
+        }
+        if (auto m = v["max_age"]) {
+          r_.duration(m, path + ".retain.max_age", a.retain.max_age, milliseconds(1000), true);
+        }
+        if (auto m = v["max_bytes"]) {
+          r_.size(m, path + ".retain.max_bytes", a.retain.max_bytes, kKiB, 1024 * kGiB * 1024,
+                  true);
+        }
+      }
+    }
+    if (auto v = n["compress"]) {
+      auto c = r_.choice<Compress>(
+          v, path + ".compress",
+          {{"none", Compress::None}, {"gzip", Compress::Gzip}, {"zstd", Compress::Zstd}});
+      if (c) a.compress = *c;
+    }
+    if (auto v = n["compress_level"]) {
+      uint64_t level = 0;
+      bool zstd = a.compress == Compress::Zstd;
+      r_.count(v, path + ".compress_level", level, 1, zstd ? 19 : 9);
+      a.compress_level = static_cast<int>(level);
+      if (a.compress == Compress::None) {
+        r_.add(v, path + ".compress_level", "has no effect without compress: gzip or zstd");
+      }
+    }
+    if (auto v = n["fsync"]) {
+      auto f = r_.choice<FsyncPolicy>(
+          v, path + ".fsync", {{"never", FsyncPolicy::Never}, {"on_close", FsyncPolicy::OnClose}});
+      if (f) a.fsync = *f;
+    }
+    if (auto v = n["max_line"]) {
+      r_.size(v, path + ".max_line", a.max_line, 64, 64 * kMiB, false);
+    }
+  }
+
+  void parseForward(const YAML::Node& n, const std::string& path, ForwardConfig& f) {
+    if (!r_.checkMap(n, path,
+                     {"upstreams", "balance", "connect_timeout", "proxy_protocol", "retries",
+                      "max_fails", "fail_timeout", "health_check"})) {
+      return;
+    }
+    if (auto v = n["upstreams"]) {
+      if (!v.IsSequence() || v.size() == 0) {
+        r_.add(v, path + ".upstreams", "expected a non-empty list of addresses");
+      } else {
+        for (size_t i = 0; i < v.size(); ++i) {
+          if (auto a = r_.address(v[i], fmt::format("{}.upstreams[{}]", path, i))) {
+            f.upstreams.push_back(*a);
+          }
+        }
+      }
+    } else {
+      r_.add(n, path + ".upstreams", "missing: a forward block needs upstreams");
+    }
+    if (auto v = n["balance"]) {
+      auto b = r_.choice<Balance>(v, path + ".balance",
+                                  {{"round_robin", Balance::RoundRobin},
+                                   {"least_connections", Balance::LeastConnections},
+                                   {"source_hash", Balance::SourceHash}});
+      if (b) f.balance = *b;
+    }
+    if (auto v = n["connect_timeout"]) {
+      r_.duration(v, path + ".connect_timeout", f.connect_timeout, milliseconds(1), false);
+    }
+    if (auto v = n["retries"]) r_.count(v, path + ".retries", f.retries, 0, 100);
+    if (auto v = n["max_fails"]) r_.count(v, path + ".max_fails", f.max_fails, 1, 1000);
+    if (auto v = n["fail_timeout"]) {
+      r_.duration(v, path + ".fail_timeout", f.fail_timeout, milliseconds(100), false);
+    }
+    if (auto v = n["health_check"]) {
+      HealthCheckConfig h;
+      const std::string hp = path + ".health_check";
+      if (r_.checkMap(v, hp, {"interval", "timeout", "fall", "rise"})) {
+        if (auto m = v["interval"]) {
+          r_.duration(m, hp + ".interval", h.interval, milliseconds(100), false);
+        }
+        if (auto m = v["timeout"])
+          r_.duration(m, hp + ".timeout", h.timeout, milliseconds(10), false);
+        if (auto m = v["fall"]) r_.count(m, hp + ".fall", h.fall, 1, 100);
+        if (auto m = v["rise"]) r_.count(m, hp + ".rise", h.rise, 1, 100);
+        if (h.timeout > h.interval) r_.add(v, hp + ".timeout", "must not be longer than interval");
+      }
+      f.health_check = h;
+    }
+    if (auto v = n["proxy_protocol"]) {
+      auto p = r_.choice<ProxyProtocol>(
+          v, path + ".proxy_protocol",
+          {{"off", ProxyProtocol::Off}, {"v1", ProxyProtocol::V1}, {"v2", ProxyProtocol::V2}});
+      if (p) f.proxy_protocol = *p;
+    }
+  }
+
+ private:
+  YamlReader& r_;
+};
+
+}  // namespace
+
+void readConfig(YamlReader& reader, const YAML::Node& root, Config& cfg,
+                std::vector<std::string>& route_paths) {
+  Schema(reader).parseRoot(root, cfg, route_paths);
+}
+
+}  // namespace spliced

@@ -1,0 +1,106 @@
+#include "spliced/core/listener.hpp"
+
+#include "spliced/core/listen_socket.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <fmt/format.h>
+#include <cerrno>
+#include <cstring>
+
+namespace spliced {
+namespace {
+
+constexpr int kAcceptsPerWakeup = 64;
+constexpr std::chrono::milliseconds kPauseOnFdExhaustion{100};
+
+}  // namespace
+
+Listener::Listener(event_base* base, SysCalls& sys, std::string route, AcceptFn on_accept)
+    : base_(base), sys_(sys), route_(std::move(route)), on_accept_(std::move(on_accept)) {}
+
+Listener::~Listener() { close(); }
+
+Status Listener::open(const SocketAddress& addr) {
+  Result<UniqueFd> fd = openListenSocket(addr);
+  if (!fd) return std::move(fd).takeError();
+  if (addr.isUnix()) unix_path_ = addr.path;
+  fd_ = std::move(fd.value());
+  read_ev_.reset(event_new(base_, fd_.get(), EV_READ | EV_PERSIST, &Listener::onReadable, this));
+  resume_ev_.reset(evtimer_new(base_, &Listener::onResume, this));
+  event_add(read_ev_.get(), nullptr);
+  return Ok{};
+}
+
+void Listener::close() {
+  read_ev_.reset();
+  resume_ev_.reset();
+  if (fd_.valid()) {
+    fd_.reset();
+    if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+  }
+}
+
+std::string Listener::boundAddress() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (!fd_.valid() || ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    return {};
+  }
+  if (ss.ss_family == AF_UNIX) return "unix:" + unix_path_;
+  return describePeer(reinterpret_cast<sockaddr*>(&ss), len).display();
+}
+
+void Listener::onReadable(evutil_socket_t, short, void* arg) {
+  static_cast<Listener*>(arg)->acceptSome();
+}
+
+void Listener::onResume(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Listener*>(arg);
+  if (!self->fd_.valid()) return;
+  event_add(self->read_ev_.get(), nullptr);
+  self->acceptSome();
+}
+
+void Listener::acceptSome() {
+  for (int i = 0; i < kAcceptsPerWakeup && fd_.valid(); ++i) {
+    sockaddr_storage peer{};
+    socklen_t len = sizeof peer;
+    int cfd = sys_.accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
+                           SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (cfd < 0) {
+      int err = errno;
+      if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
+      if (err == EAGAIN) return;
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        // Out of descriptors or memory: stop accepting for a moment instead of spinning on a
+        // listener that stays readable (memcached's accept_new_conns does the same).
+        if (!paused_) {
+          spdlog::warn("error=internal route={} accept paused for {}: {}", route_,
+                       formatDuration(kPauseOnFdExhaustion), std::strerror(err));
+        }
+        paused_ = true;
+        event_del(read_ev_.get());
+        addEvent(resume_ev_.get(), kPauseOnFdExhaustion);
+        return;
+      }
+      // Anything else would fire again at once: log it once and pause likewise.
+      if (!paused_) spdlog::error("error=internal route={} accept: {}", route_, std::strerror(err));
+      paused_ = true;
+      event_del(read_ev_.get());
+      addEvent(resume_ev_.get(), kPauseOnFdExhaustion);
+      return;
+    }
+    if (paused_) {
+      spdlog::info("route={} accepting again", route_);
+      paused_ = false;
+    }
+    on_accept_(UniqueFd(cfd), peer, len);
+  }
+}
+
+}  // namespace spliced

@@ -1,0 +1,74 @@
+#include "spliced/core/pipe_pool.hpp"
+
+#include "spliced/core/check.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace spliced {
+
+PipePool::PipePool(SysCalls& sys, size_t pipe_size, size_t max_pipes)
+    : sys_(sys), requested_size_(pipe_size), try_size_(pipe_size), max_pipes_(max_pipes) {}
+
+std::optional<Pipe> PipePool::acquire() {
+  if (!free_.empty()) {
+    Pipe p = std::move(free_.back());
+    free_.pop_back();
+    ++in_use_;
+    return p;
+  }
+  if (in_use_ >= max_pipes_) return std::nullopt;
+  int fds[2];
+  if (sys_.pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+    // One line per episode: the next pipe the kernel grants ends it.
+    if (!refused_) {
+      spdlog::warn("error=environment cannot create a pipe ({}); copying instead",
+                   std::strerror(errno));
+      refused_ = true;
+    }
+    return std::nullopt;
+  }
+  if (refused_) {
+    spdlog::info("pipes can be created again; splicing");
+    refused_ = false;
+  }
+  Pipe p;
+  p.rd.reset(fds[0]);
+  p.wr.reset(fds[1]);
+  // Ask for the configured size; an unprivileged user over pipe-user-pages-soft or above
+  // pipe-max-size gets EPERM: halve until the kernel agrees, and remember what worked.
+  while (try_size_ > 4096) {
+    if (::fcntl(p.wr.get(), F_SETPIPE_SZ, static_cast<int>(try_size_)) >= 0) break;
+    if (errno != EPERM && errno != EBUSY && errno != EINVAL) break;
+    try_size_ /= 2;
+  }
+  int granted = ::fcntl(p.wr.get(), F_GETPIPE_SZ);
+  p.capacity = granted > 0 ? static_cast<size_t>(granted) : 65536;
+  if (granted_size_ != p.capacity) {
+    if (p.capacity < requested_size_) {
+      spdlog::warn("pipes.size {} requested, kernel granted {}", requested_size_, p.capacity);
+    }
+    granted_size_ = p.capacity;
+  }
+  ++in_use_;
+  return p;
+}
+
+void PipePool::release(Pipe&& pipe) {
+  if (!pipe.rd.valid()) return;
+  SPLICED_ASSERT(in_use_ > 0, "a released pipe was acquired from this pool");
+  SPLICED_ASSERT(pipe.bytes <= pipe.capacity, "a pipe holds at most its capacity");
+  --in_use_;
+  if (pipe.bytes == 0 && free_.size() + in_use_ < max_pipes_) {
+    free_.push_back(std::move(pipe));
+    return;
+  }
+  // A pipe that still holds bytes (or one over the cap) is closed here, never reused.
+  pipe.rd.reset();
+  pipe.wr.reset();
+}
+
+}  // namespace spliced

@@ -1,0 +1,311 @@
+#include "spliced/proxy/proxy_session.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace spliced {
+namespace {
+
+constexpr size_t kBudgetPerWakeup = 4 * 1024 * 1024;
+
+// Closing with SO_LINGER {1, 0} sends a reset instead of a FIN: how a reset is passed on.
+void resetOnClose(int fd) {
+  linger lg{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+}
+
+std::chrono::milliseconds since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               t);
+}
+
+}  // namespace
+
+const char* ProxySession::toString(End e) {
+  switch (e) {
+    case End::Done:
+      return "eof";
+    case End::NoUpstream:
+      return "no_upstream";
+    case End::ClientReset:
+      return "client_error";
+    case End::UpstreamReset:
+      return "upstream_error";
+    case End::IdleTimeout:
+      return "idle_timeout";
+    case End::Shutdown:
+      return "shutdown";
+    case End::Internal:
+      return "internal_error";
+  }
+  return "?";
+}
+
+ProxySession::ProxySession(RouteContext& ctx, UpstreamPool& pool, const ForwardConfig& cfg,
+                           Connection conn)
+    : ctx_(ctx),
+      pool_(pool),
+      cfg_(cfg),
+      client_(std::move(conn.fd)),
+      peer_(conn.peer),
+      peer_len_(conn.peer_len),
+      origin_(conn.origin),
+      id_(conn.id) {
+  // Behind a front load balancer, the client is the one its PROXY header names: it is logged
+  // and hashed (source_hash), not the balancer.
+  peer_info_ = describePeer(clientAddress(), origin_ ? origin_->src_len : peer_len_);
+}
+
+const sockaddr* ProxySession::clientAddress() const {
+  if (origin_) return reinterpret_cast<const sockaddr*>(&origin_->src);
+  return reinterpret_cast<const sockaddr*>(&peer_);
+}
+
+ProxySession::~ProxySession() = default;
+
+void ProxySession::start() {
+  started_ = std::chrono::steady_clock::now();
+  last_activity_ = started_;
+  connectNext();
+}
+
+void ProxySession::connectNext() {
+  UpstreamPool& pool = pool_;
+  const ForwardConfig& fc = cfg_;
+  while (state_ == State::Connecting) {
+    if (tried_.size() > fc.retries) return close(End::NoUpstream, last_connect_err_);
+    Upstream* u = pool.pick(clientAddress(), tried_);
+    if (u == nullptr) return close(End::NoUpstream, last_connect_err_);
+    tried_.push_back(u);
+    int err = 0;
+    UniqueFd fd = connectNonBlocking(u->addr, err);
+    if (!fd.valid()) {
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM ||
+          err == EADDRNOTAVAIL) {
+        // Our own shortage, not the upstream's fault: do not mark it down for it.
+        spdlog::error("error=internal route={} conn={} cannot connect to {}: {}", ctx_.routeName(),
+                      id_, u->addr.text, std::strerror(err));
+        last_connect_err_ = err;
+        return close(End::Internal, err);
+      }
+      pool.connectFailed(u, err);
+      spdlog::debug("route={} conn={} upstream={} connect failed: {}", ctx_.routeName(), id_,
+                    u->addr.text, std::strerror(err));
+      last_connect_err_ = err;
+      continue;
+    }
+    upstream_fd_ = std::move(fd);
+    upstream_ = u;
+    connect_started_ = std::chrono::steady_clock::now();
+    connect_ev_.reset(
+        event_new(ctx_.base(), upstream_fd_.get(), EV_WRITE, &ProxySession::onConnect, this));
+    addEvent(connect_ev_.get(), fc.connect_timeout);
+    return;
+  }
+}
+
+void ProxySession::onConnect(evutil_socket_t fd, short what, void* arg) {
+  auto* self = static_cast<ProxySession*>(arg);
+  int err = connectResult(fd, what);
+  self->connect_ev_.reset();
+  if (err != 0) return self->connectFailed(err);
+  self->pool_.connected(self->upstream_);
+  self->connected_ = true;
+  self->connect_time_ = since(self->connect_started_);
+  self->startStreaming();
+}
+
+void ProxySession::connectFailed(int err) {
+  last_connect_err_ = err;
+  pool_.connectFailed(upstream_, err);
+  spdlog::debug("route={} conn={} upstream={} connect failed: {}", ctx_.routeName(), id_,
+                upstream_->addr.text, std::strerror(err));
+  upstream_fd_.reset();
+  upstream_ = nullptr;
+  connectNext();
+}
+
+void ProxySession::startStreaming() {
+  RouteMetrics& m = ctx_.metrics();
+  const ForwardConfig& fc = cfg_;
+  if (fc.proxy_protocol != ProxyProtocol::Off) {
+    // The header goes first, before any spliced byte. It is at most a few hundred bytes into a
+    // fresh connection's empty send buffer, so one send takes it whole.
+    ProxyAddresses a;
+    if (origin_) {
+      a = *origin_;
+    } else {
+      a.family = peer_.ss_family;
+      a.src = peer_;
+      a.src_len = peer_len_;
+      a.dst_len = sizeof a.dst;
+      ::getsockname(client_.get(), reinterpret_cast<sockaddr*>(&a.dst), &a.dst_len);
+    }
+    std::string header =
+        fc.proxy_protocol == ProxyProtocol::V1 ? encodeProxyV1(a) : encodeProxyV2(a);
+    ssize_t n = ctx_.sys().send(upstream_fd_.get(), header.data(), header.size(), MSG_NOSIGNAL);
+    if (n != static_cast<ssize_t>(header.size())) {
+      int err = n < 0 ? errno : EIO;
+      spdlog::error("error=upstream route={} conn={} cannot send the PROXY header: {}",
+                    ctx_.routeName(), id_, std::strerror(err));
+      return close(End::UpstreamReset, err);
+    }
+    m.upstream_bytes += header.size();
+  }
+  state_ = State::Streaming;
+  int one = 1;
+  if (peer_.ss_family != AF_UNIX) {
+    ::setsockopt(client_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  auto setup = [&](Direction& d, bool to_upstream, int src, int dst, uint64_t* written,
+                   uint64_t* read) {
+    d.owner = this;
+    d.to_upstream = to_upstream;
+    d.src = src;
+    d.dst = dst;
+    d.sink = std::make_unique<SocketSink>(dst, ctx_.sys(), written);
+    d.pump = std::make_unique<Pump>(src, *d.sink, ctx_.pipes(), ctx_.sys(),
+                                    PumpCounters{read, &m.copy_fallback_bytes});
+    d.read_ev.reset(
+        event_new(ctx_.base(), src, EV_READ | EV_PERSIST, &ProxySession::onReadable, &d));
+    d.write_ev.reset(
+        event_new(ctx_.base(), dst, EV_WRITE | EV_PERSIST, &ProxySession::onWritable, &d));
+    event_add(d.read_ev.get(), nullptr);
+  };
+  setup(c2u_, true, client_.get(), upstream_fd_.get(), &m.upstream_bytes, &m.bytes_in);
+  setup(u2c_, false, upstream_fd_.get(), client_.get(), &m.bytes_out, &m.upstream_bytes_in);
+  auto idle = ctx_.idleTimeout();
+  if (idle.count() > 0) {
+    idle_ev_.reset(evtimer_new(ctx_.base(), &ProxySession::onIdle, this));
+    addEvent(idle_ev_.get(), idle);
+  }
+}
+
+void ProxySession::onReadable(evutil_socket_t, short, void* arg) {
+  auto* d = static_cast<Direction*>(arg);
+  d->owner->advance(*d);
+}
+
+void ProxySession::advance(Direction& d) {
+  if (state_ != State::Streaming || d.done || d.waiting_sink) return;
+  PumpResult r = d.pump->run(kBudgetPerWakeup);
+  d.bytes += r.moved;
+  if (r.moved > 0) last_activity_ = std::chrono::steady_clock::now();
+  handle(d, r);
+}
+
+void ProxySession::handle(Direction& d, const PumpResult& r) {
+  switch (r.status) {
+    case PumpStatus::Drained:
+    case PumpStatus::Budget:
+      return;
+    case PumpStatus::Eof:
+      // The source ended and its last byte, then the FIN, went to the other side.
+      d.done = true;
+      d.waiting_sink = false;
+      event_del(d.read_ev.get());
+      event_del(d.write_ev.get());
+      if (c2u_.done && u2c_.done) close(End::Done, 0);
+      return;
+    case PumpStatus::SinkBlocked:
+      // The other side is not reading: stop reading this one until it catches up.
+      if (!d.waiting_sink) {
+        d.waiting_sink = true;
+        event_del(d.read_ev.get());
+        event_add(d.write_ev.get(), nullptr);
+      }
+      return;
+    case PumpStatus::SinkError:
+      return close(d.to_upstream ? End::UpstreamReset : End::ClientReset, r.err);
+    case PumpStatus::SourceError:
+      return close(d.to_upstream ? End::ClientReset : End::UpstreamReset, r.err);
+  }
+}
+
+void ProxySession::onWritable(evutil_socket_t, short, void* arg) {
+  auto* d = static_cast<Direction*>(arg);
+  ProxySession* self = d->owner;
+  if (self->state_ != State::Streaming) return;
+  size_t before = d->pump->heldBytes();
+  PumpResult r = d->pump->flush();
+  if (d->pump->heldBytes() != before) self->last_activity_ = std::chrono::steady_clock::now();
+  if (r.status == PumpStatus::Drained) {
+    d->waiting_sink = false;
+    event_del(d->write_ev.get());
+    event_add(d->read_ev.get(), nullptr);
+    return self->advance(*d);  // the source may have more already
+  }
+  self->handle(*d, r);
+}
+
+void ProxySession::onIdle(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<ProxySession*>(arg);
+  auto idle = self->ctx_.idleTimeout();
+  auto quiet = since(self->last_activity_);
+  if (quiet >= idle) return self->close(End::IdleTimeout, 0);
+  addEvent(self->idle_ev_.get(), idle - quiet);
+}
+
+void ProxySession::shutdownSweep() {
+  if (state_ == State::Streaming) {
+    // drain_timeout is over: push what the pipes hold where it can go now, then close.
+    if (!c2u_.done) c2u_.pump->flush();
+    if (!u2c_.done) u2c_.pump->flush();
+  }
+  close(End::Shutdown, 0);
+}
+
+void ProxySession::close(End why, int err) {
+  if (state_ == State::Closed) return;
+  bool was_streaming = state_ == State::Streaming;
+  state_ = State::Closed;
+  connect_ev_.reset();
+  idle_ev_.reset();
+  for (Direction* d : {&c2u_, &u2c_}) {
+    d->read_ev.reset();
+    d->write_ev.reset();
+  }
+  if (why == End::ClientReset && upstream_fd_.valid()) resetOnClose(upstream_fd_.get());
+  if (why == End::UpstreamReset) resetOnClose(client_.get());
+  // Bytes still in a pipe at an idle timeout or the end of a drain are lost: both peers get a
+  // reset, not a FIN that would pass a truncated transfer off as complete.
+  size_t dropped = 0;
+  if (was_streaming) {
+    for (Direction* d : {&c2u_, &u2c_}) {
+      if (d->pump) dropped += d->pump->heldBytes();
+    }
+  }
+  if (dropped > 0 && why != End::ClientReset && why != End::UpstreamReset) {
+    resetOnClose(client_.get());
+    if (upstream_fd_.valid()) resetOnClose(upstream_fd_.get());
+  }
+  if (connected_) {
+    pool_.release(upstream_, why == End::UpstreamReset ? UpstreamPool::PeerState::Failed
+                                                       : UpstreamPool::PeerState::Ok);
+    connected_ = false;
+  }
+  if (why == End::NoUpstream) ++ctx_.metrics().rejected_no_upstream;
+  auto level = spdlog::level::info;
+  if (why == End::NoUpstream || why == End::UpstreamReset) level = spdlog::level::warn;
+  if (why == End::Internal) level = spdlog::level::err;
+  const char* tag = "";
+  if (why == End::ClientReset) tag = " error=downstream";
+  if (why == End::UpstreamReset || why == End::NoUpstream) tag = " error=upstream";
+  spdlog::log(level,
+              "proxy route={} conn={} client={} upstream={} bytes_in={} bytes_out={} connect={} "
+              "duration={} end={}{}{}{}{}",
+              ctx_.routeName(), id_, peer_info_.display(),
+              upstream_ != nullptr ? upstream_->addr.text : "-", c2u_.bytes, u2c_.bytes,
+              connect_time_.count() >= 0 ? formatDuration(connect_time_) : "-",
+              formatDuration(since(started_)), toString(why), tag, err ? " detail=" : "",
+              err ? std::strerror(err) : "",
+              dropped ? fmt::format(" dropped_bytes={}", dropped) : std::string());
+  ctx_.sessionDone(this);
+}
+
+}  // namespace spliced

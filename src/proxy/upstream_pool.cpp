@@ -1,0 +1,192 @@
+#include "spliced/proxy/upstream_pool.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace spliced {
+namespace {
+
+// FNV-1a over the client's address bytes (not its port): one client, one upstream.
+uint64_t hashClient(const sockaddr* sa) {
+  const uint8_t* p = nullptr;
+  size_t n = 0;
+  if (sa != nullptr && sa->sa_family == AF_INET) {
+    p = reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(sa)->sin_addr);
+    n = 4;
+  } else if (sa != nullptr && sa->sa_family == AF_INET6) {
+    const auto* a6 = &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr;
+    p = reinterpret_cast<const uint8_t*>(a6);
+    n = 16;
+    if (IN6_IS_ADDR_V4MAPPED(a6)) {  // the same client over v4 or mapped v6
+      p += 12;
+      n = 4;
+    }
+  }
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+UniqueFd connectNonBlocking(const SocketAddress& addr, int& err) {
+  UniqueFd fd(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
+    err = errno;
+    return {};
+  }
+  if (!addr.isUnix()) {
+    int one = 1;
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.len) != 0 &&
+      errno != EINPROGRESS) {
+    err = errno;  // ECONNREFUSED, ENETUNREACH, EAGAIN (unix backlog full), ...
+    return {};
+  }
+  err = 0;
+  return fd;
+}
+
+UpstreamPool::UpstreamPool(event_base* base, const ForwardConfig& cfg, std::string route)
+    : base_(base), cfg_(cfg), route_(std::move(route)) {
+  for (const auto& a : cfg_.upstreams) {
+    auto u = std::make_unique<Upstream>();
+    u->addr = a;
+    u->pool = this;
+    upstreams_.push_back(std::move(u));
+  }
+}
+
+UpstreamPool::~UpstreamPool() = default;
+
+void UpstreamPool::start() {
+  if (!cfg_.health_check) return;
+  for (auto& u : upstreams_) {
+    u->timer_ev.reset(event_new(base_, -1, EV_PERSIST, &UpstreamPool::onCheckTimer, u.get()));
+    addEvent(u->timer_ev.get(), cfg_.health_check->interval);
+  }
+}
+
+bool UpstreamPool::anyUp() const {
+  auto now = std::chrono::steady_clock::now();
+  for (const auto& u : upstreams_) {
+    if (u->up(now)) return true;
+  }
+  return false;
+}
+
+Upstream* UpstreamPool::pick(const sockaddr* client, const std::vector<Upstream*>& tried) {
+  auto now = std::chrono::steady_clock::now();
+  const size_t n = upstreams_.size();
+  auto usable = [&](Upstream* u) {
+    return u->up(now) && std::find(tried.begin(), tried.end(), u) == tried.end();
+  };
+  size_t start = next_;
+  if (cfg_.balance == Balance::SourceHash) start = static_cast<size_t>(hashClient(client) % n);
+  Upstream* best = nullptr;
+  size_t best_index = 0;
+  for (size_t i = 0; i < n; ++i) {
+    size_t idx = (start + i) % n;
+    Upstream* u = upstreams_[idx].get();
+    if (!usable(u)) continue;
+    if (cfg_.balance != Balance::LeastConnections) {
+      best = u;
+      best_index = idx;
+      break;
+    }
+    if (best == nullptr || u->active < best->active) {  // ties: the round-robin order decides
+      best = u;
+      best_index = idx;
+    }
+  }
+  if (best != nullptr && cfg_.balance != Balance::SourceHash) next_ = best_index + 1;
+  return best;
+}
+
+void UpstreamPool::connected(Upstream* u) {
+  if (u->fails_in_row >= cfg_.max_fails) {
+    spdlog::info("route={} upstream={} is up again", route_, u->addr.text);
+  }
+  u->fails_in_row = 0;
+  ++u->active;
+}
+
+void UpstreamPool::release(Upstream* u, PeerState state) {
+  SPLICED_ASSERT(u->active > 0, "release() follows connected()");
+  --u->active;
+  if (state == PeerState::Failed) ++u->errors;
+}
+
+int connectResult(int fd, short what) {
+  if (!(what & EV_WRITE)) return ETIMEDOUT;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  return err;
+}
+
+void UpstreamPool::connectFailed(Upstream* u, int err) {
+  ++u->errors;
+  ++u->fails_in_row;
+  if (u->fails_in_row >= cfg_.max_fails) {
+    u->down_until = std::chrono::steady_clock::now() + cfg_.fail_timeout;
+    if (u->fails_in_row == cfg_.max_fails) {
+      spdlog::warn(
+          "error=upstream route={} upstream={} marked down for {} after {} failed "
+          "connect(s): {}",
+          route_, u->addr.text, formatDuration(cfg_.fail_timeout), u->fails_in_row,
+          std::strerror(err));
+    }
+  }
+}
+
+void UpstreamPool::onCheckTimer(evutil_socket_t, short, void* arg) {
+  auto* u = static_cast<Upstream*>(arg);
+  UpstreamPool* self = u->pool;
+  if (u->probe.valid()) return;  // the previous probe is still waiting for its timeout
+  int err = 0;
+  u->probe = connectNonBlocking(u->addr, err);
+  if (!u->probe.valid()) return self->probeResult(*u, false, err);
+  u->probe_ev.reset(event_new(self->base_, u->probe.get(), EV_WRITE, &UpstreamPool::onProbe, u));
+  addEvent(u->probe_ev.get(), self->cfg_.health_check->timeout);
+}
+
+void UpstreamPool::onProbe(evutil_socket_t fd, short what, void* arg) {
+  auto* u = static_cast<Upstream*>(arg);
+  int err = connectResult(fd, what);
+  u->probe_ev.reset();
+  u->probe.reset();
+  u->pool->probeResult(*u, err == 0, err);
+}
+
+void UpstreamPool::probeResult(Upstream& u, bool ok, int err) {
+  const HealthCheckConfig& hc = *cfg_.health_check;
+  if (ok) {
+    u.check_bad_in_row = 0;
+    ++u.check_ok_in_row;
+    if (u.check_down && u.check_ok_in_row >= hc.rise) {
+      u.check_down = false;
+      u.fails_in_row = 0;
+      u.down_until = {};
+      spdlog::info("route={} upstream={} health check passed {} time(s): up", route_, u.addr.text,
+                   u.check_ok_in_row);
+    }
+  } else {
+    u.check_ok_in_row = 0;
+    ++u.check_bad_in_row;
+    if (!u.check_down && u.check_bad_in_row >= hc.fall) {
+      u.check_down = true;
+      spdlog::warn("error=upstream route={} upstream={} health check failed {} time(s): down ({})",
+                   route_, u.addr.text, u.check_bad_in_row, std::strerror(err));
+    }
+  }
+}
+
+}  // namespace spliced

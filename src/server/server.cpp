@@ -1,0 +1,211 @@
+#include "spliced/server/server.hpp"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <fmt/format.h>
+
+#include "spliced/admin/metrics_catalogue.hpp"
+
+namespace spliced {
+
+Server::Server(ConfigPtr config, SysCalls& sys)
+    : config_(std::move(config)),
+      sys_(sys),
+      base_(event_base_new()),
+      pipes_(sys, config_->pipes.size, config_->pipes.max) {}
+
+Server::~Server() {
+  admin_.reset();
+  // Sessions still open (an abnormal exit) close their segments now, while the lifecycle thread
+  // can still be told; then it is joined before the routes its jobs point into go away.
+  for (auto& r : routes_) r->closeAll();
+  graveyard_.clear();
+  lifecycle_.reset();
+  graveyard_.clear();
+  routes_.clear();
+  signal_evs_.clear();
+  cleanup_ev_.reset();
+  drain_ev_.reset();
+}
+
+Status Server::start() {
+  if (!base_) return Error(ErrorSource::Internal, "cannot create the event loop");
+  ::signal(SIGPIPE, SIG_IGN);
+  lifecycle_ = std::make_unique<ArchiveLifecycle>();
+  for (const auto& rc : config_->routes) {
+    // Kept even when it fails to start: the lifecycle thread may already hold a job for it, and
+    // the thread is joined before routes are destroyed.
+    routes_.push_back(std::make_unique<Route>(*this, rc));
+    Route* route = routes_.back().get();
+    if (Status s = route->start(); !s) {
+      return std::move(s).takeError().withContext(fmt::format("route {}", rc.name));
+    }
+    if (rc.archive) {
+      spdlog::info("route={} listening on {} archive={}", rc.name, route->boundAddress(),
+                   rc.archive->dir.string());
+    } else {
+      std::string ups;
+      for (const auto& u : rc.forward->upstreams) ups += (ups.empty() ? "" : ",") + u.text;
+      spdlog::info("route={} listening on {} forward={}", rc.name, route->boundAddress(), ups);
+    }
+  }
+  if (config_->admin.listen) {
+    admin_ = std::make_unique<Admin>(base_.get(), *this, config_->admin);
+    if (Status s = admin_->start(); !s) return std::move(s).takeError().withContext("admin");
+    spdlog::info("admin listening on {}", admin_->boundAddress());
+  }
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) {
+    EventPtr ev(evsignal_new(base_.get(), sig, &Server::onSignal, this));
+    event_add(ev.get(), nullptr);
+    signal_evs_.push_back(std::move(ev));
+  }
+  cleanup_ev_.reset(event_new(base_.get(), -1, 0, &Server::onCleanup, this));
+  drain_ev_.reset(evtimer_new(base_.get(), &Server::onDrainTimeout, this));
+  return Ok{};
+}
+
+int Server::run() {
+  event_base_dispatch(base_.get());
+  return 0;
+}
+
+void Server::onSignal(evutil_socket_t sig, short, void* arg) {
+  auto* self = static_cast<Server*>(arg);
+  switch (sig) {
+    case SIGTERM:
+    case SIGINT:
+      self->beginShutdown();
+      break;
+    case SIGUSR1:
+      spdlog::info("SIGUSR1: rotating every active segment");
+      self->rotateAll();
+      break;
+    case SIGHUP:
+      spdlog::warn("SIGHUP: configuration reload is not supported yet; ignored");
+      break;
+    default:
+      break;
+  }
+}
+
+void Server::rotateAll() {
+  for (auto& r : routes_) r->rotateAll();
+}
+
+size_t Server::sessionCount() const {
+  size_t n = 0;
+  for (const auto& r : routes_) n += r->sessionCount();
+  return n;
+}
+
+void Server::beginShutdown() {
+  if (shutting_down_) {
+    spdlog::warn("second stop signal: writing what is already received and exiting now");
+    for (auto& r : routes_) r->shutdownSweep();
+    maybeFinishShutdown();
+    return;
+  }
+  shutting_down_ = true;
+  for (auto& r : routes_) r->stopAccepting();
+  size_t n = sessionCount();
+  spdlog::info("shutting down: stopped accepting; {} connection(s) may finish within {}", n,
+               formatDuration(config_->drain_timeout));
+  if (n > 0) addEvent(drain_ev_.get(), std::max(config_->drain_timeout, milliseconds(1)));
+  maybeFinishShutdown();
+}
+
+void Server::onDrainTimeout(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Server*>(arg);
+  spdlog::info("drain_timeout reached: closing {} connection(s)", self->sessionCount());
+  for (auto& r : self->routes_) r->shutdownSweep();
+  self->maybeFinishShutdown();
+}
+
+void Server::maybeFinishShutdown() {
+  if (!shutting_down_ || finished_ || sessionCount() > 0) return;
+  finished_ = true;
+  admin_.reset();
+  for (auto& r : routes_) r->finish();
+  for (const RouteStatus& r : status().routes) {
+    spdlog::info("route={} totals: {}", r.name, totalsLine(r));
+  }
+  event_base_loopexit(base_.get(), nullptr);
+}
+
+const Route* Server::route(std::string_view name) const {
+  for (const auto& r : routes_) {
+    if (r->config().name == name) return r.get();
+  }
+  return nullptr;
+}
+
+std::string Server::adminAddress() const { return admin_ ? admin_->boundAddress() : ""; }
+
+std::string Server::boundAddress(const std::string& name) const {
+  const Route* r = route(name);
+  return r ? r->boundAddress() : std::string();
+}
+
+const RouteMetrics* Server::metrics(const std::string& name) const {
+  const Route* r = route(name);
+  return r ? &r->counters() : nullptr;
+}
+
+ServerStatus Server::status() const {
+  ServerStatus st;
+  auto now = std::chrono::steady_clock::now();
+  for (const auto& r : routes_) {
+    RouteStatus rs;
+    rs.name = r->config().name;
+    rs.listening = r->listening();
+    rs.counters = r->counters();
+    if (const CollectRoute* c = r->collect()) {
+      rs.collects = true;
+      rs.stalled = c->stalledSessions();
+      const LifecycleMetrics& lm = c->lifecycle();
+      rs.lifecycle = {lm.compressed.load(), lm.compress_errors.load(), lm.compress_skipped.load(),
+                      lm.deleted_files.load(), lm.deleted_bytes.load()};
+    }
+    if (const ProxyRoute* p = r->proxy()) {
+      rs.proxies = true;
+      for (const auto& u : p->pool().upstreams()) {
+        rs.upstreams.push_back({u->addr.text, u->errors, u->active, u->up(now)});
+      }
+    }
+    st.routes.push_back(std::move(rs));
+  }
+  st.archive_queue = lifecycle_ ? lifecycle_->queued() : 0;
+  st.pipes_in_use = pipes_.inUse();
+  st.pipes_pooled = pipes_.pooled();
+  st.start_time = start_time_;
+  return st;
+}
+
+std::vector<std::string> Server::problems() const {
+  std::vector<std::string> out;
+  if (shutting_down_) out.emplace_back("shutting down");
+  for (const auto& r : routes_) {
+    for (auto& p : r->problems()) out.push_back(std::move(p));
+  }
+  return out;
+}
+
+int Server::archiveDir(std::string_view name) const {
+  const Route* r = route(name);
+  if (r == nullptr || r->collect() == nullptr) return -1;
+  return r->collect()->dirFd();
+}
+
+void Server::retire(SessionPtr s) {
+  graveyard_.push_back(std::move(s));
+  event_active(cleanup_ev_.get(), EV_TIMEOUT, 0);
+}
+
+void Server::onCleanup(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Server*>(arg);
+  self->graveyard_.clear();
+  self->maybeFinishShutdown();
+}
+
+}  // namespace spliced
