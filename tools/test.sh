@@ -3,6 +3,7 @@
 #
 #   tools/test.sh              the whole suite (RelWithDebInfo, build/test)
 #   tools/test.sh --sanitize   the whole suite built with ASan + UBSan (build/asan); any report fails
+#   tools/test.sh --release    the whole suite built as a user builds it (Release, build/release-tests)
 #   tools/test.sh --lint       clang-tidy over src/ with .clang-tidy; any finding fails
 #   tools/test.sh --fuzz [S]   every libFuzzer target for S seconds (default 20), regressions first
 # Extra arguments after the mode go to ctest (e.g. -R proxy).
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-}"
 case "$mode" in
-  --sanitize | --lint | --fuzz) shift ;;
+  --sanitize | --release | --lint | --fuzz) shift ;;
   *) mode="" ;;
 esac
 tools/deps.sh
@@ -44,6 +45,18 @@ case "$mode" in
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=67"
     cd "$build"
     ctest --output-on-failure --timeout 600 -j2 "$@"
+    ;;
+  --release)
+    # Release (-O3) inlines more and GCC warns differently there: warnings are errors here too.
+    build=build/release-tests
+    (
+      exec 9>/tmp/spliced-build.lock
+      flock 9
+      cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPLICED_WERROR=ON >/dev/null
+      cmake --build "$build"
+    )
+    cd "$build"
+    ctest --output-on-failure --timeout 300 -j2 "$@"
     ;;
   *)
     tools/build.sh

@@ -45,7 +45,7 @@ constexpr std::array<RouteMetricDef, 21> kRouteMetrics{{
     {"spliced_copy_fallback_bytes_total", T::Counter,
      "Bytes that passed through user space instead of splice.", "", "copy_fallback_bytes",
      TotalsFor::All, [](const R& r) { return r.counters.copy_fallback_bytes; }},
-    {"spliced_storage_errors_total", T::Counter, "Failed archive writes (retried).", "", "",
+    {"spliced_storage_errors_total", T::Counter, "Failed archive writes (retried), syncs and renames.", "", "",
      TotalsFor::None, [](const R& r) { return r.counters.storage_errors; }},
     {"spliced_archive_stalled_connections", T::Gauge,
      "Connections paused because archive writes fail.", "", "", TotalsFor::None,
@@ -84,7 +84,7 @@ using S = ServerStatus;
 
 constexpr std::array<ProcessMetricDef, 9> kProcessMetrics{{
     {"spliced_archive_queue_length", T::Gauge,
-     "Compression and retention jobs waiting for the archive worker (the backlog).",
+     "Compression and retention jobs waiting for the archive lifecycle thread (the backlog).",
      [](const S& s, const P&) { return s.archive_queue; }, nullptr},
     {"spliced_pipes_in_use", T::Gauge, "Pipes lent to connections (holding bytes).",
      [](const S& s, const P&) { return s.pipes_in_use; }, nullptr},

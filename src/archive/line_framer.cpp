@@ -1,5 +1,7 @@
 #include "spliced/archive/line_framer.hpp"
 
+#include "spliced/core/check.hpp"
+
 #include <cstring>
 
 namespace spliced {
@@ -10,6 +12,9 @@ LineFramer::LineFramer(SegmentChain& chain, uint64_t owner, size_t max_line, Rou
 LineFramer::~LineFramer() { chain_.releaseOwner(owner_); }
 
 SinkResult LineFramer::writeComplete() {
+  SPLICED_ASSERT(
+      written_ <= complete_ && complete_ <= buf_.size(),
+      "written lines are a prefix of the complete ones, which are a prefix of the buffer");
   while (written_ < complete_) {
     SinkResult r = chain_.writeLines(owner_, buf_.data() + written_, complete_ - written_);
     written_ += r.bytes;

@@ -1,5 +1,7 @@
 #include "spliced/archive/segment_chain.hpp"
 
+#include "spliced/core/check.hpp"
+
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -60,37 +62,46 @@ int SegmentChain::ensureOpen() {
 void SegmentChain::rotate() {
   if (!fd_.valid()) return;
   if (cfg_.fsync == FsyncPolicy::OnClose && sys_.fdatasync(fd_.get()) != 0) {
+    // Logged and counted; the segment is still published: its bytes are in the page cache and
+    // readable, and holding it back would not make them durable.
+    ++metrics_.storage_errors;
     spdlog::error("error=storage route={} fdatasync {}: {}", vars_.route, rel_,
                   std::strerror(errno));
   }
   fd_.reset();
   const std::string from = rel_ + std::string(kOpenSuffix);
   Published pub = publishNoReplace(sys_, dir_fd_, from, rel_);
-  std::string to = pub.name;
-  if (pub.err != 0) {
-    // The bytes stay complete under the .open name; recovery publishes it at the next start.
-    spdlog::error("error=storage route={} cannot rename {} to {}: {}", vars_.route, from, to,
-                  std::strerror(pub.err));
-    to = from;
-  }
-  if (cfg_.fsync == FsyncPolicy::OnClose) {
-    // Make the rename itself durable: fsync the directory holding the segment.
-    std::string parent = parentOf(to);
-    UniqueFd dfd(::openat(dir_fd_, parent.empty() ? "." : parent.c_str(),
-                          O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (dfd.valid() && sys_.fsync(dfd.get()) != 0) {
-      spdlog::error("error=storage route={} fsync of the directory of {}: {}", vars_.route, to,
-                    std::strerror(errno));
-    }
-  }
-  ++metrics_.archive_segments;
+  const uint64_t bytes = size_;
   ++closed_;
-  spdlog::debug("route={} segment closed {} bytes={}", vars_.route, to, size_);
-  uint64_t bytes = size_;
   rel_.clear();
   size_ = 0;
   ++vars_.seq;
-  if (on_closed_) on_closed_(to, bytes);
+  if (pub.err != 0) {
+    // The bytes stay complete under the .open name; recovery publishes it at the next start.
+    // It is not a closed segment yet: not counted as one, and not handed to compression.
+    ++metrics_.storage_errors;
+    spdlog::error("error=storage route={} cannot rename {} to {}: {}; kept as {}", vars_.route,
+                  from, pub.name, std::strerror(pub.err), from);
+    return;
+  }
+  if (cfg_.fsync == FsyncPolicy::OnClose) syncDirOf(pub.name);
+  ++metrics_.archive_segments;
+  spdlog::debug("route={} segment closed {} bytes={}", vars_.route, pub.name, bytes);
+  if (on_closed_) on_closed_(pub.name, bytes);
+}
+
+void SegmentChain::syncDirOf(const std::string& rel) {
+  // Makes the rename itself durable: fsync of the directory holding the segment.
+  const std::string parent = parentOf(rel);
+  int err = 0;
+  UniqueFd dfd(sys_.openat(dir_fd_, parent.empty() ? "." : parent.c_str(),
+                           O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
+  if (!dfd.valid() || sys_.fsync(dfd.get()) != 0) err = errno;
+  if (err != 0) {
+    ++metrics_.storage_errors;
+    spdlog::error("error=storage route={} fsync of the directory of {}: {}", vars_.route, rel,
+                  std::strerror(err));
+  }
 }
 
 SinkResult SegmentChain::fail(size_t done, int err) {
@@ -113,6 +124,8 @@ SinkResult SegmentChain::fromPipe(Pipe& pipe, size_t n) {
     loff_t off = static_cast<loff_t>(size_);
     ssize_t w = sys_.splice(pipe.rd.get(), nullptr, fd_.get(), &off, chunk, SPLICE_F_MOVE);
     if (w > 0) {
+      SPLICED_ASSERT(static_cast<size_t>(w) <= chunk && static_cast<size_t>(w) <= pipe.bytes,
+                     "splice moves at most what was asked and what the pipe holds");
       size_ += static_cast<uint64_t>(w);
       total_ += static_cast<uint64_t>(w);
       metrics_.archive_bytes += static_cast<uint64_t>(w);
@@ -157,6 +170,7 @@ SinkResult SegmentChain::writeBuffer(const char* data, size_t n, bool whole_line
       continue;
     }
     size_t chunk = static_cast<size_t>(std::min<uint64_t>(n - done, room));
+    SPLICED_ASSERT(chunk > 0, "a write always has room in an open segment");
     if (whole_lines && chunk < n - done) {
       // The rest does not fit: cut after the last whole line that does, or start a new
       // segment; only a line longer than a whole segment is split.

@@ -154,52 +154,10 @@ class Schema {
                                   {{"raw", Framing::Raw}, {"lines", Framing::Lines}});
       if (f) a.framing = *f;
     }
-    std::string name_text = a.layout == Layout::Shared
-                                ? "%Y/%m/%d/{route}-%H%M%S-{seq}.log"
-                                : "%Y/%m/%d/{route}-{peer}-{conn}-%H%M%S-{seq}.log";
-    YAML::Mark name_mark = n.Mark();
-    if (auto v = n["name"]) {
-      name_mark = v.Mark();
-      if (auto s = r_.scalar(v, path + ".name")) name_text = *s;
-    }
-    auto t = NameTemplate::compile(name_text);
-    if (!t.ok()) {
-      r_.addAt(name_mark, path + ".name", t.error());
-    } else {
-      a.name = t.value();
-      if (a.layout == Layout::Shared && (a.name.usesPeer() || a.name.usesConn())) {
-        r_.addAt(
-            name_mark, path + ".name",
-            "{peer}, {peer_port} and {conn} have no meaning with layout: shared (one chain for "
-            "all connections)");
-      }
-    }
+    parseName(n, path, a);
     if (auto v = n["localtime"]) r_.boolean(v, path + ".localtime", a.localtime);
-    if (auto v = n["rotate"]) {
-      if (r_.checkMap(v, path + ".rotate", {"max_bytes", "interval"})) {
-        if (auto m = v["max_bytes"]) {
-          r_.size(m, path + ".rotate.max_bytes", a.rotate.max_bytes, 4 * kKiB, 1024 * kGiB * 1024,
-                  true);
-        }
-        if (auto m = v["interval"]) {
-          r_.duration(m, path + ".rotate.interval", a.rotate.interval, milliseconds(1000), true);
-        }
-      }
-    }
-    if (auto v = n["retain"]) {
-      if (r_.checkMap(v, path + ".retain", {"max_files", "max_age", "max_bytes"})) {
-        if (auto m = v["max_files"]) {
-          r_.count(m, path + ".retain.max_files", a.retain.max_files, 0, 100000000);
-        }
-        if (auto m = v["max_age"]) {
-          r_.duration(m, path + ".retain.max_age", a.retain.max_age, milliseconds(1000), true);
-        }
-        if (auto m = v["max_bytes"]) {
-          r_.size(m, path + ".retain.max_bytes", a.retain.max_bytes, kKiB, 1024 * kGiB * 1024,
-                  true);
-        }
-      }
-    }
+    if (auto v = n["rotate"]) parseRotate(v, path + ".rotate", a.rotate);
+    if (auto v = n["retain"]) parseRetain(v, path + ".retain", a.retain);
     if (auto v = n["compress"]) {
       auto c = r_.choice<Compress>(
           v, path + ".compress",
@@ -222,6 +180,51 @@ class Schema {
     }
     if (auto v = n["max_line"]) {
       r_.size(v, path + ".max_line", a.max_line, 64, 64 * kMiB, false);
+    }
+  }
+
+  // The segment name template; its default depends on the layout.
+  void parseName(const YAML::Node& n, const std::string& path, ArchiveConfig& a) {
+    std::string name_text = a.layout == Layout::Shared
+                                ? "%Y/%m/%d/{route}-%H%M%S-{seq}.log"
+                                : "%Y/%m/%d/{route}-{peer}-{conn}-%H%M%S-{seq}.log";
+    YAML::Mark name_mark = n.Mark();
+    if (auto v = n["name"]) {
+      name_mark = v.Mark();
+      if (auto s = r_.scalar(v, path + ".name")) name_text = *s;
+    }
+    auto t = NameTemplate::compile(name_text);
+    if (!t.ok()) {
+      r_.addAt(name_mark, path + ".name", t.error());
+    } else {
+      a.name = t.value();
+      if (a.layout == Layout::Shared && (a.name.usesPeer() || a.name.usesConn())) {
+        r_.addAt(
+            name_mark, path + ".name",
+            "{peer}, {peer_port} and {conn} have no meaning with layout: shared (one chain for "
+            "all connections)");
+      }
+    }
+  }
+
+  void parseRotate(const YAML::Node& v, const std::string& path, RotateConfig& rotate) {
+    if (!r_.checkMap(v, path, {"max_bytes", "interval"})) return;
+    if (auto m = v["max_bytes"]) {
+      r_.size(m, path + ".max_bytes", rotate.max_bytes, 4 * kKiB, 1024 * kGiB * 1024, true);
+    }
+    if (auto m = v["interval"]) {
+      r_.duration(m, path + ".interval", rotate.interval, milliseconds(1000), true);
+    }
+  }
+
+  void parseRetain(const YAML::Node& v, const std::string& path, RetainConfig& retain) {
+    if (!r_.checkMap(v, path, {"max_files", "max_age", "max_bytes"})) return;
+    if (auto m = v["max_files"]) r_.count(m, path + ".max_files", retain.max_files, 0, 100000000);
+    if (auto m = v["max_age"]) {
+      r_.duration(m, path + ".max_age", retain.max_age, milliseconds(1000), true);
+    }
+    if (auto m = v["max_bytes"]) {
+      r_.size(m, path + ".max_bytes", retain.max_bytes, kKiB, 1024 * kGiB * 1024, true);
     }
   }
 

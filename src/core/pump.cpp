@@ -1,5 +1,7 @@
 #include "spliced/core/pump.hpp"
 
+#include "spliced/core/check.hpp"
+
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 
@@ -54,6 +56,7 @@ bool Pump::pipeToBuffer() {
     got += static_cast<size_t>(n);
   }
   *counters_.copied += got;
+  SPLICED_ASSERT(got == pipe_->bytes, "the pipe is emptied whole into the buffer");
   pipe_->bytes = 0;
   if (buf_len_) std::memcpy(fresh.get() + got, buf_.get() + buf_off_, buf_len_);
   buf_ = std::move(fresh);
@@ -131,6 +134,7 @@ PumpResult Pump::run(size_t budget) {
     // A pipe only when no copied bytes wait: spliced bytes must never overtake them.
     if (!forced_copy_ && !pipe_ && buf_len_ == 0) pipe_ = pool_.acquire();
     if (!forced_copy_ && pipe_) {
+      SPLICED_ASSERT(buf_len_ == 0, "spliced bytes never overtake copied ones");
       if (pipe_->bytes >= pipe_->capacity) {
         PumpResult f = flushInternal();
         if (f.status != PumpStatus::Drained) {
@@ -138,6 +142,7 @@ PumpResult Pump::run(size_t budget) {
           return done(f);
         }
       }
+      SPLICED_ASSERT(pipe_->bytes < pipe_->capacity, "a full pipe is drained before it is filled");
       size_t want = std::min(pipe_->capacity - pipe_->bytes, budget - moved);
       ssize_t n = sys_.splice(source_, nullptr, pipe_->wr.get(), nullptr, want,
                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);

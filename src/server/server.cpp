@@ -198,6 +198,7 @@ int Server::archiveDir(std::string_view name) const {
 }
 
 void Server::retire(SessionPtr s) {
+  SPLICED_ASSERT(s != nullptr, "a retired session exists");
   graveyard_.push_back(std::move(s));
   event_active(cleanup_ev_.get(), EV_TIMEOUT, 0);
 }

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -20,8 +21,25 @@
 
 namespace spliced::testing {
 
-// Which data-path call a fault applies to.
-enum class Call { SpliceFromSocket, SpliceToFile, SpliceToSocket, Read, Pwrite };
+// Which seam entry a call went through. The first five are the data path, seen by `hook`; the
+// others are seen by `fault` (see FaultySysCalls).
+enum class Call {
+  SpliceFromSocket,
+  SpliceToFile,
+  SpliceToSocket,
+  Read,
+  Pwrite,
+  Send,
+  Recv,
+  Shutdown,
+  Openat,
+  Mkdirat,
+  Renameat2,
+  Unlinkat,
+  Fdatasync,
+  Fsync,
+};
+inline constexpr size_t kCallKinds = static_cast<size_t>(Call::Fsync) + 1;
 
 inline bool isPipe(int fd) {
   struct stat st;
@@ -30,12 +48,26 @@ inline bool isPipe(int fd) {
 
 // A SysCalls whose behaviour a test sets per call: a hook returns -1 with errno set to fail the
 // call, or a length cap for short transfers; 0 passes the call through unchanged.
+//
+// Two hooks, so that a test written for the data path keeps seeing only the data path:
+//   hook   splice, read, pwrite (the kinds SpliceFromSocket .. Pwrite);
+//   fault  send, recv, shutdown, openat, mkdirat, renameat2, unlinkat, fdatasync, fsync, with
+//          `nth`, the 1-based number of this call among the calls of its kind, so a test can
+//          fail an exact call. `len` is the byte count of send/recv (a cap makes a short
+//          transfer) and 0 for the others.
+// Every call is counted per kind (calls(kind)), with atomics: the archive lifecycle thread may
+// call compression through the same object. A hook that may run on that thread must itself be
+// thread-safe, and hooks are set before the calls they watch can start.
 class FaultySysCalls : public SysCalls {
  public:
   // Returns 0 to pass through, -1 (and sets errno) to fail the call.
   std::function<int(Call, size_t& len)> hook;
+  std::function<int(Call, int nth, size_t& len)> fault;
   std::atomic<int> calls_from_socket{0};
   std::atomic<int> calls_to_file{0};
+
+  // Calls of kind `c` so far (including failed ones).
+  int calls(Call c) const { return counts_[static_cast<size_t>(c)].load(); }
 
   ssize_t splice(int fd_in, loff_t* off_in, int fd_out, loff_t* off_out, size_t len,
                  unsigned int flags) override {
@@ -43,6 +75,7 @@ class FaultySysCalls : public SysCalls {
     if (isPipe(fd_in)) c = off_out != nullptr ? Call::SpliceToFile : Call::SpliceToSocket;
     if (c == Call::SpliceToFile) calls_to_file++;
     if (c == Call::SpliceFromSocket) calls_from_socket++;
+    count(c);
     if (hook && hook(c, len) < 0) return -1;
     return SysCalls::splice(fd_in, off_in, fd_out, off_out, len, flags);
   }
@@ -58,14 +91,79 @@ class FaultySysCalls : public SysCalls {
     return SysCalls::pipe2(fds, flags);
   }
   ssize_t read(int fd, void* buf, size_t len) override {
+    count(Call::Read);
     if (hook && hook(Call::Read, len) < 0) return -1;
     return SysCalls::read(fd, buf, len);
   }
   ssize_t pwrite(int fd, const void* buf, size_t len, off_t off) override {
+    count(Call::Pwrite);
     if (hook && hook(Call::Pwrite, len) < 0) return -1;
     return SysCalls::pwrite(fd, buf, len, off);
   }
+
+  ssize_t send(int fd, const void* buf, size_t len, int flags) override {
+    if (faulted(Call::Send, len)) return -1;
+    return SysCalls::send(fd, buf, len, flags);
+  }
+  ssize_t recv(int fd, void* buf, size_t len, int flags) override {
+    if (faulted(Call::Recv, len)) return -1;
+    return SysCalls::recv(fd, buf, len, flags);
+  }
+  int shutdown(int fd, int how) override {
+    if (faulted(Call::Shutdown)) return -1;
+    return SysCalls::shutdown(fd, how);
+  }
+  int openat(int dirfd, const char* path, int flags, mode_t mode) override {
+    if (faulted(Call::Openat)) return -1;
+    return SysCalls::openat(dirfd, path, flags, mode);
+  }
+  int mkdirat(int dirfd, const char* path, mode_t mode) override {
+    if (faulted(Call::Mkdirat)) return -1;
+    return SysCalls::mkdirat(dirfd, path, mode);
+  }
+  int renameat2(int olddirfd, const char* oldpath, int newdirfd, const char* newpath,
+                unsigned int flags) override {
+    if (faulted(Call::Renameat2)) return -1;
+    return SysCalls::renameat2(olddirfd, oldpath, newdirfd, newpath, flags);
+  }
+  int unlinkat(int dirfd, const char* path, int flags) override {
+    if (faulted(Call::Unlinkat)) return -1;
+    return SysCalls::unlinkat(dirfd, path, flags);
+  }
+  int fdatasync(int fd) override {
+    if (faulted(Call::Fdatasync)) return -1;
+    return SysCalls::fdatasync(fd);
+  }
+  int fsync(int fd) override {
+    if (faulted(Call::Fsync)) return -1;
+    return SysCalls::fsync(fd);
+  }
+
+ private:
+  int count(Call c) { return ++counts_[static_cast<size_t>(c)]; }
+  // Counts the call and asks `fault`; true when the call is to fail (errno set by the fault).
+  bool faulted(Call c, size_t& len) {
+    int nth = count(c);
+    return fault && fault(c, nth, len) < 0;
+  }
+  bool faulted(Call c) {
+    size_t none = 0;
+    return faulted(c, none);
+  }
+
+  std::array<std::atomic<int>, kCallKinds> counts_{};
 };
+
+// A `fault` that fails the calls of kind `c` numbered first..last (1-based, per kind) with `err`
+// and passes every other call through.
+inline std::function<int(Call, int, size_t&)> failCalls(Call c, int err, int first, int last = -1) {
+  if (last < 0) last = first;
+  return [=](Call k, int nth, size_t&) {
+    if (k != c || nth < first || nth > last) return 0;
+    errno = err;
+    return -1;
+  };
+}
 
 // A directory under /tmp removed with everything in it at scope exit.
 struct TempDir {

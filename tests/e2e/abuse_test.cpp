@@ -202,7 +202,10 @@ bool closedByDaemon(int result) { return result == 0 || result == ECONNRESET; }
 
 // The open segment of the client on `port` (named kPerConnName) and its size; nullopt when none.
 std::optional<uint64_t> openSegmentSize(const fs::path& archive, uint16_t port) {
-  const std::string tag = "-" + std::to_string(port) + "-";
+  // Appended piece by piece: GCC 12 warns falsely (stringop-overflow) on "-" + to_string(..).
+  std::string tag = "-";
+  tag += std::to_string(port);
+  tag += '-';
   for (const auto& f : openSegments(archive)) {
     if (f.filename().string().find(tag) == std::string::npos) continue;
     std::error_code ec;
@@ -440,10 +443,12 @@ TEST_CASE("abuse: 5000 idle clients are closed after idle_timeout, each byte arc
   REQUIRE(ok);
   const Footprint before = settledFootprint(daemon);
 
-  // Two rounds: the first shows that what 5000 sessions held is given back, the second that
-  // a round costs nothing more once the allocator has grown once (no per-connection leak).
+  // Three rounds: the first shows that what 5000 sessions held is given back, the last that a
+  // round costs nothing more once the allocator has grown (no per-connection leak). The
+  // allocator's high-water mark is not reached in one round: where the first round's memory
+  // settles depends on timing (8.6 to 10.5 MiB measured here), the second reaches the plateau.
   std::vector<Footprint> rounds;
-  for (size_t round = 0; round < 2; ++round) {
+  for (size_t round = 0; round < 3; ++round) {
     INFO("round " << round);
     const uint64_t first_id = kWarmup + round * kClients + 1;
     auto byteOf = [&](size_t i) { return static_cast<char>('A' + (i + round) % 58); };
@@ -517,13 +522,14 @@ TEST_CASE("abuse: 5000 idle clients are closed after idle_timeout, each byte arc
     rounds.push_back(after);
   }
   INFO("RSS " << before.rss_kib << " KiB before, " << rounds[0].rss_kib << " KiB after round 0, "
-              << rounds[1].rss_kib << " KiB after round 1");
-  // The allocator keeps part of what 5000 sessions used (about 4.5 MiB here, measured: 6.2 MiB
-  // before, 10.4 MiB with 5000 sessions open, 10.5 MiB after, then 11.2 MiB and flat over further
-  // rounds): a high-water mark, not a leak.
+              << rounds[1].rss_kib << " KiB after round 1, " << rounds[2].rss_kib
+              << " KiB after round 2");
+  // The allocator keeps part of what 5000 sessions used (measured: 6.2 MiB before, 8.6 to
+  // 10.5 MiB after the first round, then 11.0 to 11.6 MiB and flat over further rounds): a
+  // high-water mark, not a leak.
   if (rssIsMeaningful()) {
     CHECK(rounds[0].rss_kib <= before.rss_kib + 6 * 1024);
-    CHECK(rounds[1].rss_kib <= rounds[0].rss_kib + 2 * 1024);
+    CHECK(rounds[2].rss_kib <= rounds[1].rss_kib + 2 * 1024);
   }
   CHECK(httpGet(admin, "/healthz").status == 200);
 

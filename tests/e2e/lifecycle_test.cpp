@@ -92,7 +92,7 @@ std::string describe(const Metrics& m) {
   return out.str();
 }
 
-// The archive worker has nothing queued and `n` segments were deleted by retention.
+// The lifecycle thread has nothing queued and `n` segments were deleted by retention.
 bool deletedAndIdle(const Metrics& m, double n) {
   return metric(m, "spliced_archive_queue_length", false) == 0 &&
          metric(m, "spliced_archive_deleted_segments_total") == n;

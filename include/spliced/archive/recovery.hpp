@@ -4,7 +4,7 @@
 // interrupted compressions (*.tmp) are removed, their plain segment still being complete.
 //
 // Ownership: the archive dir fd is borrowed from the caller; every other descriptor is local to
-// the call. No global mutable state: may run on a worker thread.
+// the call. No global mutable state: may run on the lifecycle thread.
 #include <cstdint>
 #include <string>
 #include <vector>

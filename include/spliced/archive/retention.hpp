@@ -4,7 +4,7 @@
 //
 // Ownership: the archive dir fd is always borrowed from the caller (the route); every other
 // descriptor opened here is owned by a UniqueFd (or a DIR owner) local to one call. No global
-// mutable state: everything here may run on a worker thread.
+// mutable state: everything here may run on the lifecycle thread.
 #include <sys/stat.h>
 
 #include <chrono>

@@ -54,6 +54,8 @@ class SegmentChain : public Sink {
   int ensureOpen();
   SinkResult writeBuffer(const char* data, size_t n, bool whole_lines);
   SinkResult fail(size_t done, int err);
+  // fsync: on_close: the directory holding `rel`, after its rename (errors logged and counted).
+  void syncDirOf(const std::string& rel);
 
   const ArchiveConfig& cfg_;
   int dir_fd_;

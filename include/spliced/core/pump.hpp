@@ -26,7 +26,7 @@ struct SinkResult {
   int err = 0;
 };
 
-// Where a pump's bytes go: an archive segment chain, a line framer, later an upstream socket.
+// Where a pump's bytes go: an archive segment chain, a line framer, or a socket.
 class Sink {
  public:
   virtual ~Sink() = default;

@@ -1,5 +1,5 @@
-// spliced/archive/compressor.hpp: closed segments compressed to NAME.zst / NAME.gz through a .tmp file,
-// byte-exact, never overwriting anything, and the decompressor used to verify them.
+// spliced/archive/compressor.hpp: closed segments compressed to NAME.zst / NAME.gz through a .tmp
+// file, byte-exact, never overwriting anything, and the decompressor used to verify them.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>

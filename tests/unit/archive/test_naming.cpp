@@ -1,5 +1,5 @@
-// spliced/archive/naming.hpp: segment name templates (strftime codes + placeholders) and the rule that an
-// expanded name never leaves the archive dir.
+// spliced/archive/naming.hpp: segment name templates (strftime codes + placeholders) and the rule
+// that an expanded name never leaves the archive dir.
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <string>

@@ -1,5 +1,5 @@
-// spliced/archive/recovery.hpp: start-up recovery of an archive dir after a crash (NAME.open finalised
-// without overwriting anything, interrupted compressions' *.tmp removed).
+// spliced/archive/recovery.hpp: start-up recovery of an archive dir after a crash (NAME.open
+// finalised without overwriting anything, interrupted compressions' *.tmp removed).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>

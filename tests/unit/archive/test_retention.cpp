@@ -1,5 +1,5 @@
-// spliced/archive/retention.hpp: which closed segments a retain: policy drops, and dropping them from a
-// real directory tree (nested YYYY/MM/DD dirs, mtimes set with utimensat).
+// spliced/archive/retention.hpp: which closed segments a retain: policy drops, and dropping them
+// from a real directory tree (nested YYYY/MM/DD dirs, mtimes set with utimensat).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>

@@ -1,5 +1,5 @@
-// spliced/config/config.hpp: contract v1 loaded from inline YAML, its defaults, and every class of error
-// with its exact "FILE:LINE:COL: key: message" position (1-based).
+// spliced/config/config.hpp: contract v1 loaded from inline YAML, its defaults, and every class of
+// error with its exact "FILE:LINE:COL: key: message" position (1-based).
 #include <sys/stat.h>
 #include <unistd.h>
 
