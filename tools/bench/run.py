@@ -3,9 +3,12 @@
 
 Runs each scenario for spliced and its peers alternately, N times, and reports medians of
 GB/s (wall) and CPU-seconds per GB of the system under test (utime+stime of the process and its
-reaped children, from /proc). Every archived byte is verified against what was sent.
+reaped children, from /proc). Every archived byte is verified against what was sent. With
+--baseline DIR every spliced system also runs with DIR/spliced, alternating with the others, and
+the end shows new/baseline ratios; --only-spliced leaves the peers out.
 
     tools/bench/run.py [--runs 5] [--scenario archive-tmpfs] [--quick] [--json out.json]
+                       [--baseline DIR] [--only-spliced]
 """
 import argparse
 import json
@@ -179,10 +182,14 @@ class Spliced(System):
     name = "spliced"
 
     def __init__(self, workdir, layout="per_connection", pipe_size="1MiB", pipes_max=1024,
-                 compress="none", name="spliced"):
+                 compress="none", name="spliced", binary=None):
         self.workdir, self.layout = workdir, layout
         self.pipe_size, self.pipes_max = pipe_size, pipes_max
         self.compress, self.name = compress, name
+        self.binary = binary  # the spliced to run; None: the build's (SPLICED)
+
+    def program(self):
+        return self.binary or SPLICED
 
     def start(self, archive):
         cfg = os.path.join(self.workdir, "spliced.yaml")
@@ -207,7 +214,7 @@ routes:
       rotate: {{ max_bytes: 64MiB }}
       compress: {self.compress}
 """)
-        return self.launch([SPLICED, "-c", cfg], self.port, stderr=self.log())
+        return self.launch([self.program(), "-c", cfg], self.port, stderr=self.log())
 
     log_file = "spliced.log"
 
@@ -335,8 +342,9 @@ class Sink:
 
 
 class SplicedProxy(Spliced):
-    def __init__(self, workdir, pipe_size="1MiB", pipes_max=1024, name="spliced"):
-        super().__init__(workdir, pipe_size=pipe_size, pipes_max=pipes_max, name=name)
+    def __init__(self, workdir, pipe_size="1MiB", pipes_max=1024, name="spliced", binary=None):
+        super().__init__(workdir, pipe_size=pipe_size, pipes_max=pipes_max, name=name,
+                         binary=binary)
 
     def start_forward(self, upstream_port):
         cfg = os.path.join(self.workdir, "spliced-proxy.yaml")
@@ -353,7 +361,7 @@ routes:
     forward:
       upstreams: [127.0.0.1:{upstream_port}]
 """)
-        return self.launch([SPLICED, "-c", cfg], self.port, stderr=self.log())
+        return self.launch([self.program(), "-c", cfg], self.port, stderr=self.log())
 
 
 class HAProxy(System):
@@ -484,12 +492,44 @@ def run_forward(system, work, clients, nbytes, check=False):
         stop_all(system, sink)
 
 
-def forward_systems(work):
-    return [("spliced", lambda: SplicedProxy(work)),
-            ("haproxy+splice", lambda: HAProxy(work, splice=True)),
-            ("haproxy", lambda: HAProxy(work, splice=False)),
-            ("nginx", lambda: NginxStream(work)),
-            ("socat", lambda: SocatProxy(work))]
+BASELINE = " (baseline)"  # suffix of the name of a spliced system run with --baseline's binary
+
+
+def own(name, make):
+    """One of spliced's own systems, for lineup: make(binary=..., name=...) makes it."""
+    return (name, make, True)
+
+
+def lineup(args, systems):
+    """The (name, make) pairs run_rounds alternates, from a scenario's systems in order: each of
+    spliced's own (see own) with the build's binary and, with --baseline, right after it the same
+    system with the baseline's binary, named with BASELINE after it; each peer, a (name, make)
+    pair, unless --only-spliced."""
+    out = []
+    for name, make, *mine in systems:
+        if not mine:
+            if not args.only_spliced:
+                out.append((name, make))
+            continue
+        variants = [(name, None)]  # None: the build's spliced (SPLICED)
+        if args.baseline:
+            variants.append((name + BASELINE, baseline_binary(args)))
+        for label, binary in variants:
+            out.append((label, lambda make=make, label=label, binary=binary:
+                        make(binary=binary, name=label)))
+    return out
+
+
+def baseline_binary(args):
+    return os.path.join(os.path.abspath(args.baseline), "spliced")
+
+
+def forward_systems(args, work):
+    return lineup(args, [own("spliced", lambda **kw: SplicedProxy(work, **kw)),
+                         ("haproxy+splice", lambda: HAProxy(work, splice=True)),
+                         ("haproxy", lambda: HAProxy(work, splice=False)),
+                         ("nginx", lambda: NginxStream(work)),
+                         ("socat", lambda: SocatProxy(work))])
 
 
 def tree_memory_kib(pid):
@@ -600,11 +640,12 @@ def run_rounds(args, systems, run_one, show):
     """Every system once per round, each round starting with a different one; round -1 is the
     discarded warm-up."""
     results = {name: [] for name, _ in systems}
+    width = max([14] + [len(name) for name in results])
     for i in range(-1 if args.warmup else 0, args.runs):
         for name, make in rotated(systems, i):
             r = run_one(name, make())
             label = "warm-up" if i < 0 else f"run {i + 1}"
-            print(f"  {label} {name:14s} {show(r)}", file=sys.stderr)
+            print(f"  {label} {name:{width}s} {show(r)}", file=sys.stderr)
             if i >= 0:
                 results[name].append(r)
     return results
@@ -614,7 +655,7 @@ def scenario_idle(args, n=5000):
     work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
     n = 200 if args.quick else n
     try:
-        results = run_rounds(args, forward_systems(work), lambda _, s: run_idle(s, work, n),
+        results = run_rounds(args, forward_systems(args, work), lambda _, s: run_idle(s, work, n),
                              lambda r: f"{r['kib_per_conn']:.2f} KiB/conn "
                                        f"{r['fds_per_conn']:.2f} fds/conn")
     finally:
@@ -629,7 +670,7 @@ def scenario_rate(args, n=20000):
     work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
     n = 500 if args.quick else n
     try:
-        results = run_rounds(args, forward_systems(work), lambda _, s: run_rate(s, work, n),
+        results = run_rounds(args, forward_systems(args, work), lambda _, s: run_rate(s, work, n),
                              lambda r: f"{r['conns_per_s']:.0f} conns/s "
                                        f"{r['cpu_us_per_conn']:.1f} CPU-us/conn")
     finally:
@@ -646,13 +687,14 @@ def scenario_forward(args, clients, nbytes, study=False):
     work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
     if args.quick:
         nbytes = max(nbytes // 20, 1_000_000)
-    systems = forward_systems(work)
+    systems = forward_systems(args, work)
     if study:
         # spliced's own pipe-size study, and splice against its forced copy path.
-        systems = [("spliced pipes 64KiB", lambda: SplicedProxy(work, pipe_size="64KiB")),
-                   ("spliced pipes 256KiB", lambda: SplicedProxy(work, pipe_size="256KiB")),
-                   ("spliced pipes 1MiB", lambda: SplicedProxy(work, pipe_size="1MiB")),
-                   ("spliced copy path", lambda: SplicedProxy(work, pipes_max=0))]
+        systems = lineup(args, [
+            own("spliced pipes 64KiB", lambda **kw: SplicedProxy(work, pipe_size="64KiB", **kw)),
+            own("spliced pipes 256KiB", lambda **kw: SplicedProxy(work, pipe_size="256KiB", **kw)),
+            own("spliced pipes 1MiB", lambda **kw: SplicedProxy(work, pipe_size="1MiB", **kw)),
+            own("spliced copy path", lambda **kw: SplicedProxy(work, pipes_max=0, **kw))])
     try:
         results = run_rounds(args, systems, lambda _, s: run_forward(s, work, clients, nbytes),
                              show_throughput)
@@ -745,16 +787,19 @@ def verify_shared(archive, clients, nbytes):
 
 def scenario_archive(args, where, clients=4, nbytes=500_000_000):
     base = "/dev/shm" if where == "tmpfs" else os.path.join(ROOT, "build")
+    if where == "disk" and not os.path.isdir(base):  # no build tree here (--build elsewhere)
+        base = "/var/tmp"
     work = tempfile.mkdtemp(prefix="spliced-bench-", dir=base)
     if args.quick:
         clients, nbytes = min(clients, 4), max(nbytes // 100, 1_000_000)
     nbytes -= nbytes % LINE
-    systems = [("spliced", lambda: Spliced(work)),
-               ("spliced lines", lambda: Spliced(work, layout="lines", name="spliced lines")),
+    systems = [own("spliced", lambda **kw: Spliced(work, **kw)),
+               own("spliced lines", lambda **kw: Spliced(work, layout="lines", **kw)),
                ("rsyslog", lambda: RSyslog(work)),
                ("socat", lambda: SocatFile(work))]
     if args.compress:
-        systems.append(("spliced+zstd", lambda: Spliced(work, compress="zstd")))
+        systems.append(own("spliced+zstd", lambda **kw: Spliced(work, compress="zstd", **kw)))
+    systems = lineup(args, systems)
     # socat's children append whatever each read returned, so lines of concurrent clients may be
     # cut apart: only its byte total is checked. The compressed segments are not verified (the
     # plain runs are): that figure is the cost of the background compressor.
@@ -764,7 +809,8 @@ def scenario_archive(args, where, clients=4, nbytes=500_000_000):
     def run_one(name, system):
         if not args.quick:
             prefault_memory(clients * nbytes * 1.25 / 1e9 + 0.5)
-        return run_archive(system, work, clients, nbytes, verifiers.get(name))
+        return run_archive(system, work, clients, nbytes,
+                           verifiers.get(name.removesuffix(BASELINE)))
     try:
         results = run_rounds(args, systems, run_one, show_throughput)
     finally:
@@ -818,11 +864,15 @@ def summarize(rs):
 
 
 def socat_version():
-    out = subprocess.run(["socat", "-V"], capture_output=True, text=True).stdout
+    try:
+        out = subprocess.run(["socat", "-V"], capture_output=True, text=True).stdout
+    except OSError:  # not installed (--only-spliced does not install the peers)
+        out = ""
     return next((l.strip() for l in out.splitlines() if "socat version" in l), "socat ?")
 
 
-def versions():
+def versions(baseline=None):
+    """Each program's version; with `baseline` (a spliced binary), also that one's."""
     def first_line(cmd):
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
@@ -831,6 +881,7 @@ def versions():
             return "?"
     return {
         "spliced": first_line([SPLICED, "--version"]),
+        "baseline": first_line([baseline, "--version"]) if baseline else None,
         "haproxy": first_line([tool("haproxy"), "-v"]),
         "nginx": first_line([tool("nginx"), "-v"]),
         "socat": socat_version(),
@@ -871,6 +922,42 @@ def table(sc):
     return rows
 
 
+# What baseline_table compares, by kind of scenario: (label, key) of the speed and of the cost.
+COMPARED = {"throughput": (("GB/s", "gbps"), ("CPU-s/GB", "cpu_per_gb")),
+            "rate": (("conns/s", "conns_per_s"), ("CPU-µs/conn", "cpu_us_per_conn")),
+            "idle": (("KiB/conn", "kib_per_conn"), ("fds/conn", "fds_per_conn"))}
+
+
+def baseline_table(out):
+    """The markdown table of every spliced system that has a baseline (--baseline), in every
+    scenario: new/baseline of the medians of its speed and of its cost, and how far each one's
+    runs spread (max - min, as % of its median), to tell a change from noise. No rows (an empty
+    list) without baselines."""
+    def ratio(new, base):
+        return f"{new / base:.2f}x" if base else "-"
+
+    def spread(r, key):  # none from one run: it is not "no noise"
+        values = [x[key] for x in r.get("all", [])]
+        if len(values) < 2 or not r[key]:
+            return "-"
+        return f"{(max(values) - min(values)) / r[key] * 100:.1f}%"
+
+    rows = []
+    for sc in out:
+        (speed, skey), (cost, ckey) = COMPARED[sc.get("kind", "throughput")]
+        for name, new in sc["results"].items():
+            base = sc["results"].get(name + BASELINE)
+            if name.endswith(BASELINE) or base is None:
+                continue
+            rows.append(f"| {sc['scenario']} | {name} | {speed} {ratio(new[skey], base[skey])} | "
+                        f"{cost} {ratio(new[ckey], base[ckey])} | "
+                        f"{spread(new, skey)} / {spread(base, skey)} |")
+    if not rows:
+        return []
+    return ["| scenario | system | speed, new/baseline | cost, new/baseline | spread of the speed "
+            "over the runs, new / baseline |", "|---|---|---|---|---|"] + rows
+
+
 SETTINGS = [
     ("spliced", "one event loop; 1 MiB pipes; log level warn. Archive: `layout: per_connection` "
      "(a byte-exact chain per client), segments rotating at 64 MiB. `spliced lines`: "
@@ -896,13 +983,27 @@ NOTES_HEADING = "## Reading these figures"
 
 
 def write_markdown(path, out, args):
-    v = versions()
+    v = versions(baseline_binary(args) if args.baseline else None)
+    ran = {name for sc in out for name in sc["results"]}
+    baselines = list(dict.fromkeys(name for sc in out for name in sc["results"]
+                                   if name.endswith(BASELINE)))  # in order, each once
+
+    def peer_ran(name):  # only the peers this run had (--only-spliced has none)
+        return any(n.startswith(name.lower()) for n in ran)
+    options = f"--runs {args.runs}"
+    if args.compress:
+        options += " --compress"
+    if args.only_spliced:
+        options += " --only-spliced"
+    if baselines:  # (--from-json does not know the directory)
+        options += f" --baseline {args.baseline or 'DIR'}"
+    programs = [v["spliced"] + (f" (baseline: {v['baseline']})" if baselines and v["baseline"]
+                                else "")]
+    programs += [v[k] for k in ["haproxy", "nginx", "socat", "rsyslog"] if peer_ran(k)]
     lines = ["# Benchmarks", "",
-             f"Generated by `tools/bench/run.py --runs {args.runs}"
-             f"{' --compress' if args.compress else ''}` on "
+             f"Generated by `tools/bench/run.py {options}` on "
              f"{time.strftime('%Y-%m-%d', time.gmtime())}: {v['cpus']} x {v['cpu']}, "
-             f"Linux {v['kernel']}. {v['spliced']}; {v['haproxy']}; {v['nginx']}; "
-             f"{v['socat']}; {v['rsyslog']}.", "",
+             f"Linux {v['kernel']}. {'; '.join(programs)}.", "",
              "Each figure is the median of the runs, the systems alternating run by run (each "
              "round starting with a different one) after one discarded warm-up round, on one "
              "machine, so ratios within a table are what to read. GB/s is wall-clock (first connect to the last byte delivered: for "
@@ -930,9 +1031,19 @@ def write_markdown(path, out, args):
              "were bimodal (about 2.5 or 1.3 GB/s for the same system). Each run's JSON records "
              "how much memory was handed back during it (`host_reported_mib`).",
              "", "## Systems and settings", ""]
-    lines += [f"- **{name}**: {text}" for name, text in SETTINGS] + [""]
+    lines += [f"- **{name}**: {text}" for name, text in SETTINGS if peer_ran(name)]
+    if baselines:
+        lines.append(f"- {', '.join(f'**{name}**' for name in baselines)}: the same settings, "
+                     "run with the baseline build's binary"
+                     f"{f' (`{args.baseline}/spliced`)' if args.baseline else ''}.")
+    lines.append("")
     for sc in out:
         lines += [f"## {sc['scenario']}", ""] + table(sc) + [""]
+    if baselines:
+        lines += ["## new build against the baseline", "",
+                  "Speed is GB/s, connections per second or (idle) KiB per connection; cost is "
+                  "CPU-s per GB, CPU-µs per connection or (idle) fds per connection. A ratio "
+                  "within the spread of the runs is noise.", ""] + baseline_table(out) + [""]
     lines += ["![GB/s, connections per second and memory per connection](BENCHMARKS.png)", ""]
     # The hand-written reading of the figures (from its heading on) is kept across runs.
     notes = ""
@@ -1001,8 +1112,11 @@ def plot(png, out):
                "spliced copy path": "#e76f51"}
     for panels, y0, h in [(top, 0.45, 0.55), (bottom, 0, 0.45)]:
         for k, (title, ylabel, path, systems) in enumerate(panels):
+            # A baseline (--baseline) has its system's colour, hatched.
             bars = [f'"{path}" using {i + 2}{":xtic(1)" if i == 0 else ""} '
-                    f'title columnheader({i + 2}) lc rgb "{colours.get(n, "#999999")}"'
+                    f'title columnheader({i + 2}) '
+                    f'lc rgb "{colours.get(n.removesuffix(BASELINE), "#999999")}"'
+                    f'{" fs pattern 4 border -1" if n.endswith(BASELINE) else ""}'
                     for i, n in enumerate(systems)]
             script += [f"set size {1 / len(panels)},{h}", f"set origin {k / len(panels)},{y0}",
                        f'set title "{title}"', f'set ylabel "{ylabel}"', "plot " + ", ".join(bars)]
@@ -1030,6 +1144,14 @@ def main():
                          "build.sh's build/test) instead of building Release")
     ap.add_argument("--compress", action="store_true",
                     help="also run spliced with compress: zstd in the archive scenarios")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also run every spliced system with DIR/spliced (another build, e.g. "
+                         "before a change), named with \"%s\" after it, alternating with the "
+                         "others, and print new/baseline ratios at the end; the load generator "
+                         "stays --build's" % BASELINE.strip())
+    ap.add_argument("--only-spliced", action="store_true",
+                    help="run no peer (HAProxy, nginx, socat, rsyslog), nor install them: only "
+                         "spliced (and its --baseline)")
     ap.add_argument("--from-json", metavar="FILE",
                     help="run nothing: write --markdown (and its chart) from a --json file")
     args = ap.parse_args()
@@ -1039,13 +1161,17 @@ def main():
         first = next(iter(out[0]["results"].values()))
         args.runs = first["runs"]
         args.compress = any("spliced+zstd" in sc["results"] for sc in out)
+        args.only_spliced = all(n.startswith("spliced") for sc in out for n in sc["results"])
         if args.markdown:
             write_markdown(args.markdown, out, args)
             plot(os.path.splitext(args.markdown)[0] + ".png", out)
         return
+    if args.baseline and not os.access(baseline_binary(args), os.X_OK):
+        ap.error(f"--baseline {args.baseline}: no executable {baseline_binary(args)}")
     if args.quick:
         args.runs, args.warmup = 1, False
-    ensure_packages(["socat", "haproxy", "nginx-light", "libnginx-mod-stream", "rsyslog"])
+    if not args.only_spliced:
+        ensure_packages(["socat", "haproxy", "nginx-light", "libnginx-mod-stream", "rsyslog"])
     if args.build:
         global SPLICED, LOADGEN
         SPLICED = os.path.join(os.path.abspath(args.build), "spliced")
@@ -1074,6 +1200,10 @@ def main():
     for sc in out:
         print(f"\n{sc['scenario']} (median of {args.runs})")
         print("\n".join(table(sc)))
+    if args.baseline:
+        print(f"\nnew ({SPLICED}) against the baseline ({baseline_binary(args)}): ratios of the "
+              f"medians of {args.runs} runs")
+        print("\n".join(baseline_table(out)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
