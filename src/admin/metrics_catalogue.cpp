@@ -17,7 +17,7 @@ constexpr const char* kRejectedHelp =
     "Client connections closed at accept (limit: max_connections, denied: allow list).";
 
 // The order of this table is the order of /metrics and of the totals line.
-constexpr std::array<RouteMetricDef, 21> kRouteMetrics{{
+constexpr std::array<RouteMetricDef, 23> kRouteMetrics{{
     {"spliced_connections_active", T::Gauge, "Open client connections.", "", "", TotalsFor::None,
      [](const R& r) { return r.counters.connections_active; }},
     {"spliced_connections_total", T::Counter, "Client connections accepted.", "", "connections",
@@ -45,11 +45,18 @@ constexpr std::array<RouteMetricDef, 21> kRouteMetrics{{
     {"spliced_copy_fallback_bytes_total", T::Counter,
      "Bytes that passed through user space instead of splice.", "", "copy_fallback_bytes",
      TotalsFor::All, [](const R& r) { return r.counters.copy_fallback_bytes; }},
-    {"spliced_storage_errors_total", T::Counter, "Failed archive writes (retried), syncs and renames.", "", "",
-     TotalsFor::None, [](const R& r) { return r.counters.storage_errors; }},
+    {"spliced_storage_errors_total", T::Counter,
+     "Failed archive writes (retried), syncs and renames.", "", "", TotalsFor::None,
+     [](const R& r) { return r.counters.storage_errors; }},
     {"spliced_archive_stalled_connections", T::Gauge,
      "Connections paused because archive writes fail.", "", "", TotalsFor::None,
      [](const R& r) { return r.stalled; }},
+    {"spliced_archive_unsynced_segments_total", T::Counter,
+     "Segments published as NAME.unsynced because their fdatasync failed (fsync: on_close).", "",
+     "", TotalsFor::None, [](const R& r) { return r.counters.unsynced_segments; }},
+    {"spliced_archive_unpublished_segments", T::Gauge,
+     "Closed segments still NAME.open because their rename failed (retried with back-off).", "", "",
+     TotalsFor::None, [](const R& r) { return r.unpublished; }},
     {"spliced_lines_split_total", T::Counter, "Lines longer than max_line, cut.", "", "",
      TotalsFor::None, [](const R& r) { return r.counters.lines_split; }},
     {"spliced_archive_compressed_total", T::Counter, "Closed segments compressed.", "", "",

@@ -136,7 +136,8 @@ void ArchiveLifecycle::doCatchUp(ArchiveTarget* t) {
         std::lock_guard lock(mu_);
         if (stop_) return;
       }
-      if (isCompressedName(seg.path)) continue;
+      // NAME.unsynced stays as written (its fdatasync failed): never compressed.
+      if (isCompressedName(seg.path) || isUnsyncedName(seg.path)) continue;
       doCompress(t, seg.path);
     }
   }

@@ -21,7 +21,7 @@ SegmentChain::SegmentChain(const ArchiveConfig& cfg, int dir_fd, NameVars vars, 
                            RouteMetrics& metrics)
     : cfg_(cfg), dir_fd_(dir_fd), vars_(std::move(vars)), sys_(sys), metrics_(metrics) {}
 
-SegmentChain::~SegmentChain() { rotate(); }
+SegmentChain::~SegmentChain() { closeSegment(); }
 
 int SegmentChain::ensureOpen() {
   if (fd_.valid()) return 0;
@@ -61,47 +61,86 @@ int SegmentChain::ensureOpen() {
 
 void SegmentChain::rotate() {
   if (!fd_.valid()) return;
+  if (incomplete_owner_ != 0) {
+    // A record is half written (a write failed in its middle): closing now would split it
+    // across two segments. The owner's completing write (or its going away) rotates.
+    rotate_pending_ = true;
+    spdlog::debug("route={} rotation of {} waits for a half-written record", vars_.route, rel_);
+    return;
+  }
+  closeSegment();
+}
+
+void SegmentChain::releaseOwner(uint64_t owner) {
+  if (owner == 0 || incomplete_owner_ != owner) return;
+  incomplete_owner_ = 0;
+  if (rotate_pending_) rotate();
+}
+
+void SegmentChain::closeSegment() {
+  rotate_pending_ = false;
+  if (!fd_.valid()) return;
+  UnpublishedSegment seg{rel_, size_, false, 0};
   if (cfg_.fsync == FsyncPolicy::OnClose && sys_.fdatasync(fd_.get()) != 0) {
-    // Logged and counted; the segment is still published: its bytes are in the page cache and
-    // readable, and holding it back would not make them durable.
+    // After a failed fdatasync the kernel may already have dropped the dirty pages ("fsyncgate"):
+    // retrying the sync would prove nothing. The segment is published under a name that says so.
     ++metrics_.storage_errors;
-    spdlog::error("error=storage route={} fdatasync {}: {}", vars_.route, rel_,
-                  std::strerror(errno));
+    seg.unsynced = true;
+    spdlog::error("error=storage route={} fdatasync {}: {}; publishing it as {}{}", vars_.route,
+                  rel_, std::strerror(errno), rel_, kUnsyncedSuffix);
   }
   fd_.reset();
-  const std::string from = rel_ + std::string(kOpenSuffix);
-  Published pub = publishNoReplace(sys_, dir_fd_, from, rel_);
-  const uint64_t bytes = size_;
   ++closed_;
   rel_.clear();
   size_ = 0;
   ++vars_.seq;
+  Published pub = publishSegment(sys_, dir_fd_, cfg_, vars_.route, metrics_, seg);
   if (pub.err != 0) {
-    // The bytes stay complete under the .open name; recovery publishes it at the next start.
-    // It is not a closed segment yet: not counted as one, and not handed to compression.
+    // The bytes stay complete under the .open name. It is not a closed segment yet: not counted
+    // as one, and not handed to compression until it is published.
     ++metrics_.storage_errors;
-    spdlog::error("error=storage route={} cannot rename {} to {}: {}; kept as {}", vars_.route,
-                  from, pub.name, std::strerror(pub.err), from);
+    seg.err = pub.err;
+    spdlog::error("error=storage route={} cannot rename {}{} to {}: {}; {}", vars_.route, seg.rel,
+                  kOpenSuffix, pub.name, std::strerror(pub.err),
+                  on_unpublished_ ? "retrying" : "recovery publishes it at the next start");
+    if (on_unpublished_) on_unpublished_(std::move(seg));
     return;
   }
-  if (cfg_.fsync == FsyncPolicy::OnClose) syncDirOf(pub.name);
-  ++metrics_.archive_segments;
-  spdlog::debug("route={} segment closed {} bytes={}", vars_.route, pub.name, bytes);
-  if (on_closed_) on_closed_(pub.name, bytes);
+  if (on_closed_) on_closed_(pub.name, seg.bytes);
 }
 
-void SegmentChain::syncDirOf(const std::string& rel) {
-  // Makes the rename itself durable: fsync of the directory holding the segment.
+namespace {
+
+// fsync: on_close: the directory holding `rel`, after its rename (errors logged and counted).
+void syncDirOf(SysCalls& sys, int dir_fd, const std::string& route, RouteMetrics& metrics,
+               const std::string& rel) {
   const std::string parent = parentOf(rel);
   int err = 0;
-  UniqueFd dfd(sys_.openat(dir_fd_, parent.empty() ? "." : parent.c_str(),
-                           O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
-  if (!dfd.valid() || sys_.fsync(dfd.get()) != 0) err = errno;
+  UniqueFd dfd(sys.openat(dir_fd, parent.empty() ? "." : parent.c_str(),
+                          O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
+  if (!dfd.valid() || sys.fsync(dfd.get()) != 0) err = errno;
   if (err != 0) {
-    ++metrics_.storage_errors;
-    spdlog::error("error=storage route={} fsync of the directory of {}: {}", vars_.route, rel,
+    ++metrics.storage_errors;
+    spdlog::error("error=storage route={} fsync of the directory of {}: {}", route, rel,
                   std::strerror(err));
   }
+}
+
+}  // namespace
+
+Published publishSegment(SysCalls& sys, int dir_fd, const ArchiveConfig& cfg,
+                         const std::string& route, RouteMetrics& metrics,
+                         const UnpublishedSegment& seg) {
+  const std::string from = seg.rel + std::string(kOpenSuffix);
+  Published pub = publishNoReplace(sys, dir_fd, from, seg.rel,
+                                   seg.unsynced ? kUnsyncedSuffix : std::string_view());
+  if (pub.err != 0) return pub;
+  // publishNoReplace keeps the directory of the stem: pub.name is relative to dir_fd too.
+  if (cfg.fsync == FsyncPolicy::OnClose) syncDirOf(sys, dir_fd, route, metrics, pub.name);
+  ++metrics.archive_segments;
+  if (seg.unsynced) ++metrics.unsynced_segments;
+  spdlog::debug("route={} segment closed {} bytes={}", route, pub.name, seg.bytes);
+  return pub;
 }
 
 SinkResult SegmentChain::fail(size_t done, int err) {
@@ -117,7 +156,7 @@ SinkResult SegmentChain::fromPipe(Pipe& pipe, size_t n) {
     if (int err = ensureOpen()) return fail(done, err);
     uint64_t room = roomInSegment(size_, cfg_.rotate.max_bytes);
     if (room == 0) {
-      rotate();
+      closeSegment();
       continue;
     }
     size_t chunk = static_cast<size_t>(std::min<uint64_t>(n - done, room));
@@ -154,8 +193,9 @@ SinkResult SegmentChain::writeLines(uint64_t owner, const char* data, size_t n) 
   // A record cut short by an error must be completed by its owner before anyone else writes.
   if (r.bytes < n && r.bytes > 0) {
     incomplete_owner_ = owner;
-  } else if (r.bytes == n) {
+  } else if (r.bytes == n && incomplete_owner_ != 0) {
     incomplete_owner_ = 0;
+    if (rotate_pending_) rotate();  // the rotation asked for meanwhile
   }
   return r;
 }
@@ -166,7 +206,7 @@ SinkResult SegmentChain::writeBuffer(const char* data, size_t n, bool whole_line
     if (int err = ensureOpen()) return fail(done, err);
     uint64_t room = roomInSegment(size_, cfg_.rotate.max_bytes);
     if (room == 0) {
-      rotate();
+      closeSegment();
       continue;
     }
     size_t chunk = static_cast<size_t>(std::min<uint64_t>(n - done, room));
@@ -178,7 +218,7 @@ SinkResult SegmentChain::writeBuffer(const char* data, size_t n, bool whole_line
       if (nl != nullptr) {
         chunk = static_cast<size_t>(nl - (data + done)) + 1;
       } else if (size_ > 0) {
-        rotate();
+        closeSegment();  // only a line longer than a whole segment is split
         continue;
       }
     }

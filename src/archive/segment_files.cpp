@@ -92,6 +92,8 @@ bool isCompressedName(std::string_view rel) {
   return rel.ends_with(kZstdSuffix) || rel.ends_with(kGzipSuffix);
 }
 
+bool isUnsyncedName(std::string_view rel) { return rel.ends_with(kUnsyncedSuffix); }
+
 bool isClosedSegmentName(std::string_view rel) {
   return !rel.empty() && rel.front() != '.' && rel.find("/.") == std::string_view::npos &&
          !isOpenName(rel) && !isTmpName(rel);
@@ -121,7 +123,8 @@ std::string withNumericSuffix(const std::string& rel, int k) {
 
 bool segmentNameTaken(int dir_fd, const std::string& rel) {
   return exists(dir_fd, rel) || exists(dir_fd, rel + std::string(kZstdSuffix)) ||
-         exists(dir_fd, rel + std::string(kGzipSuffix));
+         exists(dir_fd, rel + std::string(kGzipSuffix)) ||
+         exists(dir_fd, rel + std::string(kUnsyncedSuffix));
 }
 
 int makeParents(SysCalls& sys, int dir_fd, const std::string& rel) {

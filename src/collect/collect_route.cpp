@@ -14,6 +14,7 @@
 
 #include "spliced/archive/recovery.hpp"
 #include "spliced/archive/rotation.hpp"
+#include "spliced/archive/segment_files.hpp"
 #include "spliced/collect/collect_session.hpp"
 
 namespace spliced {
@@ -21,7 +22,14 @@ namespace spliced {
 CollectRoute::CollectRoute(RouteContext& ctx, const ArchiveConfig& cfg, ArchiveLifecycle& lifecycle)
     : ctx_(ctx), cfg_(cfg), lifecycle_(lifecycle) {}
 
-CollectRoute::~CollectRoute() = default;
+namespace {
+constexpr std::chrono::milliseconds kFirstPublishRetry{100};
+constexpr std::chrono::milliseconds kMaxPublishRetry{5000};
+}  // namespace
+
+CollectRoute::~CollectRoute() {
+  shared_.reset();  // may still hand over a segment: the members it uses are alive
+}
 
 Status CollectRoute::openDir() {
   std::error_code ec;
@@ -65,7 +73,9 @@ Status CollectRoute::start() {
     shared_ = std::make_unique<SegmentChain>(cfg_, dir_fd_.get(), std::move(vars), ctx_.sys(),
                                              ctx_.metrics());
     shared_->onSegmentClosed([this](const std::string& rel, uint64_t) { segmentClosed(rel); });
+    shared_->onUnpublished([this](UnpublishedSegment seg) { publishLater(std::move(seg)); });
   }
+  publish_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onPublishRetry, this));
   interval_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onInterval, this));
   armInterval();
   if (target_.compresses() || target_.retains()) {
@@ -121,7 +131,13 @@ void CollectRoute::onMaintenance(evutil_socket_t, short, void* arg) {
 }
 
 void CollectRoute::segmentClosed(const std::string& rel) {
-  if (target_.compresses()) lifecycle_.compress(&target_, rel);
+  // /healthz reports a failed data sync until a later close of this route syncs.
+  if (isUnsyncedName(rel)) {
+    last_unsynced_ = rel;
+  } else if (cfg_.fsync == FsyncPolicy::OnClose) {
+    last_unsynced_.clear();
+  }
+  if (target_.compresses() && !isUnsyncedName(rel)) lifecycle_.compress(&target_, rel);
   if (target_.retains()) lifecycle_.retain(&target_);
 }
 
@@ -140,12 +156,69 @@ void CollectRoute::onInterval(evutil_socket_t, short, void* arg) {
   self->armInterval();
 }
 
+void CollectRoute::publishLater(UnpublishedSegment seg) {
+  unpublished_.push_back(std::move(seg));
+  if (publish_ev_ && !evtimer_pending(publish_ev_.get(), nullptr)) {
+    publish_backoff_ = kFirstPublishRetry;
+    addEvent(publish_ev_.get(), publish_backoff_);
+  }
+}
+
+void CollectRoute::onPublishRetry(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<CollectRoute*>(arg);
+  self->retryPublishing();
+  if (self->unpublished_.empty()) return;
+  self->publish_backoff_ = std::min(self->publish_backoff_ * 2, kMaxPublishRetry);
+  addEvent(self->publish_ev_.get(), self->publish_backoff_);
+}
+
+void CollectRoute::retryPublishing() {
+  const std::string& route = ctx_.routeName();
+  // Take the list: publishing hands segments to compression, never back to this list.
+  std::vector<UnpublishedSegment> waiting;
+  waiting.swap(unpublished_);
+  for (auto& seg : waiting) {
+    Published pub = publishSegment(ctx_.sys(), dir_fd_.get(), cfg_, route, ctx_.metrics(), seg);
+    if (pub.err == 0) {
+      spdlog::info("route={} published {} after a failed rename", route, pub.name);
+      segmentClosed(pub.name);
+      continue;
+    }
+    const std::string open_name = seg.rel + std::string(kOpenSuffix);
+    struct stat st;
+    if (pub.err == ENOENT &&
+        ::fstatat(dir_fd_.get(), open_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 &&
+        errno == ENOENT) {
+      spdlog::error("error=storage route={} {} vanished before it could be published", route,
+                    open_name);
+      continue;
+    }
+    ++ctx_.metrics().storage_errors;
+    if (pub.err != seg.err) {
+      spdlog::error("error=storage route={} cannot rename {} to {}: {}; retrying", route, open_name,
+                    pub.name, std::strerror(pub.err));
+    }
+    seg.err = pub.err;
+    unpublished_.push_back(std::move(seg));
+  }
+}
+
 void CollectRoute::rotate() {
   if (shared_) shared_->rotate();
 }
 
 void CollectRoute::finish() {
-  if (shared_) shared_->rotate();
+  // Every session has ended: no record can still be completed, so close at once.
+  if (shared_) shared_->closeSegment();
+  if (!unpublished_.empty()) retryPublishing();  // the last try before exit
+  if (publish_ev_) event_del(publish_ev_.get());
+  if (!unpublished_.empty()) {
+    spdlog::error(
+        "error=storage route={} {} closed segment(s) left as NAME{} (rename failing: {}); the "
+        "next start publishes them",
+        ctx_.routeName(), unpublished_.size(), kOpenSuffix,
+        std::strerror(unpublished_.front().err));
+  }
 }
 
 void CollectRoute::storageStalled(int err) {
@@ -163,6 +236,16 @@ void CollectRoute::problems(std::vector<std::string>& out) const {
   if (stalled_ > 0) {
     out.push_back(fmt::format("route {}: archive writes failing ({}) for {} connection(s)", route,
                               std::strerror(last_storage_err_), stalled_));
+  }
+  if (!unpublished_.empty()) {
+    out.push_back(fmt::format(
+        "route {}: {} segment(s) closed but not published (rename failed: {}); retrying", route,
+        unpublished_.size(), std::strerror(unpublished_.front().err)));
+  }
+  if (!last_unsynced_.empty()) {
+    out.push_back(fmt::format(
+        "route {}: fdatasync failed: {} is not proven on disk ({} unsynced segment(s) so far)",
+        route, last_unsynced_, ctx_.metrics().unsynced_segments));
   }
   struct stat st;
   if (dir_fd_.valid() && ::fstat(dir_fd_.get(), &st) == 0 && st.st_nlink == 0) {

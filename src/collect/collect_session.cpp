@@ -49,6 +49,9 @@ CollectSession::CollectSession(RouteContext& ctx, CollectRoute& archive, UniqueF
                                                 ctx_.metrics());
     own_chain_->onSegmentClosed(
         [&archive = archive_](const std::string& rel, uint64_t) { archive.segmentClosed(rel); });
+    // The route owns a segment whose rename failed: it outlives this session.
+    own_chain_->onUnpublished(
+        [&archive = archive_](UnpublishedSegment seg) { archive.publishLater(std::move(seg)); });
     sink = own_chain_.get();
   } else {
     SPLICED_ASSERT(archive_.sharedChain() != nullptr, "layout: shared has a shared chain");

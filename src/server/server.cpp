@@ -163,6 +163,7 @@ ServerStatus Server::status() const {
     if (const CollectRoute* c = r->collect()) {
       rs.collects = true;
       rs.stalled = c->stalledSessions();
+      rs.unpublished = c->unpublishedSegments();
       const LifecycleMetrics& lm = c->lifecycle();
       rs.lifecycle = {lm.compressed.load(), lm.compress_errors.load(), lm.compress_skipped.load(),
                       lm.deleted_files.load(), lm.deleted_bytes.load()};

@@ -34,7 +34,8 @@ struct RouteStatus {
   bool proxies = false;   // a forward: block
   bool listening = false;
   RouteMetrics counters;
-  uint64_t stalled = 0;  // connections paused because archive writes fail
+  uint64_t stalled = 0;      // connections paused because archive writes fail
+  uint64_t unpublished = 0;  // closed segments whose rename failed, waiting for a retry
   LifecycleCounts lifecycle;
   std::vector<UpstreamStatus> upstreams;
 };

@@ -25,8 +25,9 @@ struct RecoveryResult {
 // removed: the plain NAME it came from is still complete (compression unlinks the plain file only
 // after the compressed one is renamed into place). When both NAME and NAME.zst (or .gz) exist, both
 // are kept: compressSegment(NAME) settles it (it finds the compressed file identical and only
-// unlinks NAME). Names starting with '.' and symlinks are never touched. Logs one info line per
-// action; failures are only returned in `errors`.
+// unlinks NAME). NAME.unsynced (a closed segment whose data sync failed) is left as it is. Names
+// starting with '.' and symlinks are never touched. Logs one info line per action; failures are
+// only returned in `errors`.
 RecoveryResult recoverArchive(int dir_fd, const std::string& route,
                               SysCalls& sys = SysCalls::kernel());
 

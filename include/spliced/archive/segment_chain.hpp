@@ -1,7 +1,9 @@
 #pragma once
 // A chain of archive segment files: the sink of a collect route. Segments are opened lazily on
 // the first byte, written at offsets the chain owns (never O_APPEND: splice refuses it), named
-// NAME.open while active and renamed to NAME (without replacing anything) when closed.
+// NAME.open while active and renamed to NAME (without replacing anything) when closed. A segment
+// whose data sync failed (fsync: on_close) is published as NAME.unsynced instead; one whose rename
+// failed is handed to the chain's owner (onUnpublished) to be published later.
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -9,6 +11,7 @@
 
 #include "spliced/archive/archive_config.hpp"
 #include "spliced/archive/naming.hpp"
+#include "spliced/archive/segment_files.hpp"
 #include "spliced/core/fd.hpp"
 #include "spliced/core/metrics.hpp"
 #include "spliced/core/pump.hpp"
@@ -19,13 +22,30 @@ namespace spliced {
 // Called when a segment is complete: its path relative to the archive dir and its size.
 using SegmentClosedFn = std::function<void(const std::string& rel_path, uint64_t bytes)>;
 
+// A closed segment not published yet: still NAME.open, complete, never written again.
+struct UnpublishedSegment {
+  std::string rel;  // its final name (without .open), relative to the archive dir
+  uint64_t bytes = 0;
+  bool unsynced = false;  // its fdatasync failed: published as NAME.unsynced
+  int err = 0;            // the errno of the last failed rename
+};
+using SegmentUnpublishedFn = std::function<void(UnpublishedSegment)>;
+
+// The last step of a closed segment: NAME.open -> NAME (NAME.unsynced when its data sync failed),
+// never replacing a file, then (fsync: on_close) an fsync of its directory. On success counts the
+// segment (archive_segments, unsynced_segments) and returns the name it got; on failure
+// (pub.err != 0) counts and logs nothing: the segment is still NAME.open and the caller decides.
+Published publishSegment(SysCalls& sys, int dir_fd, const ArchiveConfig& cfg,
+                         const std::string& route, RouteMetrics& metrics,
+                         const UnpublishedSegment& seg);
+
 // A SegmentChain owns the open segment's fd. The archive config, the archive dir fd, the
 // syscalls and the counters are borrowed from the route and outlive it.
 class SegmentChain : public Sink {
  public:
   SegmentChain(const ArchiveConfig& cfg, int dir_fd, NameVars vars, SysCalls& sys,
                RouteMetrics& metrics);
-  ~SegmentChain() override;  // closes (and renames) the active segment
+  ~SegmentChain() override;  // closes (and publishes) the active segment
 
   SinkResult fromPipe(Pipe& pipe, size_t n) override;
   SinkResult fromBuffer(const char* data, size_t n) override;
@@ -34,12 +54,15 @@ class SegmentChain : public Sink {
   // owner's record is half written (a write error) other owners are told to wait.
   SinkResult writeLines(uint64_t owner, const char* data, size_t n);
 
-  // An owner that goes away gives up its claim on a half-written record.
-  void releaseOwner(uint64_t owner) {
-    if (incomplete_owner_ == owner) incomplete_owner_ = 0;
-  }
-  // Closes the active segment, if any; the next byte opens the next one.
+  // An owner that goes away gives up its claim on a half-written record (and a rotation that
+  // waited for it happens now).
+  void releaseOwner(uint64_t owner);
+  // Closes the active segment, if any; the next byte opens the next one. While a record is half
+  // written (writeLines) the rotation waits until its owner completes it or goes away.
   void rotate();
+  // Closes the active segment now, even in the middle of a record (shutdown, destructor).
+  void closeSegment();
+  bool rotationPending() const { return rotate_pending_; }
   bool active() const { return fd_.valid(); }
   uint64_t segmentBytes() const { return size_; }
   uint64_t totalBytes() const { return total_; }
@@ -48,14 +71,15 @@ class SegmentChain : public Sink {
   int lastError() const { return last_err_; }
 
   void onSegmentClosed(SegmentClosedFn fn) { on_closed_ = std::move(fn); }
+  // A closed segment whose rename failed goes to `fn`, which must publish it later (it is still
+  // NAME.open). Without one it stays NAME.open and recovery publishes it at the next start.
+  void onUnpublished(SegmentUnpublishedFn fn) { on_unpublished_ = std::move(fn); }
 
  private:
   // Opens the next segment if none is open. Returns 0 or an errno.
   int ensureOpen();
   SinkResult writeBuffer(const char* data, size_t n, bool whole_lines);
   SinkResult fail(size_t done, int err);
-  // fsync: on_close: the directory holding `rel`, after its rename (errors logged and counted).
-  void syncDirOf(const std::string& rel);
 
   const ArchiveConfig& cfg_;
   int dir_fd_;
@@ -68,8 +92,10 @@ class SegmentChain : public Sink {
   uint64_t total_ = 0;             // bytes written by this chain
   uint64_t closed_ = 0;            // segments closed by this chain
   uint64_t incomplete_owner_ = 0;  // writeLines: owner whose record is half written
+  bool rotate_pending_ = false;    // rotate() waits for incomplete_owner_'s record
   int last_err_ = 0;
   SegmentClosedFn on_closed_;
+  SegmentUnpublishedFn on_unpublished_;
 };
 
 }  // namespace spliced

@@ -6,6 +6,9 @@
 //
 //   NAME.open         the active segment of a chain (renamed to NAME when it closes)
 //   NAME              a closed segment: complete, never written again
+//   NAME.unsynced     a closed segment whose fdatasync failed (fsync: on_close): complete as far
+//                     as spliced could see, but not proven on disk. Listed, downloadable and
+//                     retained like NAME; never compressed; left alone by recovery
 //   NAME.zst, NAME.gz a closed segment, compressed (replaces NAME atomically)
 //   *.tmp             a compression in progress (removed at start-up if a crash left it)
 //   .NAME             spliced's own (.spliced.lock, .spliced/): never a segment
@@ -29,6 +32,7 @@ inline constexpr std::string_view kOpenSuffix = ".open";
 inline constexpr std::string_view kTmpSuffix = ".tmp";
 inline constexpr std::string_view kZstdSuffix = ".zst";
 inline constexpr std::string_view kGzipSuffix = ".gz";
+inline constexpr std::string_view kUnsyncedSuffix = ".unsynced";
 // Past this many taken names (NAME.1.log ... NAME.9999.log), publishing gives up.
 inline constexpr int kMaxNumericSuffix = 10000;
 
@@ -44,6 +48,8 @@ bool isOpenName(std::string_view rel);
 bool isTmpName(std::string_view rel);
 // NAME.zst or NAME.gz.
 bool isCompressedName(std::string_view rel);
+// NAME.unsynced: a closed segment whose data sync failed (a closed segment too, never compressed).
+bool isUnsyncedName(std::string_view rel);
 // True when `rel` names a closed segment: not active, not temporary, and no component starting
 // with '.'.
 bool isClosedSegmentName(std::string_view rel);
@@ -54,7 +60,7 @@ std::string_view compressedSuffix(Compress algo);
 // is taken (a file is never overwritten).
 std::string withNumericSuffix(const std::string& rel, int k);
 
-// True when the segment `rel`, or its compressed form, exists below dir_fd.
+// True when the segment `rel`, its compressed form or its unsynced form exists below dir_fd.
 bool segmentNameTaken(int dir_fd, const std::string& rel);
 
 // Creates the parent directories of `rel` below `dir_fd` (mode 0755). Returns 0 or an errno.

@@ -1,5 +1,6 @@
 #pragma once
 // The collect kind of route: what a route with an `archive:` block owns besides its listener.
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -15,7 +16,9 @@
 namespace spliced {
 
 // A CollectRoute owns the archive dir fd and its lock, the shared chain (layout: shared), the
-// interval and maintenance timers, and the route's lifecycle counters; it creates the route's
+// interval and maintenance timers, the route's lifecycle counters, and the closed segments of
+// all its chains whose rename failed (retried on a timer with back-off, and once more at
+// finish(): a session may end before its segment is published); it creates the route's
 // CollectSessions, which borrow it. The RouteContext, the archive config (part of the config
 // snapshot) and the lifecycle thread are borrowed and outlive it.
 class CollectRoute : public RouteKind {
@@ -35,8 +38,12 @@ class CollectRoute : public RouteKind {
   const ArchiveConfig& config() const { return cfg_; }
   int dirFd() const { return dir_fd_.get(); }
   SegmentChain* sharedChain() { return shared_.get(); }
-  // A segment of this route is complete: queue its compression and a retention pass.
+  // A segment of this route is complete: queue its compression (not for NAME.unsynced) and a
+  // retention pass.
   void segmentClosed(const std::string& rel);
+  // A closed segment of this route whose rename failed: published by a retry (back-off 100 ms ..
+  // 5 s), or at finish() at the latest.
+  void publishLater(UnpublishedSegment seg);
   // Storage episodes: a session whose archive writes fail marks the route stalled until its
   // writes succeed again (for /healthz and the stalled gauge).
   void storageStalled(int err);
@@ -44,6 +51,7 @@ class CollectRoute : public RouteKind {
 
   // What the admin endpoint reports.
   uint64_t stalledSessions() const { return stalled_; }
+  uint64_t unpublishedSegments() const { return unpublished_.size(); }
   const LifecycleMetrics& lifecycle() const { return lifecycle_metrics_; }
 
  private:
@@ -52,6 +60,9 @@ class CollectRoute : public RouteKind {
   static void onInterval(evutil_socket_t, short, void* arg);
   static void onMaintenance(evutil_socket_t, short, void* arg);
   void armInterval();
+  static void onPublishRetry(evutil_socket_t, short, void* arg);
+  // Tries to publish every segment waiting in unpublished_.
+  void retryPublishing();
 
   RouteContext& ctx_;
   const ArchiveConfig& cfg_;
@@ -60,6 +71,11 @@ class CollectRoute : public RouteKind {
   UniqueFd lock_fd_;  // flock on <dir>/.spliced.lock: one process per archive dir
   LifecycleMetrics lifecycle_metrics_;
   ArchiveTarget target_;  // what the lifecycle thread needs of this route
+  // Before shared_: its destructor may still hand a segment over.
+  std::vector<UnpublishedSegment> unpublished_;
+  EventPtr publish_ev_;
+  std::chrono::milliseconds publish_backoff_{0};
+  std::string last_unsynced_;  // the latest close's data sync failed: that segment's name
   std::unique_ptr<SegmentChain> shared_;
   EventPtr interval_ev_;
   EventPtr maintenance_ev_;

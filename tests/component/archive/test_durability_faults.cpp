@@ -10,6 +10,7 @@
 
 #include "fixtures.hpp"
 #include "server_fixtures.hpp"
+#include "spliced/admin/metrics_catalogue.hpp"
 #include "spliced/archive/compressor.hpp"
 #include "spliced/archive/recovery.hpp"
 #include "spliced/server/server.hpp"
@@ -144,69 +145,219 @@ TEST_CASE("mkdirat failing with EACCES pauses the client, then every byte lands 
   stopServer(server);
 }
 
-TEST_CASE("renameat2 failing at close leaves NAME.open complete, and recovery publishes it",
+namespace {
+
+// Whether the /healthz problems of `server` have a line naming route t that contains `what`.
+bool problemSays(const Server& server, const std::string& what) {
+  for (const auto& p : server.problems()) {
+    if (p.find("route t") != std::string::npos && p.find(what) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// The /metrics line of `family` for route t, e.g. "spliced_archive_unsynced_segments_total 1".
+std::string metricLine(const Server& server, const std::string& family) {
+  std::string text = renderMetrics(server.status());
+  std::string key = family + "{route=\"t\"} ";
+  auto at = text.find(key);
+  if (at == std::string::npos) return family + " missing";
+  auto eol = text.find('\n', at);
+  return family + " " + text.substr(at + key.size(), eol - at - key.size());
+}
+
+}  // namespace
+
+TEST_CASE("renameat2 failing at close is retried with back-off until the segment is published",
           "[archive][faults]") {
   TempDir tmp;
   FaultySysCalls sys;
-  sys.fault = failCalls(Call::Renameat2, EIO, 1);
+  // The first close and its first two retries fail (the dir is briefly not writable).
+  sys.fault = failCalls(Call::Renameat2, EIO, 1, 3);
   std::string first = payload(3 << 20, 41), second = payload(200000, 42);
-  {
-    Server server(collectConfig(tmp.path, "{route}-{conn}-{seq}.log"), sys);
-    REQUIRE(server.start().ok());
-    const RouteMetrics& m = *server.metrics("t");
-    archiveOneConnection(server, first);
-    CHECK(sys.calls(Call::Renameat2) == 1);
-    auto files = filesIn(tmp.path);
-    CHECK(namesIn(tmp.path) == "t-1-000000.log.open(3145728)");
-    CHECK(difference(files["t-1-000000.log.open"], first) == "");
-    // The route goes on: the next connection's segment is published as usual.
-    archiveOneConnection(server, second);
-    CHECK(sys.calls(Call::Renameat2) == 2);
-    files = filesIn(tmp.path);
-    CHECK(namesIn(tmp.path) == "t-1-000000.log.open(3145728) t-2-000000.log(200000)");
-    CHECK(difference(files["t-1-000000.log.open"], first) == "");
-    CHECK(difference(files["t-2-000000.log"], second) == "");
-    CHECK(m.archive_bytes == first.size() + second.size());
-    // Only the published segment counts as closed; the failed rename counts as a storage error.
-    CHECK(m.archive_segments == 1);
-    CHECK(m.storage_errors == 1);
-    stopServer(server);
-  }
-  // The next start: recovery publishes the segment under its own name, byte for byte.
-  UniqueFd dir(::open(tmp.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  REQUIRE(dir.valid());
-  RecoveryResult rec = recoverArchive(dir.get(), "t", SysCalls::kernel());
-  CHECK(rec.errors.empty());
-  REQUIRE(rec.finalized.size() == 1);
-  CHECK(rec.finalized[0] == "t-1-000000.log");
-  CHECK(rec.removed_tmp == 0);
+  Server server(collectConfig(tmp.path, "{route}-{conn}-{seq}.log"), sys);
+  REQUIRE(server.start().ok());
+  const RouteMetrics& m = *server.metrics("t");
+  auto t0 = std::chrono::steady_clock::now();
+  archiveOneConnection(server, first);
+  // The session is over (and freed); its segment is complete but not published yet.
+  CHECK(sys.calls(Call::Renameat2) == 1);
+  CHECK(namesIn(tmp.path) == "t-1-000000.log.open(3145728)");
+  CHECK(m.archive_segments == 0);
+  CHECK(problemSays(server, "1 segment"));
+  CHECK(metricLine(server, "spliced_archive_unpublished_segments") ==
+        "spliced_archive_unpublished_segments 1");
+  // The route retries: 100 ms, then 200 ms later (both fail), then 400 ms later it succeeds.
+  REQUIRE(loopUntil(
+      server, [&] { return filesIn(tmp.path).count("t-1-000000.log") == 1; }, 3s));
+  auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(sys.calls(Call::Renameat2) == 4);
+  CHECK(took >= 600ms);  // backed off: not a busy retry
   auto files = filesIn(tmp.path);
-  CHECK(namesIn(tmp.path) == "t-1-000000.log(3145728) t-2-000000.log(200000)");
+  CHECK(namesIn(tmp.path) == "t-1-000000.log(3145728)");
   CHECK(difference(files["t-1-000000.log"], first) == "");
+  CHECK(m.archive_segments == 1);
+  CHECK(server.problems().empty());
+  CHECK(metricLine(server, "spliced_archive_unpublished_segments") ==
+        "spliced_archive_unpublished_segments 0");
+  // The route goes on: the next connection's segment is published as usual.
+  archiveOneConnection(server, second);
+  CHECK(sys.calls(Call::Renameat2) == 5);
+  files = filesIn(tmp.path);
+  CHECK(namesIn(tmp.path) == "t-1-000000.log(3145728) t-2-000000.log(200000)");
   CHECK(difference(files["t-2-000000.log"], second) == "");
+  CHECK(m.archive_bytes == first.size() + second.size());
+  CHECK(m.archive_segments == 2);
+  CHECK(m.storage_errors == 3);  // every failed rename
+  stopServer(server);
+  CHECK(namesIn(tmp.path) == "t-1-000000.log(3145728) t-2-000000.log(200000)");
 }
 
-// A failed fdatasync at close is logged (error=storage) and counted, and the segment is published
-// anyway, complete (holding it back would not make its bytes durable).
-TEST_CASE("fdatasync failing at close (fsync: on_close): the segment is still published whole",
+TEST_CASE("renameat2 failing until shutdown: a clean stop still leaves no .open segment",
+          "[archive][faults]") {
+  const bool shared = GENERATE(false, true);
+  INFO("layout " << (shared ? "shared" : "per_connection"));
+  TempDir tmp;
+  FaultySysCalls sys;
+  std::atomic<bool> failing{false};
+  sys.fault = [&](Call c, int, size_t&) {
+    if (c != Call::Renameat2 || !failing) return 0;
+    errno = EACCES;
+    return -1;
+  };
+  Server server(shared ? collectConfig(tmp.path, "{route}-{seq}.log", "      layout: shared\n")
+                       : collectConfig(tmp.path, "{route}-{conn}-{seq}.log"),
+                sys);
+  REQUIRE(server.start().ok());
+  const RouteMetrics& m = *server.metrics("t");
+  std::string data = payload(500000, 43);
+  const std::string name = shared ? "t-000000.log" : "t-1-000000.log";
+  failing = true;
+  archiveOneConnection(server, data);
+  server.rotateAll();  // closes the shared chain's segment (per_connection: already closed)
+  CHECK(namesIn(tmp.path) == name + ".open(500000)");
+  runFor(server, 400ms);  // retries, all failing
+  CHECK(sys.calls(Call::Renameat2) >= 3);
+  CHECK(namesIn(tmp.path) == name + ".open(500000)");
+  CHECK(problemSays(server, "1 segment"));
+  // The dir is writable again; the stop publishes it at once, without waiting for a retry.
+  failing = false;
+  server.beginShutdown();
+  auto files = filesIn(tmp.path);
+  CHECK(namesIn(tmp.path) == name + "(500000)");
+  CHECK(difference(files[name], data) == "");
+  CHECK(m.archive_segments == 1);
+  runFor(server, 50ms);
+}
+
+// A failed fdatasync at close ("fsyncgate": the kernel may have dropped the dirty pages) is never
+// hidden: the segment is published as NAME.unsynced, counted, reported in /healthz until a later
+// close syncs, and never compressed (it stays as written, for the operator to check).
+TEST_CASE("fdatasync failing at close (fsync: on_close): published as NAME.unsynced and reported",
           "[archive][faults]") {
   TempDir tmp;
   FaultySysCalls sys;
   sys.fault = failCalls(Call::Fdatasync, EIO, 1);
-  Server server(collectConfig(tmp.path, "{route}-{conn}-{seq}.log", "      fsync: on_close\n"),
+  Server server(collectConfig(tmp.path, "{route}-{conn}-{seq}.log",
+                              "      fsync: on_close\n      compress: zstd\n"),
                 sys);
   REQUIRE(server.start().ok());
   const RouteMetrics& m = *server.metrics("t");
-  std::string data = payload(1 << 20, 51);
+  std::string data = payload(1 << 20, 51), second = payload(300000, 54);
   archiveOneConnection(server, data);
   CHECK(sys.calls(Call::Fdatasync) == 1);
   CHECK(sys.calls(Call::Renameat2) == 1);
-  CHECK(sys.calls(Call::Fsync) == 1);  // the directory, after the rename
-  CHECK(namesIn(tmp.path) == "t-1-000000.log(1048576)");
-  CHECK(difference(filesIn(tmp.path)["t-1-000000.log"], data) == "");
+  CHECK(namesIn(tmp.path) == "t-1-000000.log.unsynced(1048576)");
+  CHECK(difference(filesIn(tmp.path)["t-1-000000.log.unsynced"], data) == "");
   CHECK(m.archive_segments == 1);
   CHECK(m.archive_bytes == data.size());
   CHECK(m.storage_errors == 1);  // the failed sync is counted
+  CHECK(metricLine(server, "spliced_archive_unsynced_segments_total") ==
+        "spliced_archive_unsynced_segments_total 1");
+  CHECK(problemSays(server, "t-1-000000.log.unsynced"));
+  // The next close syncs: published and compressed as usual, and /healthz is clear again.
+  archiveOneConnection(server, second);
+  REQUIRE(loopUntil(
+      server, [&] { return filesIn(tmp.path).count("t-2-000000.log.zst") == 1; }, 5s));
+  // The two closes and the compression of t-2 (its .zst.tmp); none for t-1.
+  CHECK(sys.calls(Call::Fdatasync) == 3);
+  auto files = filesIn(tmp.path);
+  CHECK(files.count("t-1-000000.log.unsynced") == 1);  // not compressed
+  CHECK(difference(files["t-1-000000.log.unsynced"], data) == "");
+  CHECK(files.size() == 2);
+  CHECK(server.problems().empty());
+  CHECK(metricLine(server, "spliced_archive_unsynced_segments_total") ==
+        "spliced_archive_unsynced_segments_total 1");
+  stopServer(server);
+  // Recovery leaves it alone: it is not an active segment.
+  UniqueFd dir(::open(tmp.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  RecoveryResult rec = recoverArchive(dir.get(), "t", SysCalls::kernel());
+  CHECK(rec.finalized.empty());
+  CHECK(filesIn(tmp.path).count("t-1-000000.log.unsynced") == 1);
+}
+
+// framing: lines on a shared chain: a long line half written when the disk fills must not be cut
+// by a rotation (SIGUSR1 / interval) asked for meanwhile; the rotation waits for the line.
+TEST_CASE("a rotation during a half-written line waits until the line is complete",
+          "[archive][faults]") {
+  TempDir tmp;
+  FaultySysCalls sys;
+  std::string long_line(300001, 'L');
+  long_line.back() = '\n';
+  // The first pwrite of the long line is short (half of it), and the following ones fail with
+  // ENOSPC while `failing`.
+  std::atomic<int> state{0};  // 0: waiting for the long line, 1: cut, 2: failing, 3: cleared
+  std::atomic<int> refused{0};
+  sys.hook = [&](Call c, size_t& len) {
+    if (c != Call::Pwrite) return 0;
+    if (state == 0 && len >= long_line.size()) {
+      len = len / 2;
+      state = 2;
+      return 0;
+    }
+    if (state == 2) {
+      ++refused;
+      errno = ENOSPC;
+      return -1;
+    }
+    return 0;
+  };
+  Server server(
+      collectConfig(tmp.path, "{route}-{seq}.log", "      layout: shared\n      framing: lines\n"),
+      sys);
+  REQUIRE(server.start().ok());
+  const RouteMetrics& m = *server.metrics("t");
+  UniqueFd a = connectTo(server.boundAddress("t"));
+  sendAll(a.get(), "a1\n" + long_line);
+  REQUIRE(loopUntil(
+      server, [&] { return refused >= 1; }, 3s));
+  // Another client's line meanwhile, and a rotation (SIGUSR1) while the long line is half out.
+  UniqueFd b = connectTo(server.boundAddress("t"));
+  sendAll(b.get(), "b1\n");
+  runFor(server, 50ms);
+  server.rotateAll();
+  runFor(server, 50ms);
+  // Storage recovers; both clients finish.
+  state = 3;
+  sendAll(a.get(), "a2\n");
+  ::shutdown(a.get(), SHUT_WR);
+  ::shutdown(b.get(), SHUT_WR);
+  REQUIRE(loopUntil(
+      server, [&] { return m.connections_total == 2 && m.connections_active == 0; }, 5s));
+  server.rotateAll();
+  auto files = filesIn(tmp.path);
+  INFO("files: " << namesIn(tmp.path));
+  std::string all;
+  bool whole = false;
+  for (const auto& [name, content] : files) {
+    CHECK((content.empty() || content.back() == '\n'));  // every segment ends with a whole line
+    if (content.find(long_line) != std::string::npos) whole = true;
+    all += content;
+  }
+  CHECK(whole);  // the long line is in one segment
+  CHECK(all.size() == 3 + long_line.size() + 3 + 3);
+  CHECK(all.find("b1\n") != std::string::npos);
+  CHECK(all.find("a2\n") != std::string::npos);
+  CHECK(files.size() == 2);  // the rotation came after the long line: two segments
   stopServer(server);
 }
 
