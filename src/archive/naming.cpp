@@ -3,6 +3,7 @@
 #include "spliced/archive/segment_files.hpp"
 
 #include <fmt/format.h>
+#include <algorithm>
 #include <ctime>
 
 namespace spliced {
@@ -10,6 +11,103 @@ namespace {
 
 // strftime conversions allowed in names: the date/time fields an operator uses in paths.
 constexpr std::string_view kStrftimeCodes = "aAbBCdDeFgGhHIjmMpsSTuUVwWyYzZ%";
+
+// The longest a file name (one path component) may be on Linux file systems.
+constexpr size_t kNameMax = 255;
+// What spliced may add to the last part of a name: a numeric suffix when the name is taken
+// (".9999", see kMaxNumericSuffix) and the longest of ".open", ".zst.tmp", ".gz.tmp" and
+// ".unsynced".
+constexpr size_t kSuffixRoom = 5 + 9;
+
+// The longest each strftime code writes (spliced runs in the C locale). %D and %T hold '/' and
+// ':'; %D is counted whole in the part it starts in (an overestimate of at most 6 bytes). %Z is a
+// zone abbreviation: 16 is beyond any in the tz database.
+size_t strftimeMax(char code) {
+  switch (code) {
+    case 'a':
+    case 'b':
+    case 'h':
+    case 'j':
+      return 3;
+    case 'A':
+    case 'B':
+      return 9;
+    case 'D':
+    case 'T':
+      return 8;
+    case 'F':
+      return 10;
+    case 'G':
+    case 'Y':
+      return 4;
+    case 'z':
+      return 5;
+    case 's':
+      return 20;
+    case 'Z':
+      return 16;
+    case 'u':
+    case 'w':
+    case '%':
+      return 1;
+    default:
+      return 2;  // C d e g H I m M p S U V W y
+  }
+}
+
+// The longest each placeholder writes: a route name is 1-64 bytes, {peer} an IPv6 address with
+// '_' (39), {conn} a 64-bit number, {seq} at least 6 digits (allow 20), {pid} an int (pid_max is
+// at most 4194304 on Linux, but the type allows 10 digits).
+size_t placeholderMax(std::string_view ph) {
+  if (ph == "route") return 64;
+  if (ph == "peer") return 39;
+  if (ph == "peer_port") return 5;
+  if (ph == "pid") return 10;
+  return 20;  // conn, seq
+}
+
+// Refuses a template one of whose parts can expand to more than NAME_MAX (the last part less the
+// room spliced needs for its suffixes). `text` has passed the syntax checks of compile().
+Parsed<bool> checkNameMax(std::string_view text) {
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find('/', start);
+    const bool last = end == std::string_view::npos;
+    if (last) end = text.size();
+    std::string_view part = text.substr(start, end - start);
+    size_t len = 0;
+    for (size_t i = 0; i < part.size(); ++i) {
+      if (part[i] == '%' && i + 1 < part.size()) {
+        char code = part[i + 1];
+        if ((code == 'E' || code == 'O') && i + 2 < part.size()) code = part[++i + 1];
+        len += strftimeMax(code);
+        ++i;
+      } else if (part[i] == '{') {
+        size_t close = part.find('}', i);
+        len += placeholderMax(part.substr(i + 1, close - i - 1));
+        i = close;
+      } else {
+        ++len;
+      }
+    }
+    if (!last && len > kNameMax) {
+      return {
+          Fail{fmt::format("part '{}' of the name can expand to {} bytes, more than NAME_MAX "
+                           "({})",
+                           part, len, kNameMax)}};
+    }
+    if (last && len + kSuffixRoom > kNameMax) {
+      return {
+          Fail{fmt::format("the last part of the name, '{}', can expand to {} bytes; with the "
+                           "{} bytes spliced may add (\".9999\", \".unsynced\") that is "
+                           "more than NAME_MAX ({})",
+                           part, len, kSuffixRoom, kNameMax)}};
+    }
+    if (last) break;
+    start = end + 1;
+  }
+  return {true};
+}
 
 }  // namespace
 
@@ -65,10 +163,12 @@ Parsed<NameTemplate> NameTemplate::compile(std::string_view text) {
       i = close;
     } else if (c == '}') {
       return {Fail{std::string("unmatched '}' in name")}};
-    } else if (c == '\0' || c == '\n') {
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
       return {Fail{std::string("name contains a control character")}};
     }
   }
+  // A '/' inside a placeholder would split parts wrongly: placeholders are known names by now.
+  if (auto fits = checkNameMax(text); !fits.ok()) return {Fail{fits.error()}};
   // Check the shape with sample values: nothing may climb out of the archive dir.
   NameVars sample{"route", "127.0.0.1", 1, 1, 0, 1};
   auto probe = t.expand(sample, std::chrono::system_clock::time_point{}, false);
@@ -151,6 +251,18 @@ Parsed<std::string> NameTemplate::expand(const NameVars& vars,
       return {Fail{fmt::format("name '{}' must not end in '{}' (spliced uses that suffix itself)",
                                text_, suffix)}};
     }
+  }
+  // compile() keeps every part within NAME_MAX at the longest placeholder values; a longer value
+  // (a route name beyond 64 bytes) is still refused here rather than failing in openat().
+  for (size_t start = 0; start < out.size();) {
+    size_t end = std::min(out.find('/', start), out.size());
+    if (end - start > kNameMax) {
+      return {
+          Fail{fmt::format("name '{}' expands to a part of {} bytes ('{}'), more than NAME_MAX "
+                           "({})",
+                           text_, end - start, out.substr(start, end - start), kNameMax)}};
+    }
+    start = end + 1;
   }
   if (out.front() == '.' || out.find("/.") != std::string::npos) {
     return {Fail{

@@ -154,9 +154,19 @@ class Schema {
                                   {{"raw", Framing::Raw}, {"lines", Framing::Lines}});
       if (f) a.framing = *f;
     }
-    parseName(n, path, a);
+    const bool name_ok = parseName(n, path, a);
     if (auto v = n["localtime"]) r_.boolean(v, path + ".localtime", a.localtime);
     if (auto v = n["rotate"]) parseRotate(v, path + ".rotate", a.rotate);
+    // Without {seq}, every rotation of a chain reuses its name and must probe for a free numeric
+    // suffix: O(n) per segment, and past kMaxNumericSuffix no segment can be opened at all (the
+    // client stalls and its held bytes are lost at stop). Both layouts rotate the same way.
+    if (name_ok && !a.name.usesSeq() && (a.rotate.max_bytes > 0 || a.rotate.interval.count() > 0)) {
+      YAML::Mark mark = n["name"] ? n["name"].Mark() : n.Mark();
+      r_.addAt(mark, path + ".name",
+               "has no {seq} while rotation is on: each rotation would have to probe for a free "
+               "numeric suffix (at most 9,999); add {seq}, or set rotate.max_bytes and "
+               "rotate.interval to 0");
+    }
     if (auto v = n["retain"]) parseRetain(v, path + ".retain", a.retain);
     if (auto v = n["compress"]) {
       auto c = r_.choice<Compress>(
@@ -183,8 +193,8 @@ class Schema {
     }
   }
 
-  // The segment name template; its default depends on the layout.
-  void parseName(const YAML::Node& n, const std::string& path, ArchiveConfig& a) {
+  // The segment name template; its default depends on the layout. False when it was refused.
+  bool parseName(const YAML::Node& n, const std::string& path, ArchiveConfig& a) {
     std::string name_text = a.layout == Layout::Shared
                                 ? "%Y/%m/%d/{route}-%H%M%S-{seq}.log"
                                 : "%Y/%m/%d/{route}-{peer}-{conn}-%H%M%S-{seq}.log";
@@ -196,15 +206,16 @@ class Schema {
     auto t = NameTemplate::compile(name_text);
     if (!t.ok()) {
       r_.addAt(name_mark, path + ".name", t.error());
-    } else {
-      a.name = t.value();
-      if (a.layout == Layout::Shared && (a.name.usesPeer() || a.name.usesConn())) {
-        r_.addAt(
-            name_mark, path + ".name",
-            "{peer}, {peer_port} and {conn} have no meaning with layout: shared (one chain for "
-            "all connections)");
-      }
+      return false;
     }
+    a.name = t.value();
+    if (a.layout == Layout::Shared && (a.name.usesPeer() || a.name.usesConn())) {
+      r_.addAt(name_mark, path + ".name",
+               "{peer}, {peer_port} and {conn} have no meaning with layout: shared (one chain for "
+               "all connections)");
+      return false;
+    }
+    return true;
   }
 
   void parseRotate(const YAML::Node& v, const std::string& path, RotateConfig& rotate) {

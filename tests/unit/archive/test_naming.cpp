@@ -298,7 +298,7 @@ TEST_CASE("NameTemplate: a modifier code is one unit when expanded too", "[namin
 
 TEST_CASE("NameTemplate: long day and month names still fit", "[naming]") {
   std::string text;
-  for (int i = 0; i < 128; ++i) text += "%F";
+  for (int i = 0; i < 128; ++i) text += "%F/";  // one part of 1,300 bytes would pass NAME_MAX
   text += "%A%B.log";
   auto t = NameTemplate::compile(text);
   REQUIRE(t.ok());
@@ -307,5 +307,55 @@ TEST_CASE("NameTemplate: long day and month names still fit", "[naming]") {
   auto when = std::chrono::system_clock::from_time_t(1758700800);  // 2025-09-24
   auto out = t.value().expand(v, when, false);
   REQUIRE(out.ok());
-  CHECK(out.value().ends_with("WednesdaySeptember.log"));
+  CHECK(out.value().ends_with("2025-09-24/WednesdaySeptember.log"));
+}
+
+TEST_CASE("NameTemplate: every control character is refused", "[naming]") {
+  for (int c = 1; c < 0x20; ++c) {
+    INFO("byte " << c);
+    CHECK(compileError(std::string("a") + static_cast<char>(c) + "b-{seq}.log") ==
+          "name contains a control character");
+  }
+  CHECK(compileError("a\x7f"
+                     "b-{seq}.log") == "name contains a control character");
+  CHECK(compileError("a\x1b[31m-{seq}.log") == "name contains a control character");
+  // Bytes above 0x7f (UTF-8) are not control characters.
+  CHECK(NameTemplate::compile("caf\xc3\xa9-{seq}.log").ok());
+}
+
+TEST_CASE("NameTemplate: a part that can expand beyond NAME_MAX is refused", "[naming]") {
+  // Each part is measured at the longest its placeholders and % codes can expand to: {route} 64,
+  // {peer} 39, {peer_port} 5, {conn} 20, {seq} 20, {pid} 10, %A 9, %s 20 ...; the last part also
+  // keeps 14 bytes for what spliced adds (".9999" and ".unsynced").
+  CHECK(compileError(std::string(256, 'd') + "/{seq}.log") ==
+        "part '" + std::string(256, 'd') +
+            "' of the name can expand to 256 bytes, more than NAME_MAX (255)");
+  CHECK(NameTemplate::compile(std::string(255, 'd') + "/{seq}.log").ok());
+  CHECK(NameTemplate::compile(std::string(241, 'f')).ok());
+  CHECK(compileError(std::string(242, 'f')) ==
+        "the last part of the name, '" + std::string(242, 'f') +
+            "', can expand to 242 bytes; with the 14 bytes spliced may add (\".9999\", "
+            "\".unsynced\") that is more than NAME_MAX (255)");
+  // 64 + 1 + 150 + 1 + 20 + 4 = 240: fits; one more byte does not.
+  const std::string part = "{route}-" + std::string(150, 'x') + "-{seq}.log";
+  CHECK(NameTemplate::compile("%Y/" + part).ok());
+  const std::string longer = "{route}-" + std::string(152, 'x') + "-{seq}.log";
+  CHECK_THAT(compileError("%Y/" + longer),
+             Catch::Matchers::StartsWith("the last part of the name, '" + longer +
+                                         "', can expand to 242 bytes"));
+  // Placeholders and codes in a directory part count at their longest too: 20 + 9 + 217 + 10.
+  const std::string dir_part = "{conn}%A" + std::string(217, 'y') + "{pid}";
+  CHECK(compileError(dir_part + "/{seq}") ==
+        "part '" + dir_part + "' of the name can expand to 256 bytes, more than NAME_MAX (255)");
+}
+
+TEST_CASE("NameTemplate::expand: a part over NAME_MAX is refused at run time", "[naming]") {
+  // compile() allows {route} 64 bytes; a longer value (which config never gives) is still caught.
+  auto t = compiled("{route}-{seq}.log");
+  NameVars v = sampleVars();
+  v.route = std::string(300, 'r');
+  auto out = t.expand(v, kWhen, false);
+  REQUIRE_FALSE(out.ok());
+  CHECK(out.error() == "name '{route}-{seq}.log' expands to a part of 311 bytes ('" +
+                           std::string(300, 'r') + "-000003.log'), more than NAME_MAX (255)");
 }

@@ -825,10 +825,10 @@ TEST_CASE("config: {peer}, {peer_port} and {conn} are refused with layout shared
   expectError(withDir(std::string(kRoute) + "      layout: shared\n      name: \"{peer_port}\"\n",
                       tmp.str()),
               {7, 13, "routes[0].archive.name", message});
-  // The same names are fine per connection.
-  auto cfg = loadOk(
-      withDir(std::string(kRoute) + "      name: \"{peer}-{peer_port}-{conn}\"\n", tmp.str()));
-  CHECK(cfg->routes[0].archive->name.text() == "{peer}-{peer_port}-{conn}");
+  // The same names are fine per connection ({seq} added: rotation is on by default).
+  auto cfg = loadOk(withDir(
+      std::string(kRoute) + "      name: \"{peer}-{peer_port}-{conn}-{seq}\"\n", tmp.str()));
+  CHECK(cfg->routes[0].archive->name.text() == "{peer}-{peer_port}-{conn}-{seq}");
 }
 
 TEST_CASE("config: bad name templates", "[config][errors]") {
@@ -1041,4 +1041,94 @@ TEST_CASE("config: a leading comma is an error, not a hang", "[config][errors]")
   auto r = load(",\n");
   REQUIRE_FALSE(r.errors.empty());
   CHECK_FALSE(r.config);
+}
+
+TEST_CASE("config: control characters in a name template are refused at the name",
+          "[config][errors]") {
+  TempDir tmp;
+  for (std::string esc : {"\\t", "\\x01", "\\e", "\\x7f", "\\r"}) {
+    const std::string name_line = "      name: \"a" + esc + "b-{seq}.log\"\n";
+    expectError(withDir(kRoute + name_line, tmp.str()),
+                {6, 13, "routes[0].archive.name", "name contains a control character"});
+  }
+}
+
+TEST_CASE("config: a name part longer than NAME_MAX is refused at the name", "[config][errors]") {
+  TempDir tmp;
+  const std::string part = std::string(300, 'n');
+  expectError(
+      withDir(std::string(kRoute) + "      name: " + part + "/{seq}.log\n", tmp.str()),
+      {6, 13, "routes[0].archive.name",
+       "part '" + part + "' of the name can expand to 300 bytes, more than NAME_MAX (255)"});
+}
+
+TEST_CASE("config: a name without {seq} is refused while rotation is on", "[config][errors]") {
+  TempDir tmp;
+  const std::string message =
+      "has no {seq} while rotation is on: each rotation would have to probe for a free "
+      "numeric suffix (at most 9,999); add {seq}, or set rotate.max_bytes and "
+      "rotate.interval to 0";
+  // rotate.max_bytes is 256MiB by default.
+  expectError(withDir(std::string(kRoute) + "      name: \"{route}-{conn}.log\"\n", tmp.str()),
+              {6, 13, "routes[0].archive.name", message});
+  expectError(withDir(std::string(kRoute) + "      layout: shared\n      name: \"{route}.log\"\n"
+                                            "      rotate: { max_bytes: 0, interval: 1h }\n",
+                      tmp.str()),
+              {7, 13, "routes[0].archive.name", message});
+  // With rotation off, a name without {seq} is fine (one segment per connection, or one for all).
+  auto cfg = loadOk(withDir(std::string(kRoute) + "      name: \"{route}-{conn}.log\"\n"
+                                                  "      rotate: { max_bytes: 0, interval: 0 }\n",
+                            tmp.str()));
+  CHECK_FALSE(cfg->routes[0].archive->name.usesSeq());
+  loadOk(withDir(std::string(kRoute) + "      layout: shared\n      name: \"{route}.log\"\n"
+                                       "      rotate: { max_bytes: 0 }\n",
+                 tmp.str()));
+  // A name already refused for another reason gets that one error only.
+  expectError(withDir(std::string(kRoute) + "      layout: shared\n      name: \"{conn}.log\"\n",
+                      tmp.str()),
+              {7, 13, "routes[0].archive.name",
+               "{peer}, {peer_port} and {conn} have no meaning with layout: shared (one chain for "
+               "all connections)"});
+}
+
+TEST_CASE("config: a unix socket in a directory that does not exist", "[config][errors]") {
+  TempDir tmp;
+  const std::string missing = tmp.str() + "/missing";
+  expectErrors(withDir("admin:\n  listen: unix:" + missing + "/admin.sock\n" + kRoute +
+                           "  - name: b\n    listen: unix:" + missing +
+                           "/deeper/b.sock\n"
+                           "    archive: { dir: @DIR@/b }\n",
+                       tmp.str()),
+               {{2, 11, "admin.listen", "directory " + missing + " does not exist"},
+                {9, 13, "routes[1].listen", "directory " + missing + "/deeper does not exist"}});
+  // A file where the directory should be.
+  std::ofstream(tmp.str() + "/file") << "x";
+  expectError(withDir(std::string("routes:\n  - name: a\n    listen: unix:") + tmp.str() +
+                          "/file/a.sock\n    archive: { dir: @DIR@ }\n",
+                      tmp.str()),
+              {3, 13, "routes[0].listen", tmp.str() + "/file is not a directory"});
+  // An existing directory is fine (the socket itself is created at start-up).
+  loadOk(withDir(std::string("routes:\n  - name: a\n    listen: unix:") + tmp.str() +
+                     "/a.sock\n    archive: { dir: @DIR@ }\n",
+                 tmp.str()));
+}
+
+TEST_CASE("config: an archive dir on a pseudo or read-only filesystem", "[config][errors]") {
+  auto route = [](const std::string& dir) {
+    return "routes:\n  - name: a\n    listen: 127.0.0.1:1\n    archive:\n      dir: " + dir + "\n";
+  };
+  expectError(route("/proc/nope"),
+              {5, 12, "routes[0].archive.dir",
+               "cannot create '/proc/nope': '/proc' is on a proc filesystem, where files cannot "
+               "be created"});
+  expectError(route("/proc/self/x/y"),
+              {5, 12, "routes[0].archive.dir",
+               "cannot create '/proc/self/x/y': '/proc/self' is on a proc filesystem, where files "
+               "cannot be created"});
+  expectError(route("/sys/nope"),
+              {5, 12, "routes[0].archive.dir",
+               "cannot create '/sys/nope': '/sys' is on a sysfs filesystem, where files cannot be "
+               "created"});
+  CHECK(checkDirUsable("/proc") ==
+        "directory '/proc' is on a proc filesystem, where files cannot be created");
 }
