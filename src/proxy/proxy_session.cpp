@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/un.h>
 
@@ -12,6 +13,19 @@ namespace spliced {
 namespace {
 
 constexpr size_t kBudgetPerWakeup = 4 * 1024 * 1024;
+// How often a paused direction looks at its client for a reset it no longer reads.
+constexpr std::chrono::milliseconds kPausedCheck{500};
+
+// The error pending on a socket (a reset), without reading it; 0 when there is none. poll()
+// leaves the error in place for whoever reads the socket next; SO_ERROR then takes it.
+int pendingError(int fd) {
+  pollfd p{fd, 0, 0};
+  if (::poll(&p, 1, 0) <= 0 || (p.revents & POLLERR) == 0) return 0;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno;
+  return err != 0 ? err : ECONNRESET;
+}
 
 // Closing with SO_LINGER {1, 0} sends a reset instead of a FIN: how a reset is passed on.
 void resetOnClose(int fd) {
@@ -175,6 +189,7 @@ void ProxySession::startStreaming() {
         event_new(ctx_.base(), src, EV_READ | EV_PERSIST, &ProxySession::onReadable, &d));
     d.write_ev.reset(
         event_new(ctx_.base(), dst, EV_WRITE | EV_PERSIST, &ProxySession::onWritable, &d));
+    if (to_upstream) d.check_ev.reset(evtimer_new(ctx_.base(), &ProxySession::onPausedCheck, &d));
     event_add(d.read_ev.get(), nullptr);
   };
   setup(c2u_, true, client_.get(), upstream_fd_.get(), &m.upstream_bytes, &m.bytes_in);
@@ -192,7 +207,7 @@ void ProxySession::onReadable(evutil_socket_t, short, void* arg) {
 }
 
 void ProxySession::advance(Direction& d) {
-  if (state_ != State::Streaming || d.done || d.waiting_sink) return;
+  if (state_ != State::Streaming || ended(d) || d.waiting_sink) return;
   PumpResult r = d.pump->run(kBudgetPerWakeup);
   d.bytes += r.moved;
   if (r.moved > 0) last_activity_ = std::chrono::steady_clock::now();
@@ -210,37 +225,78 @@ void ProxySession::handle(Direction& d, const PumpResult& r) {
       d.waiting_sink = false;
       event_del(d.read_ev.get());
       event_del(d.write_ev.get());
-      if (c2u_.done && u2c_.done) close(End::Done, 0);
+      if (d.check_ev) event_del(d.check_ev.get());
+      if (ended(c2u_) && ended(u2c_)) close(End::Done, 0);
       return;
     case PumpStatus::SinkBlocked:
       // The other side is not reading: stop reading this one until it catches up.
-      if (!d.waiting_sink) {
-        d.waiting_sink = true;
-        event_del(d.read_ev.get());
-        event_add(d.write_ev.get(), nullptr);
-      }
-      return;
+      return pause(d);
     case PumpStatus::SinkError:
-      return close(d.to_upstream ? End::UpstreamReset : End::ClientReset, r.err);
+      return failDirection(d, r.err);
     case PumpStatus::SourceError:
       return close(d.to_upstream ? End::ClientReset : End::UpstreamReset, r.err);
   }
 }
 
+void ProxySession::pause(Direction& d) {
+  if (d.waiting_sink) return;
+  d.waiting_sink = true;
+  event_del(d.read_ev.get());
+  event_add(d.write_ev.get(), nullptr);
+  // Not read, the client's reset would go unseen: look for it now and then.
+  if (d.check_ev) addEvent(d.check_ev.get(), kPausedCheck);
+}
+
+void ProxySession::resume(Direction& d) {
+  d.waiting_sink = false;
+  event_del(d.write_ev.get());
+  if (d.check_ev) event_del(d.check_ev.get());
+  event_add(d.read_ev.get(), nullptr);
+}
+
 void ProxySession::onWritable(evutil_socket_t, short, void* arg) {
   auto* d = static_cast<Direction*>(arg);
   ProxySession* self = d->owner;
-  if (self->state_ != State::Streaming) return;
+  if (self->state_ != State::Streaming || ended(*d)) return;
   size_t before = d->pump->heldBytes();
   PumpResult r = d->pump->flush();
   if (d->pump->heldBytes() != before) self->last_activity_ = std::chrono::steady_clock::now();
   if (r.status == PumpStatus::Drained) {
-    d->waiting_sink = false;
-    event_del(d->write_ev.get());
-    event_add(d->read_ev.get(), nullptr);
+    self->resume(*d);
     return self->advance(*d);  // the source may have more already
   }
   self->handle(*d, r);
+}
+
+void ProxySession::onPausedCheck(evutil_socket_t, short, void* arg) {
+  auto* d = static_cast<Direction*>(arg);
+  ProxySession* self = d->owner;
+  if (self->state_ != State::Streaming || ended(*d) || !d->waiting_sink) return;
+  // A reset client is gone: what it sent and still waits in the pipe is dropped, and the
+  // upstream gets the reset. A FIN is no error: it waits in the socket until the pipe drains.
+  if (int err = pendingError(d->src); err != 0) return self->close(End::ClientReset, err);
+  addEvent(d->check_ev.get(), kPausedCheck);
+}
+
+void ProxySession::failDirection(Direction& d, int err) {
+  End why = d.to_upstream ? End::UpstreamReset : End::ClientReset;
+  Direction& other = d.to_upstream ? u2c_ : c2u_;
+  if (ended(other)) return close(why, err);
+  // The other direction may still carry something whole (an HTTP 413 answer during an upload):
+  // it goes on until it ends or the idle timeout. This one reads no more; what it holds is
+  // dropped (counted at the end).
+  d.failed = true;
+  d.waiting_sink = false;
+  event_del(d.read_ev.get());
+  event_del(d.write_ev.get());
+  if (d.check_ev) event_del(d.check_ev.get());
+  if (!failure_) {
+    failure_ = why;
+    failure_err_ = err;
+  }
+  spdlog::debug("route={} conn={} writing to the {} failed: {}; {} -> {} goes on", ctx_.routeName(),
+                id_, d.to_upstream ? "upstream" : "client", std::strerror(err),
+                d.to_upstream ? "upstream" : "client", d.to_upstream ? "client" : "upstream");
 }
 
 void ProxySession::onIdle(evutil_socket_t, short, void* arg) {
@@ -254,8 +310,8 @@ void ProxySession::onIdle(evutil_socket_t, short, void* arg) {
 void ProxySession::shutdownSweep() {
   if (state_ == State::Streaming) {
     // drain_timeout is over: push what the pipes hold where it can go now, then close.
-    if (!c2u_.done) c2u_.pump->flush();
-    if (!u2c_.done) u2c_.pump->flush();
+    if (!ended(c2u_)) c2u_.pump->flush();
+    if (!ended(u2c_)) u2c_.pump->flush();
   }
   close(End::Shutdown, 0);
 }
@@ -269,24 +325,47 @@ void ProxySession::close(End why, int err) {
   for (Direction* d : {&c2u_, &u2c_}) {
     d->read_ev.reset();
     d->write_ev.reset();
+    d->check_ev.reset();
   }
-  if (why == End::ClientReset && upstream_fd_.valid()) resetOnClose(upstream_fd_.get());
-  if (why == End::UpstreamReset) resetOnClose(client_.get());
+  // A direction failed earlier and the other went on: the failure is what the session ended
+  // for, the upstream's error is reported whichever side ended it last, and when the other
+  // direction ended cleanly (its FIN passed on) nothing is reset on purpose: its peer has the
+  // whole stream.
+  const bool upstream_failed = why == End::UpstreamReset || failure_ == End::UpstreamReset;
+  const bool clean_end = why == End::Done;
+  if (failure_) {
+    if (why != *failure_ && why != End::Done) {
+      spdlog::debug("route={} conn={} after the {} the session ended with {}", ctx_.routeName(),
+                    id_, toString(*failure_), toString(why));
+    }
+    why = *failure_;
+    err = failure_err_;
+  }
+  const bool pass_reset = !(failure_ && clean_end);
+  if (pass_reset && why == End::ClientReset && upstream_fd_.valid()) {
+    resetOnClose(upstream_fd_.get());
+  }
+  if (pass_reset && why == End::UpstreamReset) resetOnClose(client_.get());
   // Bytes still in a pipe at an idle timeout or the end of a drain are lost: both peers get a
-  // reset, not a FIN that would pass a truncated transfer off as complete.
+  // reset, not a FIN that would pass a truncated transfer off as complete. A failed direction's
+  // bytes were dropped when it failed: they are counted, but do not reset the peer that was
+  // still being served.
   size_t dropped = 0;
+  size_t dropped_live = 0;
   if (was_streaming) {
     for (Direction* d : {&c2u_, &u2c_}) {
-      if (d->pump) dropped += d->pump->heldBytes();
+      if (!d->pump) continue;
+      dropped += d->pump->heldBytes();
+      if (!d->failed) dropped_live += d->pump->heldBytes();
     }
   }
-  if (dropped > 0 && why != End::ClientReset && why != End::UpstreamReset) {
+  if (dropped_live > 0 && why != End::ClientReset && why != End::UpstreamReset) {
     resetOnClose(client_.get());
     if (upstream_fd_.valid()) resetOnClose(upstream_fd_.get());
   }
   if (connected_) {
-    pool_.release(upstream_, why == End::UpstreamReset ? UpstreamPool::PeerState::Failed
-                                                       : UpstreamPool::PeerState::Ok);
+    pool_.release(upstream_,
+                  upstream_failed ? UpstreamPool::PeerState::Failed : UpstreamPool::PeerState::Ok);
     connected_ = false;
   }
   if (why == End::NoUpstream) ++ctx_.metrics().rejected_no_upstream;

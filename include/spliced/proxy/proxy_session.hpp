@@ -10,6 +10,13 @@
 // event added. End of stream from one side is passed on as shutdown(SHUT_WR) to the other once
 // its pipe is empty; the session ends when both directions have ended. A reset from one side is
 // passed on as a reset to the other.
+//
+// While client -> upstream is paused its client is not read, so a timer looks at the client
+// every kPausedCheck for a pending socket error (a reset): a reset client ends the session; a FIN
+// waits in the socket until the pipe has drained, as ever. A direction whose sink fails (a write
+// to the upstream or the client fails) stops for good and drops what it holds; the other
+// direction goes on until it ends or the idle timeout, and the session then ends with the
+// failure as its reason.
 #include <sys/socket.h>
 
 #include <chrono>
@@ -64,9 +71,11 @@ class ProxySession : public Session {
     std::unique_ptr<Pump> pump;  // after the sink it borrows
     EventPtr read_ev;            // src readable
     EventPtr write_ev;           // dst writable (only while the sink is behind)
+    EventPtr check_ev;           // while paused: looks at src for a reset (client source only)
     bool waiting_sink = false;
     bool done = false;
-    uint64_t bytes = 0;  // read from src
+    bool failed = false;  // its sink failed: nothing more is read or written, held bytes dropped
+    uint64_t bytes = 0;   // read from src
   };
 
   // The client as the route sees it: the PROXY header's source, else the peer.
@@ -77,6 +86,12 @@ class ProxySession : public Session {
   void startStreaming();
   static void onReadable(evutil_socket_t, short, void* arg);
   static void onWritable(evutil_socket_t, short, void* arg);
+  static void onPausedCheck(evutil_socket_t, short, void* arg);
+  void pause(Direction& d);
+  void resume(Direction& d);
+  // The sink of `d` failed: stop `d` for good, keep the other direction going.
+  void failDirection(Direction& d, int err);
+  static bool ended(const Direction& d) { return d.done || d.failed; }
   static void onIdle(evutil_socket_t, short, void* arg);
   // The one entry point that moves a direction's bytes and advances the session.
   void advance(Direction& d);
@@ -94,6 +109,9 @@ class ProxySession : public Session {
   std::optional<ProxyAddresses> origin_;
   uint64_t id_;
   State state_ = State::Connecting;
+  // The first direction that failed while the other went on: the session's end reason.
+  std::optional<End> failure_;
+  int failure_err_ = 0;
   Upstream* upstream_ = nullptr;  // chosen; connected to it once connected_ (then released once)
   bool connected_ = false;
   std::vector<Upstream*> tried_;

@@ -3,8 +3,12 @@
 // the half-close at end of stream, and the peek at an accept_proxy header. Each test checks what
 // the client and the upstream saw, byte for byte, the route's counters, and that the faulted
 // call was made.
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstring>
 
 #include "fixtures.hpp"
 #include "server_fixtures.hpp"
@@ -87,8 +91,11 @@ TEST_CASE("proxy: send failing on the copy path with ECONNRESET resets the clien
   EchoUpstream upstream;
   FaultySysCalls sys;
   sys.fault = failCalls(Call::Send, ECONNRESET, 1);  // the first copied bytes to the upstream
-  // No pipe can be had: both directions copy through user space, hence send().
-  Server server(proxyConfig(upstream.port, "", "", "pipes: { max: 0 }\n"), sys);
+  // No pipe can be had: both directions copy through user space, hence send(). The failed
+  // direction stops; the other (upstream -> client, with nothing to carry) goes on until the
+  // idle timeout.
+  Server server(proxyConfig(upstream.port, "", "    idle_timeout: 300ms\n", "pipes: { max: 0 }\n"),
+                sys);
   REQUIRE(server.start().ok());
   const RouteMetrics& m = *server.metrics("p");
   UniqueFd client = connectTo(server.boundAddress("p"));
@@ -114,7 +121,9 @@ TEST_CASE("proxy: shutdown(SHUT_WR) failing at end of stream ends the session as
   EchoUpstream upstream;
   FaultySysCalls sys;
   sys.fault = failCalls(Call::Shutdown, EIO, 1);  // the client's FIN, passed on to the upstream
-  Server server(proxyConfig(upstream.port), sys);
+  // The failed direction stops; the other goes on until the idle timeout (the upstream, without
+  // the FIN, never ends its echo).
+  Server server(proxyConfig(upstream.port, "", "    idle_timeout: 300ms\n"), sys);
   REQUIRE(server.start().ok());
   const RouteMetrics& m = *server.metrics("p");
   UniqueFd client = connectTo(server.boundAddress("p"));
@@ -175,5 +184,172 @@ TEST_CASE("accept_proxy: recv failing on the header peek refuses the connection,
   CHECK(m.bytes_in == data.size());
   CHECK(m.connections_active == 0);
   CHECK(upstream.accepted == 1);
+  stopServer(server);
+}
+
+namespace {
+
+// The port at the other end of socket `fd`; 0 when it is not a connected inet socket.
+uint16_t peerPort(int fd) {
+  sockaddr_in sa{};
+  socklen_t len = sizeof sa;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return 0;
+  if (sa.sin_family != AF_INET) return 0;
+  return ntohs(sa.sin_port);
+}
+
+// The seam with one more fault: while `hold_port` is set, splicing into the daemon's socket
+// whose peer has that port (the test's client) is EAGAIN, as if the client did not read.
+struct HoldingSysCalls : FaultySysCalls {
+  std::atomic<uint16_t> hold_port{0};
+  ssize_t splice(int fd_in, loff_t* off_in, int fd_out, loff_t* off_out, size_t len,
+                 unsigned int flags) override {
+    uint16_t hold = hold_port.load();
+    if (hold != 0 && !isPipe(fd_out) && peerPort(fd_out) == hold) {
+      errno = EAGAIN;
+      return -1;
+    }
+    return FaultySysCalls::splice(fd_in, off_in, fd_out, off_out, len, flags);
+  }
+};
+
+// An HTTP server answering 413 during an upload, on 127.0.0.1:0, for one connection: it reads
+// `read_first` bytes, waits for `go`, sends `answer`, waits until the proxy's kernel has
+// acknowledged all of it, and closes with the rest of the upload unread (the kernel sends a
+// reset).
+struct AnswerThenClose {
+  UniqueFd listener;
+  uint16_t port = 0;
+  size_t read_first;
+  std::string answer;
+  std::atomic<bool> go{false};
+  std::atomic<uint64_t> got{0};
+  std::atomic<bool> closed{false};
+  std::atomic<bool> stop{false};
+  std::thread thread;
+
+  AnswerThenClose(size_t first, std::string body) : read_first(first), answer(std::move(body)) {
+    listener.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sa = loopbackAddr(0);
+    REQUIRE(::bind(listener.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    REQUIRE(::listen(listener.get(), 4) == 0);
+    socklen_t len = sizeof sa;
+    ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    port = ntohs(sa.sin_port);
+    thread = std::thread([this] { serve(); });
+  }
+  ~AnswerThenClose() {
+    stop = true;
+    thread.join();
+  }
+
+  void serve() {
+    UniqueFd c;
+    while (!stop && !c.valid()) {
+      pollfd p{listener.get(), POLLIN, 0};
+      if (::poll(&p, 1, 20) > 0) c.reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    }
+    char buf[4096];
+    while (!stop && got < read_first) {
+      pollfd q{c.get(), POLLIN, 0};
+      if (::poll(&q, 1, 20) <= 0) continue;
+      ssize_t n = ::recv(c.get(), buf, std::min(sizeof buf, read_first - got), 0);
+      if (n <= 0) return;
+      got += static_cast<uint64_t>(n);
+    }
+    while (!stop && !go) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    sendAll(c.get(), answer);
+    // Everything sent is acknowledged: the close below cannot take any of it back.
+    for (int i = 0; i < 1000 && !stop; ++i) {
+      int queued = 0;
+      if (::ioctl(c.get(), SIOCOUTQ, &queued) != 0 || queued == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    c.reset();  // unread upload bytes: a reset, not a FIN
+    closed = true;
+  }
+};
+
+// Sends an endless upload on `fd` without blocking until a send fails or `stop` is set.
+std::thread uploader(int fd, std::atomic<bool>& stop, std::atomic<int>& send_err) {
+  return std::thread([fd, &stop, &send_err] {
+    const std::string chunk = payload(64 * 1024, 91);
+    while (!stop) {
+      ssize_t w = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w >= 0 || errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        pollfd p{fd, POLLOUT, 0};
+        ::poll(&p, 1, 20);
+        continue;
+      }
+      send_err = errno;
+      return;
+    }
+  });
+}
+
+}  // namespace
+
+// Issue 12 item 11: the upstream reads a little of an upload, answers (413) and closes with the
+// rest unread; the write to it fails while the answer still waits in the proxy. The failed
+// direction must not take the other one down: the client gets the whole answer.
+TEST_CASE("proxy: a failed write to the upstream leaves its answer flowing to the client",
+          "[proxy][faults]") {
+  std::string answer = "HTTP/1.1 413 Content Too Large\r\nConnection: close\r\n\r\n";
+  answer += payload(48 * 1024, 92);
+  AnswerThenClose upstream(256 * 1024, answer);
+  HoldingSysCalls sys;
+  Server server(proxyConfig(upstream.port, "", "    idle_timeout: 0\n"), sys);
+  REQUIRE(server.start().ok());
+  const RouteMetrics& m = *server.metrics("p");
+  UniqueFd client = connectTo(server.boundAddress("p"));
+  const uint16_t client_port = [&] {
+    sockaddr_in sa{};
+    socklen_t len = sizeof sa;
+    ::getsockname(client.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    return ntohs(sa.sin_port);
+  }();
+  std::atomic<bool> stop_upload{false};
+  std::atomic<int> send_err{0};
+  ThreadGuard up(uploader(client.get(), stop_upload, send_err));
+  Received got;
+  ThreadGuard reader(std::thread([&] { got = recvUntilClosed(client.get(), 10s); }));
+  // Destroyed first, even when a REQUIRE fails: the uploader stops, the client is shut.
+  struct StopOnExit {
+    std::atomic<bool>& stop;
+    int fd;
+    ~StopOnExit() {
+      stop = true;
+      ::shutdown(fd, SHUT_RDWR);
+    }
+  } stop_on_exit{stop_upload, client.get()};
+
+  // The upstream has read its part; the client goes on uploading into a full upstream.
+  REQUIRE(loopUntil(
+      server, [&] { return upstream.got.load() >= upstream.read_first; }, 5s));
+  // The client reads nothing for now: the answer will wait in the proxy when the upstream
+  // resets, and the write to the upstream fails first.
+  sys.hold_port = client_port;
+  upstream.go = true;
+  REQUIRE(loopUntil(
+      server, [&] { return upstream.closed.load(); }, 5s));
+  runFor(server, std::chrono::milliseconds(300));
+  // The client reads again: the whole answer must reach it.
+  sys.hold_port = 0;
+  const bool ended = loopUntil(
+      server, [&] { return m.connections_active == 0; }, 5s);
+  reader.join();
+  stop_upload = true;
+  up.join();
+  INFO("client got " << got.bytes.size() << " of " << answer.size() << " answer bytes, end "
+                     << got.end << " (" << std::strerror(got.end) << "); upload send errno "
+                     << send_err.load());
+  CHECK(ended);
+  CHECK(difference(got.bytes, answer) == "");
+  CHECK(closedOrReset(got.end));
+  CHECK(m.bytes_out == answer.size());
+  // The failed write is still the upstream's error.
+  CHECK(upstreamOf(server).errors == 1);
+  CHECK(upstreamOf(server).active == 0);
   stopServer(server);
 }
