@@ -2,6 +2,7 @@
 
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <spdlog/spdlog.h>
@@ -14,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <vector>
 
 #include "spliced/admin/byte_range.hpp"
@@ -22,6 +24,7 @@
 #include "spliced/archive/retention.hpp"
 #include "spliced/archive/segment_files.hpp"
 #include "spliced/core/listen_socket.hpp"
+#include "spliced/core/units.hpp"
 
 namespace spliced {
 namespace {
@@ -71,12 +74,24 @@ void reply(evhttp_request* req, int code, const char* reason, std::string_view b
 
 void notFound(evhttp_request* req) { reply(req, 404, "Not Found", "not found\n"); }
 
+constexpr std::chrono::milliseconds kAcceptPause{100};
+
+// evhttp passes its own pointer to the listener's error callback: the admins that listen, to find
+// the one whose listener failed.
+std::mutex g_admins_mutex;
+std::vector<std::pair<evconnlistener*, Admin*>> g_admins;
+
 }  // namespace
 
 Admin::Admin(event_base* base, const AdminSource& source, const AdminConfig& cfg)
     : base_(base), source_(source), cfg_(cfg) {}
 
 Admin::~Admin() {
+  if (listener_ != nullptr) {
+    std::lock_guard lock(g_admins_mutex);
+    std::erase_if(g_admins, [this](const auto& e) { return e.second == this; });
+  }
+  resume_ev_.reset();
   http_.reset();  // closes the listening socket
   if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
 }
@@ -96,9 +111,17 @@ Status Admin::start() {
   evhttp_set_max_body_size(http_.get(), 64 * 1024);
   evhttp_set_gencb(http_.get(), &Admin::onRequest, this);
   fd_ = fd.get();
-  if (evhttp_accept_socket_with_handle(http_.get(), fd.release()) == nullptr) {
-    return Error(ErrorSource::Internal, "cannot accept on the admin socket");
+  evhttp_bound_socket* bound = evhttp_accept_socket_with_handle(http_.get(), fd.release());
+  if (bound == nullptr) return Error(ErrorSource::Internal, "cannot accept on the admin socket");
+  // Without an error callback libevent logs a failed accept and retries at once: at the
+  // descriptor limit that is a busy loop. With one, the listener pauses (acceptFailed).
+  listener_ = evhttp_bound_socket_get_listener(bound);
+  resume_ev_.reset(evtimer_new(base_, &Admin::onResume, this));
+  {
+    std::lock_guard lock(g_admins_mutex);
+    g_admins.emplace_back(listener_, this);
   }
+  evconnlistener_set_error_cb(listener_, &Admin::onAcceptError);
   if (cfg_.listen->isUnix()) unix_path_ = cfg_.listen->path;
   return Ok{};
 }
@@ -112,6 +135,44 @@ std::string Admin::boundAddress() const {
 }
 
 void Admin::onRequest(evhttp_request* req, void* arg) { static_cast<Admin*>(arg)->handle(req); }
+
+void Admin::onAcceptError(evconnlistener* lev, void*) {
+  const int err = EVUTIL_SOCKET_ERROR();
+  Admin* admin = nullptr;
+  {
+    std::lock_guard lock(g_admins_mutex);
+    for (const auto& [l, a] : g_admins) {
+      if (l == lev) admin = a;
+    }
+  }
+  if (admin != nullptr) admin->acceptFailed(err);
+}
+
+void Admin::acceptFailed(int err) {
+  // Out of descriptors (or anything else libevent does not retry itself) would fire again at
+  // once: stop accepting for a moment, as the route listeners do. One line per episode.
+  if (accept_log_.hit()) {
+    spdlog::warn("error=internal admin accept paused for {}: {}", formatDuration(kAcceptPause),
+                 std::strerror(err));
+  }
+  paused_ = true;
+  evconnlistener_disable(listener_);
+  addEvent(resume_ev_.get(), kAcceptPause);
+}
+
+void Admin::onResume(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Admin*>(arg);
+  if (self->paused_) {
+    // Listen again; if no accept has failed one pause later, the episode is over.
+    self->paused_ = false;
+    evconnlistener_enable(self->listener_);
+    addEvent(self->resume_ev_.get(), kAcceptPause);
+    return;
+  }
+  if (std::optional<uint64_t> n = self->accept_log_.end()) {
+    spdlog::info("admin accepting again ({} failed accepts suppressed)", *n);
+  }
+}
 
 void Admin::handle(evhttp_request* req) {
   evhttp_connection* conn = evhttp_request_get_connection(req);

@@ -66,6 +66,13 @@ void Listener::onResume(evutil_socket_t, short, void* arg) {
   self->acceptSome();
 }
 
+void Listener::endPause() {
+  if (!paused_) return;
+  paused_ = false;
+  spdlog::info("route={} accepting again ({} failed accepts suppressed)", route_,
+               accept_log_.end().value_or(0));
+}
+
 void Listener::acceptSome() {
   for (int i = 0; i < kAcceptsPerWakeup && fd_.valid(); ++i) {
     sockaddr_storage peer{};
@@ -75,30 +82,30 @@ void Listener::acceptSome() {
     if (cfd < 0) {
       int err = errno;
       if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
-      if (err == EAGAIN) return;
-      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-        // Out of descriptors or memory: stop accepting for a moment instead of spinning on a
-        // listener that stays readable (memcached's accept_new_conns does the same).
-        if (!paused_) {
-          spdlog::warn("error=internal route={} accept paused for {}: {}", route_,
-                       formatDuration(kPauseOnFdExhaustion), std::strerror(err));
-        }
-        paused_ = true;
-        event_del(read_ev_.get());
-        addEvent(resume_ev_.get(), kPauseOnFdExhaustion);
+      if (err == EAGAIN) {
+        // Nothing waiting (accept4 fails with EMFILE even then: the descriptor comes first),
+        // and descriptors to spare again: the episode is over.
+        endPause();
         return;
       }
-      // Anything else would fire again at once: log it once and pause likewise.
-      if (!paused_) spdlog::error("error=internal route={} accept: {}", route_, std::strerror(err));
+      // Out of descriptors or memory, or anything else that would fire again at once: stop
+      // accepting for a moment instead of spinning on a listener that stays readable
+      // (memcached's accept_new_conns does the same). One line per episode.
+      if (accept_log_.hit()) {
+        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+          spdlog::warn("error=internal route={} accept paused for {}: {}", route_,
+                       formatDuration(kPauseOnFdExhaustion), std::strerror(err));
+        } else {
+          spdlog::error("error=internal route={} accept paused for {}: {}", route_,
+                        formatDuration(kPauseOnFdExhaustion), std::strerror(err));
+        }
+      }
       paused_ = true;
       event_del(read_ev_.get());
       addEvent(resume_ev_.get(), kPauseOnFdExhaustion);
       return;
     }
-    if (paused_) {
-      spdlog::info("route={} accepting again", route_);
-      paused_ = false;
-    }
+    endPause();
     on_accept_(UniqueFd(cfd), peer, len);
   }
 }

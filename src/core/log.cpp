@@ -1,5 +1,6 @@
 #include "spliced/core/log.hpp"
 
+#include <event2/event.h>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -7,6 +8,11 @@
 #include <fmt/format.h>
 #include <chrono>
 #include <ctime>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "spliced/core/log_limit.hpp"
 
 namespace spliced {
 namespace {
@@ -79,6 +85,36 @@ spdlog::level::level_enum toSpdlog(LogLevel l) {
   return spdlog::level::info;
 }
 
+spdlog::level::level_enum fromLibevent(int severity) {
+  switch (severity) {
+    case EVENT_LOG_DEBUG:
+      return spdlog::level::debug;
+    case EVENT_LOG_MSG:
+      return spdlog::level::info;
+    case EVENT_LOG_WARN:
+      return spdlog::level::warn;
+    default:
+      return spdlog::level::err;
+  }
+}
+
+// libevent's own messages, through spdlog (same format and destination as ours), each run of one
+// repeated message as one line with a count: a library that logs and retries in a loop cannot
+// flood the log.
+void onLibeventLog(int severity, const char* msg) {
+  static std::mutex mutex;
+  static std::string last;
+  static LogLimiter limiter("libevent");
+  std::lock_guard lock(mutex);
+  if (last != msg) {
+    if (std::optional<uint64_t> n = limiter.end(); n && *n > 0) {
+      spdlog::info("libevent: the previous message was repeated {} more time(s)", *n);
+    }
+    last = msg;
+  }
+  if (limiter.hit()) spdlog::log(fromLibevent(severity), "libevent: {}", msg);
+}
+
 }  // namespace
 
 void setupLogging(const LogConfig& cfg) {
@@ -91,6 +127,7 @@ void setupLogging(const LogConfig& cfg) {
   logger->set_level(toSpdlog(cfg.level));
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);
+  event_set_log_callback(&onLibeventLog);
 }
 
 }  // namespace spliced

@@ -24,16 +24,14 @@ std::optional<Pipe> PipePool::acquire() {
   int fds[2];
   if (sys_.pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
     // One line per episode: the next pipe the kernel grants ends it.
-    if (!refused_) {
+    if (refused_log_.hit()) {
       spdlog::warn("error=environment cannot create a pipe ({}); copying instead",
                    std::strerror(errno));
-      refused_ = true;
     }
     return std::nullopt;
   }
-  if (refused_) {
-    spdlog::info("pipes can be created again; splicing");
-    refused_ = false;
+  if (std::optional<uint64_t> n = refused_log_.end()) {
+    spdlog::info("pipes can be created again ({} refusals suppressed); splicing", *n);
   }
   Pipe p;
   p.rd.reset(fds[0]);

@@ -12,6 +12,10 @@
 #include "spliced/admin/admin_config.hpp"
 #include "spliced/admin/admin_status.hpp"
 #include "spliced/core/error.hpp"
+#include "spliced/core/event.hpp"
+#include "spliced/core/log_limit.hpp"
+
+struct evconnlistener;
 
 namespace spliced {
 
@@ -19,8 +23,10 @@ struct EvhttpDeleter {
   void operator()(evhttp* h) const { evhttp_free(h); }
 };
 
-// The Admin owns its evhttp (which owns the listening socket); the event loop, the AdminSource
-// and the config are borrowed.
+// The Admin owns its evhttp (which owns the listening socket and its evconnlistener); the event
+// loop, the AdminSource and the config are borrowed. When accept fails (out of descriptors), the
+// listener pauses for 100 ms instead of retrying in a busy loop, as the route listeners do, and
+// logs one line per episode.
 class Admin {
  public:
   Admin(event_base* base, const AdminSource& source, const AdminConfig& cfg);
@@ -32,6 +38,9 @@ class Admin {
 
  private:
   static void onRequest(evhttp_request* req, void* arg);
+  static void onAcceptError(evconnlistener* lev, void* http);
+  static void onResume(evutil_socket_t fd, short what, void* arg);
+  void acceptFailed(int err);
   void handle(evhttp_request* req);
   void health(evhttp_request* req);
   void archive(evhttp_request* req, const std::string& raw_path);
@@ -42,7 +51,11 @@ class Admin {
   const AdminSource& source_;
   const AdminConfig& cfg_;
   std::unique_ptr<evhttp, EvhttpDeleter> http_;
-  int fd_ = -1;  // owned by http_ (closed by evhttp_free)
+  int fd_ = -1;                         // owned by http_ (closed by evhttp_free)
+  evconnlistener* listener_ = nullptr;  // owned by http_
+  EventPtr resume_ev_;                  // re-enables the paused listener, then ends the episode
+  bool paused_ = false;
+  LogLimiter accept_log_{"admin accept"};
   std::string unix_path_;
 };
 

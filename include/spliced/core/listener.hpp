@@ -10,6 +10,7 @@
 #include "spliced/core/error.hpp"
 #include "spliced/core/event.hpp"
 #include "spliced/core/fd.hpp"
+#include "spliced/core/log_limit.hpp"
 #include "spliced/core/syscalls.hpp"
 
 namespace spliced {
@@ -34,6 +35,7 @@ class Listener {
   static void onReadable(evutil_socket_t fd, short what, void* arg);
   static void onResume(evutil_socket_t fd, short what, void* arg);
   void acceptSome();
+  void endPause();  // accept works again: ends the episode with its count
 
   event_base* base_;
   SysCalls& sys_;
@@ -44,6 +46,7 @@ class Listener {
   EventPtr resume_ev_;
   std::string unix_path_;
   bool paused_ = false;
+  LogLimiter accept_log_{"route accept"};  // one line per episode of failing accepts
 };
 
 }  // namespace spliced

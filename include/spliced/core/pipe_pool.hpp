@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "spliced/core/fd.hpp"
+#include "spliced/core/log_limit.hpp"
 #include "spliced/core/syscalls.hpp"
 #include "spliced/core/units.hpp"
 
@@ -39,7 +40,7 @@ class PipePool {
   size_t granted_size_ = 0;
   size_t max_pipes_;
   size_t in_use_ = 0;
-  bool refused_ = false;  // the kernel refused the last pipe (logged once per episode)
+  LogLimiter refused_log_{"pipe refused"};  // the kernel refuses pipes: one line per episode
   std::vector<Pipe> free_;
 };
 

@@ -91,6 +91,8 @@ class Pump {
   size_t heldBytes() const;
   bool sawEof() const { return eof_; }
   bool copying() const { return forced_copy_; }
+  // True while the pump keeps a copy buffer (only while it holds copied bytes, on any path).
+  bool holdsCopyBuffer() const { return buf_ != nullptr; }
 
  private:
   PumpResult flushInternal();

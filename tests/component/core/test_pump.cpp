@@ -408,3 +408,28 @@ TEST_CASE("a pipe that becomes available mid-stream never lets spliced bytes ove
   CHECK(rig.sys.pipe_calls >= 2);
   CHECK(rig.archived() == data);
 }
+
+TEST_CASE("a line-framed pump keeps no copy buffer while idle with a partial line",
+          "[pump][lines]") {
+  Rig rig;
+  SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+  LineFramer framer(chain, 1, 1 << 20, rig.metrics);
+  PipePool pool(rig.sys, 65536, 16);
+  Pump pump(rig.server.get(), framer, pool, rig.sys, rig.metrics);
+  REQUIRE(pump.copying());  // the framer must see the bytes
+  const std::string first = "one whole line\nand a partial";
+  REQUIRE(::write(rig.client.get(), first.data(), first.size()) ==
+          static_cast<ssize_t>(first.size()));
+  PumpResult r = pump.run(256 * 1024);
+  REQUIRE(r.status == PumpStatus::Drained);
+  CHECK(r.moved == first.size());
+  // The partial line waits in the framer; the pump's 64 KiB buffer is given back.
+  CHECK_FALSE(pump.holdsCopyBuffer());
+  const std::string rest = " line, then more";
+  REQUIRE(::write(rig.client.get(), rest.data(), rest.size()) == static_cast<ssize_t>(rest.size()));
+  rig.client.reset();
+  pumpToEnd(pump, rig.server.get());
+  CHECK_FALSE(pump.holdsCopyBuffer());
+  chain.rotate();
+  CHECK(rig.archived() == first + rest + "\n");
+}
