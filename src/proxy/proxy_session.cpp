@@ -189,7 +189,6 @@ void ProxySession::startStreaming() {
         event_new(ctx_.base(), src, EV_READ | EV_PERSIST, &ProxySession::onReadable, &d));
     d.write_ev.reset(
         event_new(ctx_.base(), dst, EV_WRITE | EV_PERSIST, &ProxySession::onWritable, &d));
-    if (to_upstream) d.check_ev.reset(evtimer_new(ctx_.base(), &ProxySession::onPausedCheck, &d));
     event_add(d.read_ev.get(), nullptr);
   };
   setup(c2u_, true, client_.get(), upstream_fd_.get(), &m.upstream_bytes, &m.bytes_in);
@@ -244,7 +243,10 @@ void ProxySession::pause(Direction& d) {
   event_del(d.read_ev.get());
   event_add(d.write_ev.get(), nullptr);
   // Not read, the client's reset would go unseen: look for it now and then.
-  if (d.check_ev) addEvent(d.check_ev.get(), kPausedCheck);
+  if (!d.to_upstream) return;
+  // Made on the first pause only: most sessions never pause, and an idle one costs less.
+  if (!d.check_ev) d.check_ev.reset(evtimer_new(ctx_.base(), &ProxySession::onPausedCheck, &d));
+  addEvent(d.check_ev.get(), kPausedCheck);
 }
 
 void ProxySession::resume(Direction& d) {

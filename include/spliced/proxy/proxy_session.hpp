@@ -71,7 +71,8 @@ class ProxySession : public Session {
     std::unique_ptr<Pump> pump;  // after the sink it borrows
     EventPtr read_ev;            // src readable
     EventPtr write_ev;           // dst writable (only while the sink is behind)
-    EventPtr check_ev;           // while paused: looks at src for a reset (client source only)
+    EventPtr check_ev;           // while paused: looks at src for a reset (client source only;
+                                 // made at the first pause)
     bool waiting_sink = false;
     bool done = false;
     bool failed = false;  // its sink failed: nothing more is read or written, held bytes dropped
