@@ -4,7 +4,8 @@
 // replacing anything, and only then is the plain file unlinked. Also the matching decompressor.
 //
 // Ownership: the archive dir fd is borrowed from the caller; every other descriptor and codec
-// context is owned by the call that opened it. No global mutable state: meant for the lifecycle thread.
+// context is owned by the call that opened it. No global mutable state: meant for the lifecycle
+// thread.
 #include <cstdint>
 #include <string>
 
