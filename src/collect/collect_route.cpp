@@ -116,6 +116,10 @@ Status CollectRoute::lockDir() {
   return Ok{};
 }
 
+size_t CollectRoute::descriptorsPerSession() const {
+  return cfg_.layout == Layout::PerConnection ? 2 : 1;
+}
+
 SessionPtr CollectRoute::createSession(Connection conn) {
   // A collect session names and logs the original client when a PROXY header gave one.
   PeerInfo who = describePeer(reinterpret_cast<const sockaddr*>(&conn.peer), conn.peer_len);

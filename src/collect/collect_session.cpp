@@ -1,5 +1,6 @@
 #include "spliced/collect/collect_session.hpp"
 
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -164,6 +165,7 @@ void CollectSession::onRetry(evutil_socket_t, short, void* arg) {
   if (self->state_ != State::Backoff) return;
   PumpResult r = self->pump_->flush();
   if (r.status == PumpStatus::SinkBlocked || r.status == PumpStatus::SinkError) {
+    self->noticeHangUp();
     self->enterBackoff(r);
     return;
   }
@@ -181,6 +183,19 @@ void CollectSession::onRetry(evutil_socket_t, short, void* arg) {
   if (r.status == PumpStatus::Eof) return self->close(EndReason::Eof, 0);
   addEvent(self->read_ev_.get(), self->ctx_.idleTimeout());
   self->advance(kBudgetPerWakeup);
+}
+
+void CollectSession::noticeHangUp() {
+  if (hung_up_ || ending_) return;
+  // poll, not SO_ERROR: reading the error would clear it, and the stream's end would then look
+  // like an orderly EOF. A half-close (POLLRDHUP alone) is the normal end of a stream.
+  pollfd p{fd_.get(), 0, 0};
+  if (::poll(&p, 1, 0) <= 0 || (p.revents & (POLLERR | POLLHUP)) == 0) return;
+  hung_up_ = true;
+  spdlog::info(
+      "route={} conn={} peer={} client hung up while the archive refuses writes; the {} bytes "
+      "it sent are held and written when the archive takes them",
+      ctx_.routeName(), id_, peer_.display(), pump_->heldBytes());
 }
 
 void CollectSession::rotate() {

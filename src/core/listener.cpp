@@ -20,8 +20,14 @@ constexpr std::chrono::milliseconds kPauseOnFdExhaustion{100};
 
 }  // namespace
 
-Listener::Listener(event_base* base, SysCalls& sys, std::string route, AcceptFn on_accept)
-    : base_(base), sys_(sys), route_(std::move(route)), on_accept_(std::move(on_accept)) {}
+Listener::Listener(event_base* base, SysCalls& sys, std::string route, AcceptFn on_accept,
+                   FdBudget* budget, size_t cost)
+    : base_(base),
+      sys_(sys),
+      route_(std::move(route)),
+      on_accept_(std::move(on_accept)),
+      budget_(budget),
+      cost_(cost) {}
 
 Listener::~Listener() { close(); }
 
@@ -37,6 +43,8 @@ Status Listener::open(const SocketAddress& addr) {
 }
 
 void Listener::close() {
+  if (waiting_budget_) budget_->cancelWait(this);
+  waiting_budget_ = false;
   read_ev_.reset();
   resume_ev_.reset();
   if (fd_.valid()) {
@@ -66,6 +74,24 @@ void Listener::onResume(evutil_socket_t, short, void* arg) {
   self->acceptSome();
 }
 
+void Listener::fdsAvailable() {
+  // Called from inside whatever gave descriptors back (a session closing): accept from the loop.
+  waiting_budget_ = false;
+  if (fd_.valid()) event_active(resume_ev_.get(), EV_TIMEOUT, 0);
+}
+
+void Listener::waitForBudget() {
+  if (budget_log_.hit()) {
+    spdlog::warn(
+        "route={} accept paused: the descriptor limit leaves no room for another connection "
+        "({} of {} in use by connections and pipes); waiting for one to close",
+        route_, budget_->taken(), budget_->capacity());
+  }
+  event_del(read_ev_.get());
+  waiting_budget_ = true;
+  budget_->wait(this);
+}
+
 void Listener::endPause() {
   if (!paused_) return;
   paused_ = false;
@@ -75,6 +101,13 @@ void Listener::endPause() {
 
 void Listener::acceptSome() {
   for (int i = 0; i < kAcceptsPerWakeup && fd_.valid(); ++i) {
+    // What the connection will hold is taken before it is accepted: an accepted connection can
+    // always finish. When it is not there, clients wait in the backlog.
+    FdCharge charge;
+    if (budget_ != nullptr && budget_->limited()) {
+      if (!budget_->take(cost_)) return waitForBudget();
+      charge = FdCharge(*budget_, cost_);
+    }
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
     int cfd = sys_.accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
@@ -86,6 +119,12 @@ void Listener::acceptSome() {
         // Nothing waiting (accept4 fails with EMFILE even then: the descriptor comes first),
         // and descriptors to spare again: the episode is over.
         endPause();
+        if (std::optional<uint64_t> n = budget_log_.end()) {
+          spdlog::info(
+              "route={} every waiting client accepted: the descriptor limit held {} more accept(s) "
+              "back for a while",
+              route_, *n + 1);
+        }
         return;
       }
       // Out of descriptors or memory, or anything else that would fire again at once: stop
@@ -106,7 +145,7 @@ void Listener::acceptSome() {
       return;
     }
     endPause();
-    on_accept_(UniqueFd(cfd), peer, len);
+    on_accept_(UniqueFd(cfd), peer, len, std::move(charge));
   }
 }
 

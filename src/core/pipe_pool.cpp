@@ -13,6 +13,25 @@ namespace spliced {
 PipePool::PipePool(SysCalls& sys, size_t pipe_size, size_t max_pipes)
     : sys_(sys), requested_size_(pipe_size), try_size_(pipe_size), max_pipes_(max_pipes) {}
 
+PipePool::~PipePool() {
+  if (budget_ != nullptr) budget_->setReclaimer(nullptr);
+}
+
+void PipePool::useBudget(FdBudget& budget) {
+  budget_ = &budget;
+  budget.setReclaimer([this](size_t want) { return closeIdle(want); });
+}
+
+size_t PipePool::closeIdle(size_t want) {
+  size_t freed = 0;
+  while (freed < want && !free_.empty()) {
+    free_.pop_back();  // closes both ends
+    freed += 2;
+  }
+  if (freed > 0 && budget_ != nullptr) budget_->give(freed);
+  return freed;
+}
+
 std::optional<Pipe> PipePool::acquire() {
   if (!free_.empty()) {
     Pipe p = std::move(free_.back());
@@ -21,8 +40,11 @@ std::optional<Pipe> PipePool::acquire() {
     return p;
   }
   if (in_use_ >= max_pipes_) return std::nullopt;
+  // Connections come first: a pipe is made only from descriptors they leave (else: copy).
+  if (budget_ != nullptr && (budget_->hasWaiters() || !budget_->take(2))) return std::nullopt;
   int fds[2];
   if (sys_.pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+    if (budget_ != nullptr) budget_->give(2);
     // One line per episode: the next pipe the kernel grants ends it.
     if (refused_log_.hit()) {
       spdlog::warn("error=environment cannot create a pipe ({}); copying instead",
@@ -60,13 +82,16 @@ void PipePool::release(Pipe&& pipe) {
   SPLICED_ASSERT(in_use_ > 0, "a released pipe was acquired from this pool");
   SPLICED_ASSERT(pipe.bytes <= pipe.capacity, "a pipe holds at most its capacity");
   --in_use_;
-  if (pipe.bytes == 0 && free_.size() + in_use_ < max_pipes_) {
+  // A listener waiting for descriptors gets this pipe's instead of the pool.
+  const bool wanted = budget_ != nullptr && budget_->hasWaiters();
+  if (pipe.bytes == 0 && free_.size() + in_use_ < max_pipes_ && !wanted) {
     free_.push_back(std::move(pipe));
     return;
   }
   // A pipe that still holds bytes (or one over the cap) is closed here, never reused.
   pipe.rd.reset();
   pipe.wr.reset();
+  if (budget_ != nullptr) budget_->give(2);
 }
 
 }  // namespace spliced

@@ -34,11 +34,12 @@ uint64_t Route::nextConnectionId() { return server_.nextConnectionId(); }
 
 Status Route::start() {
   if (Status s = kind_->start(); !s) return s;
-  listener_ =
-      std::make_unique<Listener>(server_.base(), server_.sys(), cfg_.name,
-                                 [this](UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
-                                   onAccept(std::move(fd), peer, len);
-                                 });
+  listener_ = std::make_unique<Listener>(
+      server_.base(), server_.sys(), cfg_.name,
+      [this](UniqueFd fd, const sockaddr_storage& peer, socklen_t len, FdCharge charge) {
+        onAccept(std::move(fd), peer, len, std::move(charge));
+      },
+      &server_.fdBudget(), kind_->descriptorsPerSession());
   return listener_->open(cfg_.listen);
 }
 
@@ -64,7 +65,7 @@ void Route::closeAll() {
 
 void Route::finish() { kind_->finish(); }
 
-void Route::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
+void Route::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len, FdCharge charge) {
   const auto* sa = reinterpret_cast<const sockaddr*>(&peer);
   // Behind a front load balancer the real client is known only from its PROXY header.
   if (!cfg_.accept_proxy && !allowed(cfg_.allow, sa)) {
@@ -79,6 +80,10 @@ void Route::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len) {
                   describePeer(sa, len).display(), cfg_.max_connections);
     return;
   }
+  // The connection's descriptors stay taken while it is active (sessionDone gives them back).
+  SPLICED_ASSERT(charge.size() == 0 || charge.size() == kind_->descriptorsPerSession(),
+                 "a connection is charged what its kind holds");
+  fds_held_ += charge.release();
   ++metrics_.connections_total;
   ++metrics_.connections_active;
   if (cfg_.accept_proxy) {
@@ -104,6 +109,9 @@ void Route::replaceSession(Session* from, SessionPtr next) {
 void Route::sessionDone(Session* s) {
   SPLICED_ASSERT(metrics_.connections_active > 0, "every session is counted as active");
   --metrics_.connections_active;
+  const size_t fds = std::min(fds_held_, kind_->descriptorsPerSession());
+  fds_held_ -= fds;
+  server_.fdBudget().give(fds);
   server_.retire(sessions_.remove(s));
 }
 

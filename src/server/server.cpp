@@ -2,18 +2,29 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <fmt/format.h>
+#include <algorithm>
+#include <cstring>
 
 #include "spliced/admin/metrics_catalogue.hpp"
 
 namespace spliced {
+namespace {
+
+// Descriptors never given to connections or pipes (see budgetDescriptors).
+constexpr size_t kDescriptorReserve = 32;
+
+}  // namespace
 
 Server::Server(ConfigPtr config, SysCalls& sys)
     : config_(std::move(config)),
       sys_(sys),
       base_(event_base_new()),
-      pipes_(sys, config_->pipes.size, config_->pipes.max) {}
+      pipes_(sys, config_->pipes.size, config_->pipes.max) {
+  pipes_.useBudget(fds_);
+}
 
 Server::~Server() {
   admin_.reset();
@@ -32,6 +43,13 @@ Server::~Server() {
 Status Server::start() {
   if (!base_) return Error(ErrorSource::Internal, "cannot create the event loop");
   ::signal(SIGPIPE, SIG_IGN);
+  NofileLimits nofile = raiseNofileLimit();
+  if (nofile.now != nofile.before) {
+    spdlog::info("descriptor limit raised from {} to its hard limit {}", nofile.before, nofile.now);
+  } else if (nofile.err != 0) {
+    spdlog::warn("cannot raise the descriptor limit above {}: {}", nofile.before,
+                 std::strerror(nofile.err));
+  }
   lifecycle_ = std::make_unique<ArchiveLifecycle>();
   for (const auto& rc : config_->routes) {
     // Kept even when it fails to start: the lifecycle thread may already hold a job for it, and
@@ -62,7 +80,35 @@ Status Server::start() {
   }
   cleanup_ev_.reset(event_new(base_.get(), -1, 0, &Server::onCleanup, this));
   drain_ev_.reset(evtimer_new(base_.get(), &Server::onDrainTimeout, this));
+  budgetDescriptors();
   return Ok{};
+}
+
+void Server::budgetDescriptors() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+  // Kept back: what is opened briefly or off the loop (a segment's parent dir, recovery, the
+  // lifecycle thread's files, admin clients) and one health probe per checked upstream.
+  size_t reserve = kDescriptorReserve;
+  for (const auto& r : routes_) {
+    if (const ProxyRoute* p = r->proxy(); p != nullptr && r->config().forward->health_check) {
+      reserve += p->pool().upstreams().size();
+    }
+  }
+  const size_t open_now = countOpenFds();
+  fds_.configure(static_cast<size_t>(rl.rlim_cur), open_now, reserve);
+  size_t per = 1;
+  for (const auto& r : routes_) per = std::max(per, r->descriptorsPerSession());
+  const size_t room = fds_.capacity() / per;
+  if (room < 64) {
+    spdlog::warn(
+        "descriptor limit {} leaves room for {} connection(s) at {} descriptors each ({} open, {} "
+        "kept back); more wait in the listen backlog. Raise LimitNOFILE (systemd) or ulimit -n",
+        rl.rlim_cur, room, per, open_now, reserve);
+  } else {
+    spdlog::info("descriptor limit {}: room for {} connection(s) at {} descriptors each",
+                 rl.rlim_cur, room, per);
+  }
 }
 
 int Server::run() {

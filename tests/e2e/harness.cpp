@@ -37,7 +37,7 @@ std::string errnoText(const std::string& what) { return what + ": " + std::strer
 // same file when they are equal). Everything the child needs is prepared before fork(): between
 // fork and exec only async-signal-safe calls.
 pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& out,
-            const fs::path& err) {
+            const fs::path& err, rlim_t nofile = 0) {
   int log_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) throw std::runtime_error(errnoText("open " + out.string()));
   int err_fd = log_fd;
@@ -79,6 +79,10 @@ pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, const fs:
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (nofile > 0) {
+      const rlimit lim{nofile, nofile};
+      if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) ::_exit(126);
+    }
     if (::chdir(dir.c_str()) != 0) ::_exit(126);
     ::execv(argv[0], argv.data());
     ::_exit(127);
@@ -228,10 +232,10 @@ const Chain* findByPort(const std::map<uint64_t, Chain>& chains, uint16_t port) 
 // ---------------------------------------------------------------------------------------------
 // The daemon
 
-Daemon::Daemon(const TempDir& dir, const std::string& config)
+Daemon::Daemon(const TempDir& dir, const std::string& config, const DaemonOptions& opts)
     : config_path_(dir / "spliced.yaml"), log_path_(dir / "daemon.log") {
   writeFile(config_path_, config);
-  pid_ = spawn({"-c", config_path_.string()}, dir.path(), log_path_, log_path_);
+  pid_ = spawn({"-c", config_path_.string()}, dir.path(), log_path_, log_path_, opts.nofile);
 }
 
 Daemon::~Daemon() {

@@ -5,6 +5,7 @@
 //
 // Catch2 assertions are only made from the thread running the test case: helpers meant for client
 // threads return results instead of asserting.
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -92,10 +93,15 @@ const Chain* findByPort(const std::map<uint64_t, Chain>& chains, uint16_t port);
 
 // A running `spliced -c DIR/spliced.yaml`; its stdout and stderr go to DIR/daemon.log.
 // The Daemon owns the child process: the destructor kills (SIGKILL) and reaps it if it still runs.
+// How a Daemon is started beyond its config.
+struct DaemonOptions {
+  rlim_t nofile = 0;  // RLIMIT_NOFILE (soft and hard) of the daemon from its first instruction
+};
+
 class Daemon {
  public:
   // Writes `config` to `dir`/spliced.yaml and starts the daemon on it (fork/exec).
-  Daemon(const TempDir& dir, const std::string& config);
+  Daemon(const TempDir& dir, const std::string& config, const DaemonOptions& opts = {});
   ~Daemon();
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;

@@ -30,6 +30,8 @@ class CollectRoute : public RouteKind {
   // (lazily: its first segment comes with the first byte) and arms the timers.
   Status start() override;
   SessionPtr createSession(Connection conn) override;
+  // The socket, and a per-connection segment (a shared chain's segment is the route's own).
+  size_t descriptorsPerSession() const override;
   void rotate() override;
   void finish() override;
   void problems(std::vector<std::string>& out) const override;

@@ -52,6 +52,9 @@ class CollectSession : public Session {
   void advance(size_t budget);
   void handle(const PumpResult& r);
   void enterBackoff(const PumpResult& r);
+  // While paused (nothing is read), a client that resets or hangs up is still noticed and
+  // logged; what it sent before is still written.
+  void noticeHangUp();
   // Ends the stream: writes what is held (and an unterminated last line), then closes; if the
   // sink refuses, waits in Backoff and closes once the retry has written it.
   void finishStream(EndReason why, int err);
@@ -72,6 +75,7 @@ class CollectSession : public Session {
   int ending_err_ = 0;
   int storage_err_ = 0;   // errno of the current storage episode (logged once)
   bool stalled_ = false;  // counted in the route's stalled sessions
+  bool hung_up_ = false;  // noticed while paused (logged once)
   std::chrono::milliseconds backoff_{0};
   std::chrono::steady_clock::time_point started_;
   uint64_t bytes_ = 0;

@@ -10,17 +10,24 @@
 #include "spliced/core/error.hpp"
 #include "spliced/core/event.hpp"
 #include "spliced/core/fd.hpp"
+#include "spliced/core/fd_budget.hpp"
 #include "spliced/core/log_limit.hpp"
 #include "spliced/core/syscalls.hpp"
 
 namespace spliced {
 
 // A Listener owns its socket and events; a unix socket's file is removed when it is destroyed.
-class Listener {
+//
+// With a budget, each accept first takes what the connection will hold (`cost` descriptors):
+// the charge goes to the callback with the connection. When the budget is short the listener
+// stops accepting (clients wait in the kernel's backlog) until descriptors come back.
+class Listener final : private FdBudget::Waiter {
  public:
-  using AcceptFn = std::function<void(UniqueFd fd, const sockaddr_storage& peer, socklen_t len)>;
+  using AcceptFn =
+      std::function<void(UniqueFd fd, const sockaddr_storage& peer, socklen_t len, FdCharge)>;
 
-  Listener(event_base* base, SysCalls& sys, std::string route, AcceptFn on_accept);
+  Listener(event_base* base, SysCalls& sys, std::string route, AcceptFn on_accept,
+           FdBudget* budget = nullptr, size_t cost = 0);
   ~Listener();
 
   // Binds and listens.
@@ -36,6 +43,8 @@ class Listener {
   static void onResume(evutil_socket_t fd, short what, void* arg);
   void acceptSome();
   void endPause();  // accept works again: ends the episode with its count
+  void fdsAvailable() override;
+  void waitForBudget();
 
   event_base* base_;
   SysCalls& sys_;
@@ -47,6 +56,10 @@ class Listener {
   std::string unix_path_;
   bool paused_ = false;
   LogLimiter accept_log_{"route accept"};  // one line per episode of failing accepts
+  FdBudget* budget_;
+  size_t cost_;
+  bool waiting_budget_ = false;  // the budget is short: waiting for descriptors to come back
+  LogLimiter budget_log_{"route fd budget"};  // one line per episode of a short budget
 };
 
 }  // namespace spliced

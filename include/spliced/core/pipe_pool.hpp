@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "spliced/core/fd.hpp"
+#include "spliced/core/fd_budget.hpp"
 #include "spliced/core/log_limit.hpp"
 #include "spliced/core/syscalls.hpp"
 #include "spliced/core/units.hpp"
@@ -23,6 +24,16 @@ class PipePool {
  public:
   // `max_pipes` caps pipes in existence (lent + pooled); 0 means splice is never used.
   PipePool(SysCalls& sys, size_t pipe_size, size_t max_pipes);
+  ~PipePool();
+  PipePool(const PipePool&) = delete;
+  PipePool& operator=(const PipePool&) = delete;
+
+  // Pipes then cost two descriptors each from `budget`, taken only from what connections leave;
+  // idle pipes are closed when the budget asks for them back.
+  void useBudget(FdBudget& budget);
+  // Closes idle pipes until `want` descriptors are given back (or none is left); returns how
+  // many descriptors were given back.
+  size_t closeIdle(size_t want);
 
   // A pipe, or nothing when the cap is reached or the kernel refuses one (the caller then copies).
   std::optional<Pipe> acquire();
@@ -40,6 +51,7 @@ class PipePool {
   size_t granted_size_ = 0;
   size_t max_pipes_;
   size_t in_use_ = 0;
+  FdBudget* budget_ = nullptr;
   LogLimiter refused_log_{"pipe refused"};  // the kernel refuses pipes: one line per episode
   std::vector<Pipe> free_;
 };

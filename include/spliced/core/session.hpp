@@ -108,6 +108,9 @@ class RouteKind {
   virtual Status start() = 0;
   // The session for a new connection (not yet started).
   virtual SessionPtr createSession(Connection conn) = 0;
+  // Descriptors one of its sessions holds at most, its client's socket included (a segment, an
+  // upstream socket): taken before a connection is accepted. Pipes are not counted (optional).
+  virtual size_t descriptorsPerSession() const { return 2; }
   // Closes what the kind itself holds open (the shared chain's segment): SIGUSR1, interval.
   virtual void rotate() {}
   // The last step of a shutdown or teardown, once no session is left.

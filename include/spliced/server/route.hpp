@@ -46,6 +46,7 @@ class Route final : public RouteContext {
   // The kind's parts, for the admin endpoint (nullptr when the route is of the other kind).
   const CollectRoute* collect() const { return collect_; }
   const ProxyRoute* proxy() const { return proxy_; }
+  size_t descriptorsPerSession() const { return kind_->descriptorsPerSession(); }
 
   // RouteContext: what its sessions and its kind may ask.
   event_base* base() override;
@@ -60,12 +61,13 @@ class Route final : public RouteContext {
   void rotateSessions() override { rotateAll(); }
 
  private:
-  void onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len);
+  void onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len, FdCharge charge);
   void adopt(SessionPtr session);
 
   Server& server_;
   const RouteConfig& cfg_;
   RouteMetrics metrics_;
+  size_t fds_held_ = 0;  // descriptors taken for its active connections (FdBudget)
   std::unique_ptr<RouteKind> kind_;
   CollectRoute* collect_ = nullptr;  // kind_, when it collects
   ProxyRoute* proxy_ = nullptr;      // kind_, when it proxies

@@ -14,6 +14,7 @@
 #include "spliced/config/config.hpp"
 #include "spliced/core/error.hpp"
 #include "spliced/core/event.hpp"
+#include "spliced/core/fd_budget.hpp"
 #include "spliced/core/pipe_pool.hpp"
 #include "spliced/core/syscalls.hpp"
 #include "spliced/server/route.hpp"
@@ -37,6 +38,7 @@ class Server final : public AdminSource {
 
   event_base* base() { return base_.get(); }
   PipePool& pipes() { return pipes_; }
+  FdBudget& fdBudget() { return fds_; }
   SysCalls& sys() { return sys_; }
   ArchiveLifecycle& lifecycle() { return *lifecycle_; }
   const Config& config() const { return *config_; }
@@ -62,12 +64,14 @@ class Server final : public AdminSource {
   static void onCleanup(evutil_socket_t, short, void* arg);
   static void onDrainTimeout(evutil_socket_t, short, void* arg);
   void maybeFinishShutdown();
+  void budgetDescriptors();
   size_t sessionCount() const;
   const Route* route(std::string_view name) const;
 
   ConfigPtr config_;
   SysCalls& sys_;
   EventBasePtr base_;
+  FdBudget fds_;  // before pipes_ and routes_: they give back to it as they go
   PipePool pipes_;
   std::vector<std::unique_ptr<Route>> routes_;
   std::unique_ptr<Admin> admin_;  // after routes_: destroyed first, it reads them

@@ -3,8 +3,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <sstream>
 
 #include "fixtures.hpp"
 #include "spliced/server/server.hpp"
@@ -141,4 +145,54 @@ TEST_CASE("shutdown writes what sockets already hold, closes segments, and stops
   CHECK(readFile(tmp.path / "t-1-000000.log") == da);
   CHECK(readFile(tmp.path / "t-2-000000.log") == db);
   CHECK(m.archive_segments == 2);
+}
+
+TEST_CASE("a client that resets while the disk is full is noticed; what it sent is still written",
+          "[server]") {
+  TempDir tmp;
+  FaultySysCalls sys;
+  std::atomic<bool> full{true};
+  sys.hook = [&full](Call c, size_t&) {
+    if ((c == Call::SpliceToFile || c == Call::Pwrite) && full) {
+      errno = ENOSPC;
+      return -1;
+    }
+    return 0;
+  };
+  // What the daemon logs, to see the hang-up noticed while nothing is read.
+  std::ostringstream logged;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+  struct Restore {
+    std::shared_ptr<spdlog::logger> l;
+    ~Restore() { spdlog::set_default_logger(l); }
+  } restore{previous};
+
+  Server server(collectConfig(tmp.path), sys);
+  REQUIRE(server.start().ok());
+  const RouteMetrics& m = *server.metrics("t");
+  UniqueFd client = connectTo(server.boundAddress("t"));
+  const std::string data = payload(256 << 10, 12);
+  sendAll(client.get(), data);
+  REQUIRE(loopUntil(server, [&] { return m.storage_errors > 0; }));
+  // The client gives up with a reset (SO_LINGER 0) while its session is paused.
+  linger lg{1, 0};
+  REQUIRE(::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
+  client.reset();
+  REQUIRE(loopUntil(server, [&] {
+    return logged.str().find("client hung up while the archive refuses writes") !=
+           std::string::npos;
+  }));
+  CHECK(m.connections_active == 1);  // what it sent is still held, not dropped
+  full = false;
+  REQUIRE(loopUntil(server, [&] { return m.connections_active == 0; }));
+  // Every byte read before the reset is in the archive, in order, and nothing else.
+  const std::string got = readFile(tmp.path / "t-1-000000.log");
+  CHECK(got.size() == m.bytes_in);
+  CHECK(got == data.substr(0, got.size()));
+  CHECK(m.archive_bytes == m.bytes_in);
+  server.beginShutdown();
+  loopUntil(
+      server, [] { return false; }, 50ms);
 }
