@@ -216,6 +216,12 @@ TEST_CASE("faults: 1000 clients under 256 descriptors - every one archived byte-
   manyClientsFewDescriptors(1000, 256, 10 * 1000);
 }
 
+TEST_CASE("faults: 1100 clients under systemd's default of 1024 descriptors - all archived",
+          "[e2e][faults]") {
+  manyClientsFewDescriptors(1100, 1024, 10 * 1000);
+}
+
+
 // ---------------------------------------------------------------------------------------------
 // Item 2: the admin listener at the descriptor limit
 
