@@ -67,31 +67,48 @@ SinkResult LineFramer::fromBuffer(const char* data, size_t n) {
     SinkResult r = writeComplete();
     if (r.status != IoStatus::Ok) return r;  // takes nothing until earlier lines are out
   }
-  size_t pos = 0;
-  while (pos < n) {
-    // The line in progress (its leading marker included) is shorter than max_line: `room`
-    // more bytes and a '\n' still make a line of at most max_line.
-    const size_t line = buf_.size() - complete_;
-    SPLICED_ASSERT(line < max_line_, "the line in progress always has room for its '\n'");
-    const size_t room = max_line_ - 1 - line;
-    const size_t look = std::min(n - pos, room + 1);
-    const void* nl = std::memchr(data + pos, '\n', look);
+  // The line in progress (its leading marker included) is shorter than max_line: `room` more
+  // bytes and a '\n' still make a line of at most max_line.
+  size_t line = buf_.size() - complete_;
+  SPLICED_ASSERT(line < max_line_, "the line in progress always has room for its '\n'");
+  if (line + n < max_line_) {
+    // Nothing in this read can make a line too long: only its last '\n' matters.
+    const size_t base = buf_.size();
+    buf_.append(data, n);
+    const void* nl = memrchr(buf_.data() + base, '\n', n);
     if (nl != nullptr) {
-      const size_t len = static_cast<size_t>(static_cast<const char*>(nl) - (data + pos)) + 1;
-      buf_.append(data + pos, len);
-      pos += len;
-      complete_ = buf_.size();
+      complete_ = static_cast<size_t>(static_cast<const char*>(nl) - buf_.data()) + 1;
       continued_ = false;
-      continue;
     }
-    if (n - pos <= room) {  // all of it fits; the line goes on in a later read
-      buf_.append(data + pos, n - pos);
-      break;
+  } else {
+    // Line by line; data[run, pos) goes to buf_ as it is, in one append per cut.
+    size_t pos = 0;
+    size_t run = 0;
+    size_t run_complete = 0;  // data[run, run_complete) ends with '\n' (when > run)
+    auto appendRun = [&](size_t end) {
+      const size_t base = buf_.size();
+      buf_.append(data + run, end - run);
+      if (run_complete > run) complete_ = base + (run_complete - run);
+      run = end;
+    };
+    while (pos < n) {
+      const size_t room = max_line_ - 1 - line;
+      const void* nl = std::memchr(data + pos, '\n', std::min(n - pos, room + 1));
+      if (nl != nullptr) {
+        pos = static_cast<size_t>(static_cast<const char*>(nl) - data) + 1;
+        run_complete = pos;
+        line = 0;
+        continued_ = false;
+        continue;
+      }
+      if (n - pos <= room) break;  // the rest fits; the line goes on in a later read
+      // The byte after `room` more is not a '\n': this line is longer than max_line.
+      pos += room;
+      appendRun(pos);
+      cut();
+      line = buf_.size() - complete_;
     }
-    // The byte after `room` more is not a '\n': this line is longer than max_line.
-    buf_.append(data + pos, room);
-    pos += room;
-    cut();
+    appendRun(n);
   }
   SinkResult r = writeComplete();
   r.bytes = n;
