@@ -2,12 +2,26 @@
 
 #include "spliced/core/check.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace spliced {
 
+std::string LineFramer::continuationMarker(uint64_t owner) {
+  return "\x1e"
+         "c" +
+         std::to_string(owner) + "+";
+}
+
 LineFramer::LineFramer(SegmentChain& chain, uint64_t owner, size_t max_line, RouteMetrics& metrics)
-    : chain_(chain), owner_(owner), max_line_(max_line), metrics_(metrics) {}
+    : chain_(chain),
+      owner_(owner),
+      max_line_(max_line),
+      metrics_(metrics),
+      marker_(continuationMarker(owner)) {
+  // A middle piece is marker, payload, marker, '\n': at least one payload byte must fit.
+  SPLICED_ASSERT(max_line_ >= 2 * marker_.size() + 2, "max_line leaves room for a payload");
+}
 
 LineFramer::~LineFramer() { chain_.releaseOwner(owner_); }
 
@@ -30,21 +44,71 @@ SinkResult LineFramer::writeComplete() {
 
 SinkResult LineFramer::flushHeld() { return writeComplete(); }
 
+void LineFramer::cut() {
+  SPLICED_ASSERT(buf_.size() - complete_ == max_line_ - 1, "a line is cut when it is full");
+  // The piece keeps max_line - 1 - |marker| bytes; with the marker and '\n' it is max_line long.
+  const size_t keep = complete_ + max_line_ - 1 - marker_.size();
+  char carry[32];
+  const size_t carried = buf_.size() - keep;
+  SPLICED_ASSERT(carried == marker_.size() && carried <= sizeof carry, "the marker is short");
+  std::memcpy(carry, buf_.data() + keep, carried);
+  buf_.resize(keep);
+  buf_ += marker_;
+  buf_ += '\n';
+  complete_ = buf_.size();
+  buf_ += marker_;
+  buf_.append(carry, carried);
+  if (!continued_) ++metrics_.lines_split;
+  continued_ = true;
+}
+
 SinkResult LineFramer::fromBuffer(const char* data, size_t n) {
   if (complete_ > written_) {
     SinkResult r = writeComplete();
     if (r.status != IoStatus::Ok) return r;  // takes nothing until earlier lines are out
   }
-  size_t scan_from = buf_.size();
-  buf_.append(data, n);
-  const char* base = buf_.data();
-  const void* nl = memrchr(base + scan_from, '\n', buf_.size() - scan_from);
-  if (nl != nullptr) complete_ = static_cast<size_t>(static_cast<const char*>(nl) - base) + 1;
-  // A line longer than max_line is cut (with a '\n') so memory stays bounded.
-  while (buf_.size() - complete_ > max_line_) {
-    buf_.insert(complete_ + max_line_, 1, '\n');
-    complete_ += max_line_ + 1;
-    ++metrics_.lines_split;
+  // The line in progress (its leading marker included) is shorter than max_line: `room` more
+  // bytes and a '\n' still make a line of at most max_line.
+  size_t line = buf_.size() - complete_;
+  SPLICED_ASSERT(line < max_line_, "the line in progress always has room for its '\n'");
+  if (line + n < max_line_) {
+    // Nothing in this read can make a line too long: only its last '\n' matters.
+    const size_t base = buf_.size();
+    buf_.append(data, n);
+    const void* nl = memrchr(buf_.data() + base, '\n', n);
+    if (nl != nullptr) {
+      complete_ = static_cast<size_t>(static_cast<const char*>(nl) - buf_.data()) + 1;
+      continued_ = false;
+    }
+  } else {
+    // Line by line; data[run, pos) goes to buf_ as it is, in one append per cut.
+    size_t pos = 0;
+    size_t run = 0;
+    size_t run_complete = 0;  // data[run, run_complete) ends with '\n' (when > run)
+    auto appendRun = [&](size_t end) {
+      const size_t base = buf_.size();
+      buf_.append(data + run, end - run);
+      if (run_complete > run) complete_ = base + (run_complete - run);
+      run = end;
+    };
+    while (pos < n) {
+      const size_t room = max_line_ - 1 - line;
+      const void* nl = std::memchr(data + pos, '\n', std::min(n - pos, room + 1));
+      if (nl != nullptr) {
+        pos = static_cast<size_t>(static_cast<const char*>(nl) - data) + 1;
+        run_complete = pos;
+        line = 0;
+        continued_ = false;
+        continue;
+      }
+      if (n - pos <= room) break;  // the rest fits; the line goes on in a later read
+      // The byte after `room` more is not a '\n': this line is longer than max_line.
+      pos += room;
+      appendRun(pos);
+      cut();
+      line = buf_.size() - complete_;
+    }
+    appendRun(n);
   }
   SinkResult r = writeComplete();
   r.bytes = n;
@@ -55,6 +119,7 @@ SinkResult LineFramer::finish() {
   if (buf_.size() > complete_) {
     buf_.push_back('\n');
     complete_ = buf_.size();
+    continued_ = false;
   }
   return writeComplete();
 }

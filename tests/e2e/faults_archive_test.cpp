@@ -1,7 +1,196 @@
 // The faults group (archive): scenarios of the fault campaign, each against the real binary. Each
 // test failed before its fix.
+#include <signal.h>
+
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
 
 #include "harness.hpp"
 
 using namespace e2e;
+using namespace std::chrono_literals;
+
+namespace {
+
+// FNV-1a, 64 bits: a stream's fingerprint for a failure message and a cheap comparison.
+uint64_t fnv1a(std::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+// The awk program that joins cut lines, as docs/OPERATIONS.md ("Long lines") prints it: the text
+// between "LC_ALL=C awk '" and the next "'". Empty when the document has none.
+std::string documentedJoinProgram() {
+  const fs::path doc =
+      fs::path(__FILE__).parent_path().parent_path().parent_path() / "docs" / "OPERATIONS.md";
+  const std::string text = readFile(doc);
+  const std::string open = "LC_ALL=C awk '";
+  size_t start = text.find(open);
+  if (start == std::string::npos) return "";
+  start += open.size();
+  size_t end = text.find('\'', start);
+  return end == std::string::npos ? "" : text.substr(start, end - start);
+}
+
+// The awk implementations on PATH ("awk" itself, and mawk, gawk, busybox awk when present).
+std::vector<std::string> awks() {
+  std::vector<std::string> out = {"awk"};
+  for (const char* name : {"mawk", "gawk", "busybox"}) {
+    std::string probe = std::string("command -v ") + name + " >/dev/null 2>&1";
+    if (std::system(probe.c_str()) == 0) {
+      out.push_back(std::string(name) == "busybox" ? "busybox awk" : name);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// framing: lines with max_line: 128KiB archived lines of up to 192 KiB: only a line whose tail
+// arrived without its '\n' was cut, and the pieces of a cut line carried nothing to join them by.
+TEST_CASE("faults: max_line is a hard limit and cut lines join back by their marker",
+          "[e2e][faults][lines]") {
+  constexpr size_t kMaxLine = 128 * kKiB;
+  constexpr int kClients = 6;
+  TempDir dir;
+  Daemon daemon(dir, withDir(R"(log: { level: info }
+drain_timeout: 5s
+routes:
+  - name: app
+    listen: 127.0.0.1:0
+    archive:
+      dir: @DIR@/archive
+      layout: shared
+      framing: lines
+      name: "{route}-{seq}.log"
+      rotate: { max_bytes: 1MiB }
+      max_line: 128KiB
+)",
+                             dir));
+  const uint16_t port = daemon.port("app");
+
+  // Each client: short lines and long ones (up to 192 KiB; also max_line - 1, max_line and
+  // max_line + 1 bytes with the '\n'), every line tagged "cN " with its client. Client 0 ends
+  // with a long line without '\n'.
+  static constexpr char kAlphabet[] =
+      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ";
+  std::vector<std::string> streams(kClients);
+  for (int c = 0; c < kClients; ++c) {
+    Prng prng(7000 + static_cast<uint64_t>(c));
+    const std::string tag = "c" + std::to_string(c) + " ";
+    std::vector<size_t> lengths = {kMaxLine - 1, kMaxLine, kMaxLine + 1, 192 * kKiB};
+    for (int i = 0; i < 24; ++i) lengths.push_back(prng.between(kMaxLine / 2, 192 * kKiB));
+    for (int i = 0; i < 200; ++i) lengths.push_back(prng.between(tag.size() + 1, 300));
+    for (size_t i = lengths.size() - 1; i > 0; --i)
+      std::swap(lengths[i], lengths[prng.next() % (i + 1)]);
+    for (size_t len : lengths) {  // `len` counts the '\n'
+      std::string line = tag;
+      while (line.size() < len - 1) line.push_back(kAlphabet[prng.next() % (sizeof kAlphabet - 1)]);
+      streams[c] += line + "\n";
+    }
+  }
+  streams[0] += "c0 unterminated " + std::string(150 * kKiB, 'u');
+
+  std::vector<Conn> conns;
+  for (int c = 0; c < kClients; ++c) {
+    conns.push_back(connectTcp(port));
+    REQUIRE(conns.back().valid());
+  }
+  std::vector<int> send_err(kClients, -1), closed(kClients, -1);
+  {
+    std::vector<std::jthread> clients;
+    for (int c = 0; c < kClients; ++c) {
+      clients.emplace_back([&, c] {
+        Prng sizes(900 + static_cast<uint64_t>(c));
+        const std::string& s = streams[c];
+        size_t off = 0;
+        int err = 0;
+        while (off < s.size() && err == 0) {
+          size_t n = std::min<size_t>(sizes.between(1, 96 * kKiB), s.size() - off);
+          err = conns[c].sendAll(s.data() + off, n);
+          off += n;
+        }
+        send_err[c] = err;
+        conns[c].shutdownWrite();
+        closed[c] = conns[c].waitClosed(60s);
+      });
+    }
+  }
+  for (int c = 0; c < kClients; ++c) {
+    INFO("client " << c);
+    CHECK(send_err[c] == 0);
+    CHECK(closed[c] == 0);
+  }
+  daemon.signal(SIGTERM);
+  REQUIRE(daemon.waitExit(10s) == 0);
+
+  const fs::path archive = dir / "archive";
+  CHECK(openSegments(archive).empty());
+  const std::vector<fs::path> segments = closedSegments(archive);  // {seq} order
+  REQUIRE(segments.size() > 1);
+
+  // The limit: no archived line is longer than max_line, its '\n' counted.
+  size_t longest = 0, over = 0, pieces = 0;
+  for (const fs::path& seg : segments) {
+    const std::string bytes = readFile(seg);
+    size_t start = 0;
+    while (start < bytes.size()) {
+      size_t nl = bytes.find('\n', start);
+      size_t end = nl == std::string::npos ? bytes.size() : nl + 1;
+      longest = std::max(longest, end - start);
+      if (end - start > kMaxLine) ++over;
+      if (bytes.compare(start, 2,
+                        "\x1e"
+                        "c") == 0)
+        ++pieces;
+      start = end;
+    }
+  }
+  INFO("longest archived line: " << longest << " bytes; " << over << " over max_line");
+  CHECK(over == 0);
+  CHECK(pieces > 0);
+
+  // Joined by the documented awk program, every client's stream comes back byte for byte.
+  const std::string program = documentedJoinProgram();
+  REQUIRE(!program.empty());
+  writeFile(dir / "join.awk", program);
+  std::string files;
+  for (const fs::path& seg : segments) files += " '" + seg.string() + "'";
+  for (const std::string& awk : awks()) {
+    INFO("joined with " << awk);
+    const fs::path out = dir / "joined.log";
+    const std::string cmd = "LC_ALL=C " + awk + " -f '" + (dir / "join.awk").string() + "'" +
+                            files + " > '" + out.string() + "'";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    const std::string joined = readFile(out);
+    std::vector<std::string> got(kClients);
+    size_t untagged = 0, start = 0;
+    while (start < joined.size()) {
+      size_t nl = joined.find('\n', start);
+      REQUIRE(nl != std::string::npos);
+      int c = -1;
+      if (joined[start] == 'c' && std::sscanf(joined.c_str() + start + 1, "%d ", &c) == 1 &&
+          c >= 0 && c < kClients) {
+        got[c].append(joined, start, nl + 1 - start);
+      } else {
+        ++untagged;
+      }
+      start = nl + 1;
+    }
+    CHECK(untagged == 0);
+    for (int c = 0; c < kClients; ++c) {
+      INFO("client " << c);
+      std::string want = streams[c];
+      if (want.back() != '\n') want += '\n';  // the unterminated last line gets one
+      INFO(firstDifference(got[c], want));
+      CHECK(fnv1a(got[c]) == fnv1a(want));
+    }
+  }
+}

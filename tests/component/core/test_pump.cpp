@@ -375,17 +375,247 @@ TEST_CASE("line framing keeps lines of interleaved writers whole", "[lines]") {
   CHECK(rig.segmentSizes().size() > 3);
 }
 
-TEST_CASE("a line longer than max_line is split and counted", "[lines]") {
-  Rig rig;
-  SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
-  LineFramer f(chain, 1, 100, rig.metrics);
-  std::string big(250, 'x');
-  REQUIRE(f.fromBuffer(big.data(), big.size()).status == IoStatus::Ok);
+namespace {
+
+// The continuation marker of connection `id` (docs/OPERATIONS.md, "Long lines").
+std::string marker(uint64_t id) {
+  return "\x1e"
+         "c" +
+         std::to_string(id) + "+";
+}
+
+// The length of the marker at the start of `line` (0 when none); its id goes to `*id`.
+size_t leadingMarker(std::string_view line, std::string* id) {
+  if (line.size() < 4 || line[0] != '\x1e' || line[1] != 'c') return 0;
+  size_t i = 2;
+  while (i < line.size() && line[i] >= '0' && line[i] <= '9') ++i;
+  if (i == 2 || i == line.size() || line[i] != '+') return 0;
+  *id = std::string(line.substr(2, i - 2));
+  return i + 1;
+}
+
+// The length of the marker at the end of `line` (0 when none); its id goes to `*id`.
+size_t trailingMarker(std::string_view line, std::string* id) {
+  size_t rs = line.rfind('\x1e');
+  if (rs == std::string_view::npos) return 0;
+  std::string_view tail = line.substr(rs);
+  std::string tid;
+  if (leadingMarker(tail, &tid) != tail.size()) return 0;
+  *id = tid;
+  return tail.size();
+}
+
+// The archive's lines with the pieces of cut lines joined, as the awk program in
+// docs/OPERATIONS.md does: a piece that begins with a marker is appended to what its connection
+// left open; one that ends with a marker stays open. Each line without its '\n'.
+std::vector<std::string> joinPieces(const std::string& archive) {
+  std::vector<std::string> out;
+  std::map<std::string, std::string> open;
+  size_t start = 0;
+  while (start < archive.size()) {
+    size_t nl = archive.find('\n', start);
+    REQUIRE(nl != std::string::npos);  // the framer ends every line with '\n'
+    std::string line = archive.substr(start, nl - start);
+    start = nl + 1;
+    std::string id;
+    if (size_t m = leadingMarker(line, &id)) {
+      line = open[id] + line.substr(m);
+      open.erase(id);
+    }
+    if (size_t m = trailingMarker(line, &id)) {
+      if (open.count(id)) out.push_back(open[id]);
+      open[id] = line.substr(0, line.size() - m);
+      continue;
+    }
+    out.push_back(line);
+  }
+  for (auto& [id, rest] : open) out.push_back(rest);
+  return out;
+}
+
+// The lines of `text`, each without its '\n' (a last one without '\n' too).
+std::vector<std::string> linesOf(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    out.push_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return out;
+}
+
+// The longest line of `archive`, its '\n' counted.
+size_t longestLine(const std::string& archive) {
+  size_t longest = 0, start = 0;
+  while (start < archive.size()) {
+    size_t nl = archive.find('\n', start);
+    size_t end = nl == std::string::npos ? archive.size() : nl + 1;
+    longest = std::max(longest, end - start);
+    start = end;
+  }
+  return longest;
+}
+
+// Feeds `text` to `f` in slices of `slice` bytes (0: all at once), then ends the stream.
+void feed(LineFramer& f, const std::string& text, size_t slice = 0) {
+  if (slice == 0) slice = text.size();
+  for (size_t off = 0; off < text.size(); off += slice) {
+    REQUIRE(f.fromBuffer(text.data() + off, std::min(slice, text.size() - off)).status ==
+            IoStatus::Ok);
+  }
   REQUIRE(f.finish().status == IoStatus::Ok);
-  chain.rotate();
-  CHECK(rig.archived() ==
-        std::string(100, 'x') + "\n" + std::string(100, 'x') + "\n" + std::string(50, 'x') + "\n");
-  CHECK(rig.metrics.lines_split == 2);
+}
+
+// What one framer with `max_line` and connection id `id` archives for `text` fed in `slice`s.
+std::string frame(const std::string& text, size_t max_line, uint64_t id, size_t slice = 0,
+                  uint64_t* split = nullptr) {
+  Rig rig;
+  {
+    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    LineFramer f(chain, id, max_line, rig.metrics);
+    feed(f, text, slice);
+  }
+  if (split != nullptr) *split = rig.metrics.lines_split;
+  return rig.archived();
+}
+
+}  // namespace
+
+TEST_CASE("a line longer than max_line is cut into marked pieces of at most max_line", "[lines]") {
+  // A 250-byte line arriving whole with its '\n'; max_line 100, connection 7 (marker "\x1ec7+",
+  // 4 bytes): the first piece keeps 95 bytes, a middle one 91, the last the rest.
+  const std::string m = marker(7);
+  const std::string line = payload(250, 1);
+  std::string safe = line;
+  for (char& c : safe) {
+    if (c == '\n' || c == '\x1e') c = '.';
+  }
+  uint64_t split = 0;
+  const std::string got = frame(safe + "\n", 100, 7, 0, &split);
+  CHECK(got == safe.substr(0, 95) + m + "\n" + m + safe.substr(95, 91) + m + "\n" + m +
+                   safe.substr(186) + "\n");
+  CHECK(longestLine(got) == 100);
+  CHECK(joinPieces(got) == std::vector<std::string>{safe});
+  CHECK(split == 1);  // one line cut (into three pieces)
+}
+
+TEST_CASE("max_line counts the newline: lines of max_line - 1, max_line and max_line + 1 bytes",
+          "[lines]") {
+  constexpr size_t kMax = 100;
+  const std::string m = marker(3);
+  const std::string a(kMax - 2, 'a');  // with '\n': 99
+  const std::string b(kMax - 1, 'b');  // 100
+  const std::string c(kMax, 'c');      // 101: cut, 95 + marker + '\n', then marker + 5 + '\n'
+  const std::string text = a + "\n" + b + "\n" + c + "\n" + "end\n";
+  const std::string want = a + "\n" + b + "\n" + c.substr(0, kMax - 1 - m.size()) + m + "\n" + m +
+                           c.substr(kMax - 1 - m.size()) + "\n" + "end\n";
+  for (size_t slice : {size_t{0}, size_t{1}, size_t{7}, kMax - 1, kMax, kMax + 1}) {
+    INFO("slices of " << slice);
+    uint64_t split = 0;
+    CHECK(frame(text, kMax, 3, slice, &split) == want);
+    CHECK(split == 1);
+  }
+  // A last line without '\n' gets one, and counts it too.
+  CHECK(frame(b, kMax, 3) == b + "\n");
+  CHECK(frame(c, kMax, 3) ==
+        c.substr(0, kMax - 1 - m.size()) + m + "\n" + m + c.substr(kMax - 1 - m.size()) + "\n");
+}
+
+TEST_CASE("a long line among short ones, fed whole, in odd slices or byte by byte, joins back",
+          "[lines]") {
+  constexpr size_t kMax = 128;
+  // Short lines around long ones; line ends at every distance from a cut; an unterminated long
+  // last line (finish() ends it).
+  std::string text;
+  for (size_t len : {0,   5,   500, 3,   127, 126, 128, 129, 1000, 0, 0,    250, 251,
+                     252, 253, 254, 255, 256, 257, 258, 259, 260,  1, 4000, 2,   700}) {
+    std::string line = payload(len, len + 11);
+    for (char& ch : line) {
+      if (ch == '\n' || ch == '\x1e') ch = '#';
+    }
+    text += line + "\n";
+  }
+  text += std::string(333, 'z');  // no '\n'
+  const std::string whole = frame(text, kMax, 42, 0);
+  CHECK(longestLine(whole) <= kMax);
+  CHECK(joinPieces(whole) == linesOf(text));
+  for (size_t slice : {1, 2, 3, 63, 64, 127, 128, 129, 4096}) {
+    INFO("slices of " << slice);
+    CHECK(frame(text, kMax, 42, slice) == whole);
+  }
+}
+
+TEST_CASE("pieces of concurrent connections interleave and join back per connection", "[lines]") {
+  // Three connections (one with the largest id, whose marker is 23 bytes), max_line 64 (the
+  // config's minimum: a middle piece then carries 17 bytes), segments of 4 KiB: pieces land
+  // among other connections' lines and across segments.
+  constexpr size_t kMax = 64;
+  Rig rig(4096);
+  const std::vector<uint64_t> ids = {1, 99, UINT64_MAX};
+  std::vector<std::string> texts(ids.size());
+  {
+    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    std::vector<std::unique_ptr<LineFramer>> framers;
+    for (uint64_t id : ids)
+      framers.push_back(std::make_unique<LineFramer>(chain, id, kMax, rig.metrics));
+    for (size_t k = 0; k < ids.size(); ++k) {
+      std::string sizes = payload(400, 100 + k);
+      for (size_t i = 0; i < 400; ++i) {
+        size_t len = static_cast<unsigned char>(sizes[i]) % 4 == 0
+                         ? static_cast<unsigned char>(sizes[i]) * 3  // up to 765
+                         : static_cast<unsigned char>(sizes[i]) % 70;
+        std::string line = payload(len, 1000 * k + i);
+        for (char& ch : line) {
+          if (ch == '\n' || ch == '\x1e') ch = '=';
+        }
+        texts[k] += "L" + std::to_string(k) + " " + line + "\n";
+      }
+    }
+    std::vector<size_t> off(ids.size(), 0);
+    std::string steps = payload(100000, 5);
+    size_t step = 0;
+    bool more = true;
+    while (more) {
+      more = false;
+      for (size_t k = 0; k < ids.size(); ++k) {
+        size_t n = std::min<size_t>(1 + static_cast<unsigned char>(steps[step++ % steps.size()]),
+                                    texts[k].size() - off[k]);
+        if (n == 0) continue;
+        REQUIRE(framers[k]->fromBuffer(texts[k].data() + off[k], n).status == IoStatus::Ok);
+        off[k] += n;
+        more = true;
+      }
+    }
+    for (auto& f : framers) REQUIRE(f->finish().status == IoStatus::Ok);
+    framers.clear();
+    chain.rotate();
+  }
+  // Segments in the order written (seg-0, seg-1, ..., seg-10: by number, not by name).
+  std::map<int, fs::path> segs;
+  for (auto& e : fs::directory_iterator(rig.tmp.path)) {
+    std::string name = e.path().filename().string();
+    REQUIRE(name.rfind("seg-", 0) == 0);
+    segs[std::stoi(name.substr(4))] = e.path();
+  }
+  REQUIRE(segs.size() > 3);
+  std::string all;
+  for (auto& [seq, p] : segs) all += readFile(p);
+  CHECK(longestLine(all) <= kMax);
+  CHECK(all.find(marker(UINT64_MAX)) != std::string::npos);
+  // Joined, each connection's lines come back in order and byte for byte.
+  std::vector<std::string> per(ids.size());
+  for (const std::string& line : joinPieces(all)) {
+    REQUIRE(line.size() >= 2);
+    size_t k = static_cast<size_t>(line[1] - '0');
+    REQUIRE(k < ids.size());
+    per[k] += line + "\n";
+  }
+  for (size_t k = 0; k < ids.size(); ++k) {
+    INFO("connection " << ids[k]);
+    CHECK(per[k] == texts[k]);
+  }
 }
 
 TEST_CASE("a pipe that becomes available mid-stream never lets spliced bytes overtake copied ones",
