@@ -23,7 +23,7 @@ void ArchiveDir::reset(UniqueFd fd) {
   // `next` (the old descriptor) is closed here, or by the last holder.
 }
 
-bool ArchiveDir::checkRemoved() {
+bool ArchiveDir::checkRemoved() const {
   if (gone_ || fd_ < 0) return gone_;
   struct stat st;
   if (::fstat(fd_, &st) == 0 && st.st_nlink == 0) gone_ = true;

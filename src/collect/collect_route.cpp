@@ -311,11 +311,13 @@ void CollectRoute::problems(std::vector<std::string>& out) const {
         "route {}: fdatasync failed: {} is not proven on disk ({} unsynced segment(s) so far)",
         route, last_unsynced_, ctx_.metrics().unsynced_segments));
   }
-  if (dir_.gone()) {
+  // Checked here too, so that /healthz says it at once (and the chains stop writing into the
+  // removed dir's segments from their next write), not only at the next dir-watch tick.
+  if (dir_.checkRemoved()) {
     out.push_back(fmt::format(
-        "route {}: archive dir {} was removed; waiting for a directory to be created there{}{}",
-        route, cfg_.dir.string(), reopen_error_.empty() ? "" : " (it is back but ",
-        reopen_error_.empty() ? "" : reopen_error_ + ")"));
+        "route {}: archive dir {} was removed{}", route, cfg_.dir.string(),
+        reopen_error_.empty() ? std::string()
+                              : " (a new one is there but cannot be used: " + reopen_error_ + ")"));
   }
 }
 

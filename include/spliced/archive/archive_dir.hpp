@@ -37,14 +37,15 @@ class ArchiveDir {
   // The directory behind fd() was removed (its link count is 0): nothing can be created in it.
   bool gone() const { return gone_; }
   // Looks (fstat) whether the directory was removed, marks it gone if so, and returns gone().
-  bool checkRemoved();
+  // Const: it records an observation (/healthz may be the first to make it).
+  bool checkRemoved() const;
 
  private:
   mutable std::mutex mu_;  // guards current_ against hold() from another thread
   std::shared_ptr<const UniqueFd> current_ = std::make_shared<const UniqueFd>();
   int fd_ = -1;
   uint64_t generation_ = 0;
-  bool gone_ = false;
+  mutable bool gone_ = false;
 };
 
 }  // namespace spliced
