@@ -17,7 +17,7 @@ constexpr const char* kRejectedHelp =
     "Client connections closed at accept (limit: max_connections, denied: allow list).";
 
 // The order of this table is the order of /metrics and of the totals line.
-constexpr std::array<RouteMetricDef, 23> kRouteMetrics{{
+constexpr std::array<RouteMetricDef, 24> kRouteMetrics{{
     {"spliced_connections_active", T::Gauge, "Open client connections.", "", "", TotalsFor::None,
      [](const R& r) { return r.counters.connections_active; }},
     {"spliced_connections_total", T::Counter, "Client connections accepted.", "", "connections",
@@ -54,6 +54,10 @@ constexpr std::array<RouteMetricDef, 23> kRouteMetrics{{
     {"spliced_archive_unsynced_segments_total", T::Counter,
      "Segments published as NAME.unsynced because their fdatasync failed (fsync: on_close).", "",
      "", TotalsFor::None, [](const R& r) { return r.counters.unsynced_segments; }},
+    {"spliced_archive_rescued_segments_total", T::Counter,
+     "Segments opened under a rescue name (rescue/...) because the configured name could not be "
+     "opened, or to write held bytes at exit.",
+     "", "", TotalsFor::None, [](const R& r) { return r.counters.archive_rescued_segments; }},
     {"spliced_archive_unpublished_segments", T::Gauge,
      "Closed segments still NAME.open because their rename failed (retried with back-off).", "", "",
      TotalsFor::None, [](const R& r) { return r.unpublished; }},

@@ -106,7 +106,8 @@ void ArchiveLifecycle::run() {
 }
 
 void ArchiveLifecycle::doCompress(ArchiveTarget* t, const std::string& rel) {
-  CompressResult r = compressSegment(t->dir_fd, rel, t->cfg->compress, t->cfg->compress_level,
+  auto dir = t->dir->hold();
+  CompressResult r = compressSegment(dir->get(), rel, t->cfg->compress, t->cfg->compress_level,
                                      t->cfg->fsync == FsyncPolicy::OnClose, *t->sys);
   if (r.err == ENOENT) return;  // gone already: retention, or a catch-up compressed it
   if (r.err != 0) {
@@ -123,15 +124,16 @@ void ArchiveLifecycle::doCompress(ArchiveTarget* t, const std::string& rel) {
 
 void ArchiveLifecycle::doRetain(ArchiveTarget* t) {
   if (!t->retains()) return;
+  auto dir = t->dir->hold();
   RetentionResult r =
-      applyRetention(t->dir_fd, t->cfg->retain, std::chrono::system_clock::now(), t->route);
+      applyRetention(dir->get(), t->cfg->retain, std::chrono::system_clock::now(), t->route);
   t->metrics->deleted_files.fetch_add(r.files, std::memory_order_relaxed);
   t->metrics->deleted_bytes.fetch_add(r.bytes, std::memory_order_relaxed);
 }
 
 void ArchiveLifecycle::doCatchUp(ArchiveTarget* t) {
   if (t->compresses()) {
-    for (const auto& seg : scanSegments(t->dir_fd)) {
+    for (const auto& seg : scanSegments(t->dir->hold()->get())) {
       {
         std::lock_guard lock(mu_);
         if (stop_) return;

@@ -12,51 +12,135 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 
 #include "spliced/archive/rotation.hpp"
 #include "spliced/archive/segment_files.hpp"
 
 namespace spliced {
-SegmentChain::SegmentChain(const ArchiveConfig& cfg, int dir_fd, NameVars vars, SysCalls& sys,
+std::string rescueName(const NameVars& vars, std::chrono::system_clock::time_point now) {
+  time_t t = std::chrono::system_clock::to_time_t(now);
+  tm utc{};
+  ::gmtime_r(&t, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
+  return fmt::format("rescue/{}-{}-{}-{}.log", vars.route, vars.conn, stamp, vars.seq);
+}
+
+bool isNameError(int err) {
+  return err == EINVAL || err == ENAMETOOLONG || err == EEXIST || err == ENOTDIR || err == ELOOP ||
+         err == EISDIR;
+}
+
+SegmentChain::SegmentChain(const ArchiveConfig& cfg, ArchiveDir& dir, NameVars vars, SysCalls& sys,
                            RouteMetrics& metrics)
-    : cfg_(cfg), dir_fd_(dir_fd), vars_(std::move(vars)), sys_(sys), metrics_(metrics) {}
+    : cfg_(cfg), dir_(dir), vars_(std::move(vars)), sys_(sys), metrics_(metrics) {}
 
 SegmentChain::~SegmentChain() { closeSegment(); }
 
 int SegmentChain::ensureOpen() {
+  if (segmentLost()) dropLostSegment();
   if (fd_.valid()) return 0;
+  // Removed: nothing can be created in it; the bytes wait for the route to reopen it.
+  if (dir_.gone()) return ENOENT;
+  if (rescue_next_) {
+    int err = openRescue(0, "the last try before exit");
+    if (err == 0) rescue_next_ = false;
+    return err;
+  }
+  int err = 0;
+  std::string detail;
   auto name = cfg_.name.expand(vars_, std::chrono::system_clock::now(), cfg_.localtime);
   if (!name.ok()) {
-    spdlog::error("error=internal route={} {}", vars_.route, name.error());
-    return EINVAL;
+    err = EINVAL;
+    detail = name.error();
+  } else {
+    err = openNamed(name.value());
+    if (err == 0) {
+      if (auto n = rescue_log_.end(); n && *n > 0) {
+        spdlog::info(
+            "route={} conn={} segments open under their configured name again ({} "
+            "more rescue segment(s) were not logged)",
+            vars_.route, vars_.conn, *n);
+      }
+      return 0;
+    }
+    detail = fmt::format("{}: {}", name.value(), std::strerror(err));
   }
-  std::string rel = name.value();
-  if (int err = makeParents(sys_, dir_fd_, rel)) return err;
+  if (err == ENOENT && dir_.checkRemoved()) return ENOENT;
+  if (!isNameError(err)) return err;
+  return openRescue(err, detail);
+}
+
+int SegmentChain::openNamed(const std::string& first) {
+  std::string rel = first;
+  int dir_fd = dir_.fd();
+  if (int err = makeParents(sys_, dir_fd, rel)) return err;
   // O_EXCL on NAME.open, and NAME itself must not exist either: never truncate or overwrite.
   bool remade = false;
   for (int k = 1; k < kMaxNumericSuffix; ++k) {
-    if (!segmentNameTaken(dir_fd_, rel)) {
+    if (!segmentNameTaken(dir_fd, rel)) {
       std::string open_path = rel + std::string(kOpenSuffix);
       int fd =
-          sys_.openat(dir_fd_, open_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+          sys_.openat(dir_fd, open_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
       if (fd >= 0) {
         fd_.reset(fd);
         rel_ = rel;
         size_ = 0;
+        seg_generation_ = dir_.generation();
         return 0;
       }
       if (errno == ENOENT && !remade) {
         // Retention may have removed a directory it had emptied just after it was created.
         remade = true;
-        if (int err = makeParents(sys_, dir_fd_, rel)) return err;
+        if (int err = makeParents(sys_, dir_fd, rel)) return err;
         --k;
         continue;
       }
       if (errno != EEXIST) return errno;
     }
-    rel = withNumericSuffix(name.value(), k);
+    rel = withNumericSuffix(first, k);
   }
   return EEXIST;
+}
+
+int SegmentChain::openRescue(int why, const std::string& detail) {
+  const std::string rel = rescueName(vars_, std::chrono::system_clock::now());
+  int err = openNamed(rel);
+  if (err != 0) {
+    spdlog::error("error=storage route={} conn={} cannot open the rescue segment {}: {}",
+                  vars_.route, vars_.conn, rel, std::strerror(err));
+    return err;
+  }
+  ++metrics_.archive_rescued_segments;
+  if (why == 0) {
+    spdlog::warn("route={} conn={} writing held bytes to the rescue segment {} ({})", vars_.route,
+                 vars_.conn, rel_, detail);
+  } else if (rescue_log_.hit()) {
+    spdlog::error(
+        "error=storage route={} conn={} cannot open a segment under the configured name ({}); "
+        "writing to the rescue segment {} instead",
+        vars_.route, vars_.conn, detail, rel_);
+  }
+  return 0;
+}
+
+void SegmentChain::dropLostSegment() {
+  // Its fd still writes to a file that no directory holds any more: what it holds is gone.
+  spdlog::error(
+      "error=storage route={} conn={} segment {}{} ({} bytes) went with the removed archive dir; "
+      "what follows goes to a new segment",
+      vars_.route, vars_.conn, rel_, kOpenSuffix, size_);
+  ++metrics_.storage_errors;
+  fd_.reset();
+  rel_.clear();
+  size_ = 0;
+  ++vars_.seq;
+}
+
+void SegmentChain::rescueNext() {
+  closeSegment();
+  rescue_next_ = true;
 }
 
 void SegmentChain::rotate() {
@@ -80,6 +164,7 @@ void SegmentChain::releaseOwner(uint64_t owner) {
 void SegmentChain::closeSegment() {
   rotate_pending_ = false;
   if (!fd_.valid()) return;
+  if (segmentLost()) return dropLostSegment();
   UnpublishedSegment seg{rel_, size_, false, 0};
   if (cfg_.fsync == FsyncPolicy::OnClose && sys_.fdatasync(fd_.get()) != 0) {
     // After a failed fdatasync the kernel may already have dropped the dirty pages ("fsyncgate"):
@@ -94,7 +179,7 @@ void SegmentChain::closeSegment() {
   rel_.clear();
   size_ = 0;
   ++vars_.seq;
-  Published pub = publishSegment(sys_, dir_fd_, cfg_, vars_.route, metrics_, seg);
+  Published pub = publishSegment(sys_, dir_.fd(), cfg_, vars_.route, metrics_, seg);
   if (pub.err != 0) {
     // The bytes stay complete under the .open name. It is not a closed segment yet: not counted
     // as one, and not handed to compression until it is published.

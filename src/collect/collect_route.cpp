@@ -25,6 +25,8 @@ CollectRoute::CollectRoute(RouteContext& ctx, const ArchiveConfig& cfg, ArchiveL
 namespace {
 constexpr std::chrono::milliseconds kFirstPublishRetry{100};
 constexpr std::chrono::milliseconds kMaxPublishRetry{5000};
+// How often the route looks whether its archive dir was removed (or, while it is, came back).
+constexpr std::chrono::milliseconds kDirWatch{1000};
 }  // namespace
 
 CollectRoute::~CollectRoute() {
@@ -38,26 +40,25 @@ Status CollectRoute::openDir() {
     return Error(sourceOfSetupErrno(ec.value()),
                  fmt::format("cannot create archive dir {}", cfg_.dir.string()), ec.value());
   }
-  dir_fd_.reset(::open(cfg_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir_fd_.valid()) {
+  UniqueFd fd(::open(cfg_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) {
     int err = errno;
     return Error(sourceOfSetupErrno(err),
                  fmt::format("cannot open archive dir {}", cfg_.dir.string()), err);
   }
-  if (::faccessat(dir_fd_.get(), ".", W_OK | X_OK, 0) != 0) {
+  if (::faccessat(fd.get(), ".", W_OK | X_OK, 0) != 0) {
     int err = errno;
     return Error(sourceOfSetupErrno(err),
                  fmt::format("archive dir {} is not writable", cfg_.dir.string()), err);
   }
+  dir_.reset(std::move(fd));
   return Ok{};
 }
 
-Status CollectRoute::start() {
-  if (Status s = openDir(); !s) return s;
-  if (Status s = lockDir(); !s) return s;
+void CollectRoute::recover() {
   const std::string& route = ctx_.routeName();
   // Leftovers of a crash: NAME.open segments are finalised, interrupted compressions removed.
-  RecoveryResult rec = recoverArchive(dir_fd_.get(), route, ctx_.sys());
+  RecoveryResult rec = recoverArchive(dir_.fd(), route, ctx_.sys());
   for (const auto& e : rec.errors) spdlog::error("error=storage route={} recovery: {}", route, e);
   if (!rec.finalized.empty() || rec.removed_tmp > 0) {
     spdlog::warn(
@@ -65,19 +66,28 @@ Status CollectRoute::start() {
         "temporary file(s) removed",
         route, rec.finalized.size(), rec.removed_tmp);
   }
-  target_ = ArchiveTarget{route, dir_fd_.get(), &cfg_, &lifecycle_metrics_, &ctx_.sys()};
+}
+
+Status CollectRoute::start() {
+  if (Status s = openDir(); !s) return s;
+  if (Status s = lockDir(dir_.fd(), lock_fd_); !s) return s;
+  const std::string& route = ctx_.routeName();
+  recover();
+  target_ = ArchiveTarget{route, &dir_, &cfg_, &lifecycle_metrics_, &ctx_.sys()};
   if (cfg_.layout == Layout::Shared) {
     NameVars vars;
     vars.route = route;
     vars.pid = ::getpid();
-    shared_ = std::make_unique<SegmentChain>(cfg_, dir_fd_.get(), std::move(vars), ctx_.sys(),
-                                             ctx_.metrics());
+    shared_ =
+        std::make_unique<SegmentChain>(cfg_, dir_, std::move(vars), ctx_.sys(), ctx_.metrics());
     shared_->onSegmentClosed([this](const std::string& rel, uint64_t) { segmentClosed(rel); });
     shared_->onUnpublished([this](UnpublishedSegment seg) { publishLater(std::move(seg)); });
   }
   publish_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onPublishRetry, this));
   interval_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onInterval, this));
   armInterval();
+  dir_watch_ev_.reset(event_new(ctx_.base(), -1, EV_PERSIST, &CollectRoute::onDirWatch, this));
+  addEvent(dir_watch_ev_.get(), kDirWatch);
   if (target_.compresses() || target_.retains()) {
     // A catch-up now (segments left plain or due for deletion while stopped), then on a timer:
     // retention by age needs the clock, not only rotations.
@@ -93,16 +103,16 @@ Status CollectRoute::start() {
   return Ok{};
 }
 
-Status CollectRoute::lockDir() {
-  lock_fd_.reset(::openat(dir_fd_.get(), ".spliced.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  if (!lock_fd_.valid()) {
+Status CollectRoute::lockDir(int dir_fd, UniqueFd& out) {
+  UniqueFd lock_fd(::openat(dir_fd, ".spliced.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!lock_fd.valid()) {
     int err = errno;
     return Error(sourceOfSetupErrno(err),
                  fmt::format("cannot create {}/.spliced.lock", cfg_.dir.string()), err);
   }
-  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+  if (::flock(lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
     char pid[32] = {0};
-    ssize_t n = ::pread(lock_fd_.get(), pid, sizeof pid - 1, 0);
+    ssize_t n = ::pread(lock_fd.get(), pid, sizeof pid - 1, 0);
     std::string who;
     if (n > 0) who = fmt::format(" (pid {})", std::string(pid, std::strcspn(pid, "\n")));
     return Error(ErrorSource::Environment,
@@ -110,14 +120,68 @@ Status CollectRoute::lockDir() {
                              cfg_.dir.string(), who));
   }
   std::string me = fmt::format("{}\n", ::getpid());
-  if (::ftruncate(lock_fd_.get(), 0) == 0) {
-    [[maybe_unused]] ssize_t w = ::pwrite(lock_fd_.get(), me.data(), me.size(), 0);
+  if (::ftruncate(lock_fd.get(), 0) == 0) {
+    [[maybe_unused]] ssize_t w = ::pwrite(lock_fd.get(), me.data(), me.size(), 0);
   }
+  out = std::move(lock_fd);
   return Ok{};
 }
 
 size_t CollectRoute::descriptorsPerSession() const {
   return cfg_.layout == Layout::PerConnection ? 2 : 1;
+}
+
+void CollectRoute::onDirWatch(evutil_socket_t, short, void* arg) {
+  static_cast<CollectRoute*>(arg)->watchDir();
+}
+
+void CollectRoute::watchDir() {
+  const std::string& route = ctx_.routeName();
+  // A chain that failed to open a segment may have noticed first (SegmentChain::ensureOpen).
+  if (!dir_.checkRemoved()) return;
+  if (!dir_removed_logged_) {
+    dir_removed_logged_ = true;
+    ++ctx_.metrics().storage_errors;
+    spdlog::error(
+        "error=storage route={} archive dir {} was removed; its connections are paused and hold "
+        "their bytes until a directory is created at that path again",
+        route, cfg_.dir.string());
+  }
+  if (reopenDir()) {
+    dir_removed_logged_ = false;
+    reopen_error_.clear();
+    spdlog::info("route={} archive dir {} is back; reopened", route, cfg_.dir.string());
+    // Paused sessions resume at their next retry (at most 5 s); their chains open in the new dir.
+    if (target_.compresses() || target_.retains()) lifecycle_.catchUp(&target_);
+  }
+}
+
+bool CollectRoute::reopenDir() {
+  // spliced does not create the dir itself at run time: a missing dir may be an unmounted
+  // volume, and creating it would fill the file system below the mount point.
+  UniqueFd fd(::open(cfg_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  std::string why;
+  UniqueFd lock;
+  if (!fd.valid()) {
+    if (errno == ENOENT) return false;  // not back yet: nothing to say
+    why = fmt::format("cannot open it: {}", std::strerror(errno));
+  } else if (::faccessat(fd.get(), ".", W_OK | X_OK, 0) != 0) {
+    why = fmt::format("it is not writable: {}", std::strerror(errno));
+  } else if (Status s = lockDir(fd.get(), lock); !s) {
+    why = s.error().message();
+  }
+  if (!why.empty()) {
+    if (why != reopen_error_) {
+      spdlog::error("error=storage route={} archive dir {} is back but cannot be used: {}",
+                    ctx_.routeName(), cfg_.dir.string(), why);
+      reopen_error_ = why;
+    }
+    return false;
+  }
+  dir_.reset(std::move(fd));
+  lock_fd_ = std::move(lock);
+  recover();  // a restored copy may hold NAME.open files
+  return true;
 }
 
 SessionPtr CollectRoute::createSession(Connection conn) {
@@ -182,7 +246,7 @@ void CollectRoute::retryPublishing() {
   std::vector<UnpublishedSegment> waiting;
   waiting.swap(unpublished_);
   for (auto& seg : waiting) {
-    Published pub = publishSegment(ctx_.sys(), dir_fd_.get(), cfg_, route, ctx_.metrics(), seg);
+    Published pub = publishSegment(ctx_.sys(), dir_.fd(), cfg_, route, ctx_.metrics(), seg);
     if (pub.err == 0) {
       spdlog::info("route={} published {} after a failed rename", route, pub.name);
       segmentClosed(pub.name);
@@ -191,8 +255,7 @@ void CollectRoute::retryPublishing() {
     const std::string open_name = seg.rel + std::string(kOpenSuffix);
     struct stat st;
     if (pub.err == ENOENT &&
-        ::fstatat(dir_fd_.get(), open_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 &&
-        errno == ENOENT) {
+        ::fstatat(dir_.fd(), open_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT) {
       spdlog::error("error=storage route={} {} vanished before it could be published", route,
                     open_name);
       continue;
@@ -216,6 +279,7 @@ void CollectRoute::finish() {
   if (shared_) shared_->closeSegment();
   if (!unpublished_.empty()) retryPublishing();  // the last try before exit
   if (publish_ev_) event_del(publish_ev_.get());
+  if (dir_watch_ev_) event_del(dir_watch_ev_.get());
   if (!unpublished_.empty()) {
     spdlog::error(
         "error=storage route={} {} closed segment(s) left as NAME{} (rename failing: {}); the "
@@ -251,9 +315,13 @@ void CollectRoute::problems(std::vector<std::string>& out) const {
         "route {}: fdatasync failed: {} is not proven on disk ({} unsynced segment(s) so far)",
         route, last_unsynced_, ctx_.metrics().unsynced_segments));
   }
-  struct stat st;
-  if (dir_fd_.valid() && ::fstat(dir_fd_.get(), &st) == 0 && st.st_nlink == 0) {
-    out.push_back(fmt::format("route {}: archive dir {} was removed", route, cfg_.dir.string()));
+  // Checked here too, so that /healthz says it at once (and the chains stop writing into the
+  // removed dir's segments from their next write), not only at the next dir-watch tick.
+  if (dir_.checkRemoved()) {
+    out.push_back(fmt::format(
+        "route {}: archive dir {} was removed{}", route, cfg_.dir.string(),
+        reopen_error_.empty() ? std::string()
+                              : " (a new one is there but cannot be used: " + reopen_error_ + ")"));
   }
 }
 

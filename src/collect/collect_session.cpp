@@ -46,7 +46,7 @@ CollectSession::CollectSession(RouteContext& ctx, CollectRoute& archive, UniqueF
   Sink* sink = nullptr;
   if (ac.layout == Layout::PerConnection) {
     NameVars vars{ctx_.routeName(), peer_.fileSafeIp(), peer_.port, id_, 0, ::getpid()};
-    own_chain_ = std::make_unique<SegmentChain>(ac, archive_.dirFd(), std::move(vars), ctx_.sys(),
+    own_chain_ = std::make_unique<SegmentChain>(ac, archive_.dir(), std::move(vars), ctx_.sys(),
                                                 ctx_.metrics());
     own_chain_->onSegmentClosed(
         [&archive = archive_](const std::string& rel, uint64_t) { archive.segmentClosed(rel); });
@@ -210,7 +210,17 @@ void CollectSession::shutdownSweep() {
     bytes_ += r.moved;
     if (r.status == PumpStatus::Eof) return close(EndReason::Eof, 0);
   }
-  pump_->endStream();  // the last chance: what cannot be written now is lost, and said so
+  pump_->endStream();
+  if (pump_->heldBytes() > 0) {
+    // The last chance: a segment under a rescue name (a new file, which may succeed where the
+    // configured name or the active segment fails). What cannot be written then is lost, and
+    // said so.
+    SegmentChain* chain = own_chain_ ? own_chain_.get() : archive_.sharedChain();
+    if (chain != nullptr) {
+      chain->rescueNext();
+      pump_->endStream();
+    }
+  }
   if (pump_->heldBytes() > 0) {
     spdlog::error("error=storage route={} conn={} {} bytes could not be written before exit: {}",
                   ctx_.routeName(), id_, pump_->heldBytes(),

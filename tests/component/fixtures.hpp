@@ -63,6 +63,9 @@ class FaultySysCalls : public SysCalls {
   // Returns 0 to pass through, -1 (and sets errno) to fail the call.
   std::function<int(Call, size_t& len)> hook;
   std::function<int(Call, int nth, size_t& len)> fault;
+  // openat and mkdirat only, asked before `fault` with the path of the call: returns 0 to pass
+  // the call on, -1 (and sets errno) to fail it (a name refused, a name that works).
+  std::function<int(Call, const char* path)> path_fault;
   std::atomic<int> calls_from_socket{0};
   std::atomic<int> calls_to_file{0};
 
@@ -114,10 +117,18 @@ class FaultySysCalls : public SysCalls {
     return SysCalls::shutdown(fd, how);
   }
   int openat(int dirfd, const char* path, int flags, mode_t mode) override {
+    if (path_fault && path_fault(Call::Openat, path) < 0) {
+      count(Call::Openat);
+      return -1;
+    }
     if (faulted(Call::Openat)) return -1;
     return SysCalls::openat(dirfd, path, flags, mode);
   }
   int mkdirat(int dirfd, const char* path, mode_t mode) override {
+    if (path_fault && path_fault(Call::Mkdirat, path) < 0) {
+      count(Call::Mkdirat);
+      return -1;
+    }
     if (faulted(Call::Mkdirat)) return -1;
     return SysCalls::mkdirat(dirfd, path, mode);
   }

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "spliced/archive/archive_config.hpp"
+#include "spliced/archive/archive_dir.hpp"
 #include "spliced/core/syscalls.hpp"
 
 namespace spliced {
@@ -32,7 +33,7 @@ struct LifecycleMetrics {
 // What the lifecycle thread needs of a route. Owned by the route, which outlives the thread.
 struct ArchiveTarget {
   std::string route;
-  int dir_fd = -1;
+  const ArchiveDir* dir = nullptr;  // each job holds its descriptor (hold()) while it runs
   const ArchiveConfig* cfg = nullptr;
   LifecycleMetrics* metrics = nullptr;
   SysCalls* sys =

@@ -10,9 +10,11 @@
 #include <string>
 
 #include "spliced/archive/archive_config.hpp"
+#include "spliced/archive/archive_dir.hpp"
 #include "spliced/archive/naming.hpp"
 #include "spliced/archive/segment_files.hpp"
 #include "spliced/core/fd.hpp"
+#include "spliced/core/log_limit.hpp"
 #include "spliced/core/metrics.hpp"
 #include "spliced/core/pump.hpp"
 #include "spliced/core/syscalls.hpp"
@@ -39,11 +41,32 @@ Published publishSegment(SysCalls& sys, int dir_fd, const ArchiveConfig& cfg,
                          const std::string& route, RouteMetrics& metrics,
                          const UnpublishedSegment& seg);
 
-// A SegmentChain owns the open segment's fd. The archive config, the archive dir fd, the
-// syscalls and the counters are borrowed from the route and outlive it.
+// The rescue name of a segment whose configured name cannot be opened for a reason that waiting
+// does not cure (see SegmentChain): rescue/ROUTE-CONN-YYYYmmddTHHMMSSZ-SEQ.log, below the
+// archive root (CONN is 0 for a shared chain). Route names are short and file-safe, so this name
+// cannot fail the same way.
+std::string rescueName(const NameVars& vars, std::chrono::system_clock::time_point now);
+
+// True for an errno of a segment open that waiting does not cure: the name is refused
+// (EINVAL: expansion refused; ENAMETOOLONG; EEXIST: numeric suffixes exhausted; ENOTDIR, ELOOP,
+// EISDIR: something else sits where the name's directories should be).
+bool isNameError(int err);
+
+// A SegmentChain owns the open segment's fd. The archive config, the archive dir, the syscalls
+// and the counters are borrowed from the route and outlive it.
+//
+// The archive dir may be replaced meanwhile (it was removed and came back, see ArchiveDir): the
+// chain always opens in the current one. A segment opened in a directory that is gone now is
+// dropped at the chain's next write or close (its bytes went with that directory; logged), and
+// the chain goes on with a new segment, in the new directory once there is one (until then,
+// writes fail with ENOENT and the caller holds its bytes).
+//
+// When the configured name cannot be opened for a reason waiting does not cure (isNameError),
+// the segment is opened under rescueName() instead, logged once per episode and counted
+// (archive_rescued_segments); the next segment tries the configured name again.
 class SegmentChain : public Sink {
  public:
-  SegmentChain(const ArchiveConfig& cfg, int dir_fd, NameVars vars, SysCalls& sys,
+  SegmentChain(const ArchiveConfig& cfg, ArchiveDir& dir, NameVars vars, SysCalls& sys,
                RouteMetrics& metrics);
   ~SegmentChain() override;  // closes (and publishes) the active segment
 
@@ -62,6 +85,9 @@ class SegmentChain : public Sink {
   void rotate();
   // Closes the active segment now, even in the middle of a record (shutdown, destructor).
   void closeSegment();
+  // The last try for bytes that cannot be written (shutdown): closes the active segment, and the
+  // next segment opened takes a rescue name, whatever the error was.
+  void rescueNext();
   bool rotationPending() const { return rotate_pending_; }
   bool active() const { return fd_.valid(); }
   uint64_t segmentBytes() const { return size_; }
@@ -76,13 +102,22 @@ class SegmentChain : public Sink {
   void onUnpublished(SegmentUnpublishedFn fn) { on_unpublished_ = std::move(fn); }
 
  private:
-  // Opens the next segment if none is open. Returns 0 or an errno.
+  // Opens the next segment if none is open (dropping one whose directory is gone). Returns 0 or
+  // an errno.
   int ensureOpen();
+  // Opens `rel` (or a numeric-suffixed form of it) as the active segment. Returns 0 or an errno.
+  int openNamed(const std::string& rel);
+  int openRescue(int why, const std::string& detail);
+  // The active segment lives in a directory that is not the archive dir any more.
+  bool segmentLost() const {
+    return fd_.valid() && (dir_.gone() || dir_.generation() != seg_generation_);
+  }
+  void dropLostSegment();
   SinkResult writeBuffer(const char* data, size_t n, bool whole_lines);
   SinkResult fail(size_t done, int err);
 
   const ArchiveConfig& cfg_;
-  int dir_fd_;
+  ArchiveDir& dir_;
   NameVars vars_;
   SysCalls& sys_;
   RouteMetrics& metrics_;
@@ -93,6 +128,9 @@ class SegmentChain : public Sink {
   uint64_t closed_ = 0;            // segments closed by this chain
   uint64_t incomplete_owner_ = 0;  // writeLines: owner whose record is half written
   bool rotate_pending_ = false;    // rotate() waits for incomplete_owner_'s record
+  uint64_t seg_generation_ = 0;    // dir_.generation() when the active segment was opened
+  bool rescue_next_ = false;       // rescueNext(): the next segment takes a rescue name
+  LogLimiter rescue_log_{"archive rescue"};
   int last_err_ = 0;
   SegmentClosedFn on_closed_;
   SegmentUnpublishedFn on_unpublished_;

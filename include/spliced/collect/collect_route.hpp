@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "spliced/archive/archive_config.hpp"
+#include "spliced/archive/archive_dir.hpp"
 #include "spliced/archive/lifecycle.hpp"
 #include "spliced/archive/segment_chain.hpp"
 #include "spliced/core/event.hpp"
@@ -15,10 +16,10 @@
 
 namespace spliced {
 
-// A CollectRoute owns the archive dir fd and its lock, the shared chain (layout: shared), the
-// interval and maintenance timers, the route's lifecycle counters, and the closed segments of
-// all its chains whose rename failed (retried on a timer with back-off, and once more at
-// finish(): a session may end before its segment is published); it creates the route's
+// A CollectRoute owns the archive dir (ArchiveDir) and its lock, the shared chain (layout:
+// shared), the interval, maintenance and dir-watch timers, the route's lifecycle counters, and the
+// closed segments of all its chains whose rename failed (retried on a timer with back-off, and once
+// more at finish(): a session may end before its segment is published); it creates the route's
 // CollectSessions, which borrow it. The RouteContext, the archive config (part of the config
 // snapshot) and the lifecycle thread are borrowed and outlive it.
 class CollectRoute : public RouteKind {
@@ -38,7 +39,8 @@ class CollectRoute : public RouteKind {
 
   // What its sessions use.
   const ArchiveConfig& config() const { return cfg_; }
-  int dirFd() const { return dir_fd_.get(); }
+  int dirFd() const { return dir_.fd(); }
+  ArchiveDir& dir() { return dir_; }
   SegmentChain* sharedChain() { return shared_.get(); }
   // A segment of this route is complete: queue its compression (not for NAME.unsynced) and a
   // retention pass.
@@ -58,7 +60,15 @@ class CollectRoute : public RouteKind {
 
  private:
   Status openDir();
-  Status lockDir();
+  // Opens and locks <dir>/.spliced.lock of the directory `dir_fd` into `out`.
+  Status lockDir(int dir_fd, UniqueFd& out);
+  // Finalises what an unclean stop left in the archive dir (start, and a recreated dir).
+  void recover();
+  // The dir-watch timer: notices that the archive dir was removed, and reopens it by path once a
+  // directory is there again.
+  static void onDirWatch(evutil_socket_t, short, void* arg);
+  void watchDir();
+  bool reopenDir();
   static void onInterval(evutil_socket_t, short, void* arg);
   static void onMaintenance(evutil_socket_t, short, void* arg);
   void armInterval();
@@ -69,7 +79,7 @@ class CollectRoute : public RouteKind {
   RouteContext& ctx_;
   const ArchiveConfig& cfg_;
   ArchiveLifecycle& lifecycle_;
-  UniqueFd dir_fd_;
+  ArchiveDir dir_;
   UniqueFd lock_fd_;  // flock on <dir>/.spliced.lock: one process per archive dir
   LifecycleMetrics lifecycle_metrics_;
   ArchiveTarget target_;  // what the lifecycle thread needs of this route
@@ -81,6 +91,9 @@ class CollectRoute : public RouteKind {
   std::unique_ptr<SegmentChain> shared_;
   EventPtr interval_ev_;
   EventPtr maintenance_ev_;
+  EventPtr dir_watch_ev_;
+  bool dir_removed_logged_ = false;  // this removal episode was logged
+  std::string reopen_error_;         // why the last reopen failed ("" when none did)
   uint64_t stalled_ = 0;
   int last_storage_err_ = 0;
 };

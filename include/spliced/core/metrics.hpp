@@ -20,8 +20,9 @@ struct RouteMetrics {
   uint64_t archive_segments = 0;      // segments closed (renamed to their final name)
   uint64_t copy_fallback_bytes = 0;   // bytes that passed through user space
   uint64_t storage_errors = 0;
-  uint64_t unsynced_segments = 0;  // published as NAME.unsynced: their fdatasync failed
-  uint64_t lines_split = 0;        // framing: lines, lines longer than max_line
+  uint64_t unsynced_segments = 0;         // published as NAME.unsynced: their fdatasync failed
+  uint64_t archive_rescued_segments = 0;  // opened under a rescue name (rescue/...)
+  uint64_t lines_split = 0;               // framing: lines, lines longer than max_line
 };
 
 }  // namespace spliced

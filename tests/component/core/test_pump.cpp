@@ -26,7 +26,7 @@ struct Rig {
   FaultySysCalls sys;
   RouteMetrics metrics;
   ArchiveConfig cfg;
-  UniqueFd dir_fd;
+  ArchiveDir dir;
   UniqueFd client;  // the test writes here
   UniqueFd server;  // the pump reads here (non-blocking)
 
@@ -34,7 +34,7 @@ struct Rig {
     cfg.dir = tmp.path;
     cfg.name = NameTemplate::compile(name).value();
     cfg.rotate.max_bytes = max_bytes;
-    dir_fd.reset(::open(tmp.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    dir.reset(UniqueFd(::open(tmp.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
     int sv[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
     client.reset(sv[0]);
@@ -101,7 +101,7 @@ TEST_CASE("splice path moves a stream byte-exactly with no copy", "[pump]") {
   PipePool pool(rig.sys, 1 << 20, 4);
   std::string data = payload(4 << 20, 1);
   {
-    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
     Pump pump(rig.server.get(), chain, pool, rig.sys, rig.metrics);
     auto t = writer(rig.client.get(), data, 100000);
     pumpToEnd(pump, rig.server.get());
@@ -136,7 +136,7 @@ TEST_CASE("EAGAIN and short splices in both legs lose nothing", "[pump]") {
   };
   std::string data = payload(1 << 20, 2);
   {
-    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
     Pump pump(rig.server.get(), chain, pool, rig.sys, rig.metrics);
     auto t = writer(rig.client.get(), data, 3001);
     auto seen = pumpToEnd(pump, rig.server.get());
@@ -159,7 +159,7 @@ TEST_CASE("EINVAL from splice on the socket falls back to copying, counted", "[p
   };
   std::string data = payload(3 << 20, 3);
   {
-    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
     Pump pump(rig.server.get(), chain, pool, rig.sys, rig.metrics);
     auto t = writer(rig.client.get(), data, 65536);
     pumpToEnd(pump, rig.server.get());
@@ -183,7 +183,7 @@ TEST_CASE("a file system that refuses splice gets the bytes by copy, counted", "
   };
   std::string data = payload(2 << 20, 4);
   {
-    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
     Pump pump(rig.server.get(), chain, pool, rig.sys, rig.metrics);
     auto t = writer(rig.client.get(), data, 65536);
     pumpToEnd(pump, rig.server.get());
@@ -199,7 +199,7 @@ TEST_CASE("no pipe to be had (pipes.max: 0) copies, counted", "[pump]") {
   PipePool pool(rig.sys, 1 << 20, 0);
   std::string data = payload(1 << 20, 5);
   {
-    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
     Pump pump(rig.server.get(), chain, pool, rig.sys, rig.metrics);
     auto t = writer(rig.client.get(), data, 65536);
     pumpToEnd(pump, rig.server.get());
@@ -222,7 +222,7 @@ TEST_CASE("EOF while bytes are still in the pipe: they are written before the en
     return 0;
   };
   std::string data = payload(200000, 6);
-  SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+  SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
   Pump pump(rig.server.get(), chain, pool, rig.sys, rig.metrics);
   auto t = writer(rig.client.get(), data, data.size());
   t.join();  // all bytes and the EOF are queued on the socket
@@ -251,7 +251,7 @@ TEST_CASE("ENOSPC mid-stream stops reading, keeps the bytes, and resumes", "[pum
     return 0;
   };
   std::string data = payload(2 << 20, 7);
-  SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+  SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
   Pump pump(rig.server.get(), chain, pool, rig.sys, rig.metrics);
   auto t = writer(rig.client.get(), data, 65536);
   // Let some bytes through, then fill the disk.
@@ -288,7 +288,7 @@ TEST_CASE("max_bytes splits a chunk at the boundary: no segment is larger", "[pu
   PipePool pool(rig.sys, 1 << 20, 4);
   std::string data = payload((1 << 20) + 12345, 8);
   {
-    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
     Pump pump(rig.server.get(), chain, pool, rig.sys, rig.metrics);
     auto t = writer(rig.client.get(), data, 1 << 20);
     pumpToEnd(pump, rig.server.get());
@@ -305,7 +305,7 @@ TEST_CASE("max_bytes splits a chunk at the boundary: no segment is larger", "[pu
 TEST_CASE("a segment file is created only when the first byte arrives", "[pump]") {
   Rig rig;
   PipePool pool(rig.sys, 1 << 20, 4);
-  SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+  SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
   Pump pump(rig.server.get(), chain, pool, rig.sys, rig.metrics);
   CHECK(pump.run(1 << 20).status == PumpStatus::Drained);
   CHECK(fs::is_empty(rig.tmp.path));
@@ -322,7 +322,7 @@ TEST_CASE("a segment file is created only when the first byte arrives", "[pump]"
 TEST_CASE("an existing file is never overwritten: a suffix is added", "[archive]") {
   Rig rig(0, "fixed.log");
   { std::ofstream(rig.tmp.path / "fixed.log") << "old"; }
-  SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+  SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
   CHECK(chain.fromBuffer("new1", 4).status == IoStatus::Ok);
   chain.rotate();
   CHECK(chain.fromBuffer("new2", 4).status == IoStatus::Ok);
@@ -337,7 +337,7 @@ TEST_CASE("an existing file is never overwritten: a suffix is added", "[archive]
 
 TEST_CASE("line framing keeps lines of interleaved writers whole", "[lines]") {
   Rig rig(4096);
-  SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+  SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
   LineFramer a(chain, 1, 1 << 20, rig.metrics);
   LineFramer b(chain, 2, 1 << 20, rig.metrics);
   std::string la, lb;
@@ -473,7 +473,7 @@ std::string frame(const std::string& text, size_t max_line, uint64_t id, size_t 
                   uint64_t* split = nullptr) {
   Rig rig;
   {
-    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
     LineFramer f(chain, id, max_line, rig.metrics);
     feed(f, text, slice);
   }
@@ -556,7 +556,7 @@ TEST_CASE("pieces of concurrent connections interleave and join back per connect
   const std::vector<uint64_t> ids = {1, 99, UINT64_MAX};
   std::vector<std::string> texts(ids.size());
   {
-    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
     std::vector<std::unique_ptr<LineFramer>> framers;
     for (uint64_t id : ids)
       framers.push_back(std::make_unique<LineFramer>(chain, id, kMax, rig.metrics));
@@ -626,7 +626,7 @@ TEST_CASE("a pipe that becomes available mid-stream never lets spliced bytes ove
   rig.sys.pipe_fails = [](int call) { return call == 1; };
   std::string data = payload(2 << 20, 9);
   {
-    SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+    SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
     Pump pump(rig.server.get(), chain, pool, rig.sys, rig.metrics);
     auto t = writer(rig.client.get(), data, data.size());
     pollfd p{rig.server.get(), POLLIN, 0};
@@ -642,7 +642,7 @@ TEST_CASE("a pipe that becomes available mid-stream never lets spliced bytes ove
 TEST_CASE("a line-framed pump keeps no copy buffer while idle with a partial line",
           "[pump][lines]") {
   Rig rig;
-  SegmentChain chain(rig.cfg, rig.dir_fd.get(), NameVars{"t"}, rig.sys, rig.metrics);
+  SegmentChain chain(rig.cfg, rig.dir, NameVars{"t"}, rig.sys, rig.metrics);
   LineFramer framer(chain, 1, 1 << 20, rig.metrics);
   PipePool pool(rig.sys, 65536, 16);
   Pump pump(rig.server.get(), framer, pool, rig.sys, rig.metrics);
