@@ -1,6 +1,7 @@
 #include "spliced/core/listen_socket.hpp"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -46,6 +47,9 @@ Result<UniqueFd> openListenSocket(const SocketAddress& addr) {
   int one = 1;
   if (!addr.isUnix()) {
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt per route, not
+    // one per connection (the proxy writes whole chunks; a collect route never writes).
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     // [::]:port means IPv6 only, as nginx does; list 0.0.0.0:port too for IPv4.
     if (addr.family() == AF_INET6)
       ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);

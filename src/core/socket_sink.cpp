@@ -46,6 +46,7 @@ SinkResult SocketSink::fromBuffer(const char* data, size_t n) {
 }
 
 SinkResult SocketSink::finish() {
+  if (close_follows_) return {};
   if (sys_.shutdown(fd_, SHUT_WR) != 0 && errno != ENOTCONN) return {0, IoStatus::Error, errno};
   return {};
 }

@@ -116,8 +116,12 @@ void ProxySession::connectNext() {
     upstream_fd_ = std::move(fd);
     upstream_ = u;
     connect_started_ = std::chrono::steady_clock::now();
-    connect_ev_.reset(
-        event_new(ctx_.base(), upstream_fd_.get(), EV_WRITE, &ProxySession::onConnect, this));
+    // EV_READ too: a failed connect then reports both (EPOLLERR), a plain success only
+    // EV_WRITE, which needs no getsockopt(SO_ERROR) to judge (connectResultReadWrite).
+    // EV_PERSIST: it stays registered until the upstream's read event is added, so the switch
+    // from connecting to reading is one epoll_ctl(MOD), not a DEL and an ADD.
+    connect_ev_.reset(event_new(ctx_.base(), upstream_fd_.get(), EV_READ | EV_WRITE | EV_PERSIST,
+                                &ProxySession::onConnect, this));
     addEvent(connect_ev_.get(), fc.connect_timeout);
     return;
   }
@@ -125,13 +129,16 @@ void ProxySession::connectNext() {
 
 void ProxySession::onConnect(evutil_socket_t fd, short what, void* arg) {
   auto* self = static_cast<ProxySession*>(arg);
-  int err = connectResult(fd, what);
-  self->connect_ev_.reset();
-  if (err != 0) return self->connectFailed(err);
+  int err = connectResultReadWrite(fd, what);
+  if (err != 0) {
+    self->connect_ev_.reset();
+    return self->connectFailed(err);
+  }
   self->pool_.connected(self->upstream_);
   self->connected_ = true;
   self->connect_time_ = since(self->connect_started_);
   self->startStreaming();
+  self->connect_ev_.reset();  // after the read event on the same socket is in (see connectNext)
 }
 
 void ProxySession::connectFailed(int err) {
@@ -171,11 +178,8 @@ void ProxySession::startStreaming() {
     }
     m.upstream_bytes += header.size();
   }
+  // The client socket has TCP_NODELAY from its listener (openListenSocket).
   state_ = State::Streaming;
-  int one = 1;
-  if (peer_.ss_family != AF_UNIX) {
-    ::setsockopt(client_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  }
   auto setup = [&](Direction& d, bool to_upstream, int src, int dst, uint64_t* written,
                    uint64_t* read) {
     d.owner = this;
@@ -225,7 +229,10 @@ void ProxySession::handle(Direction& d, const PumpResult& r) {
       event_del(d.read_ev.get());
       event_del(d.write_ev.get());
       if (d.check_ev) event_del(d.check_ev.get());
-      if (ended(c2u_) && ended(u2c_)) close(End::Done, 0);
+      if (ended(c2u_) && ended(u2c_)) return close(End::Done, 0);
+      // This source was read to its EOF: when the other direction ends too, the session closes
+      // at once, and closing its destination (this source) sends that FIN without a shutdown.
+      (d.to_upstream ? u2c_ : c2u_).sink->finishByClose();
       return;
     case PumpStatus::SinkBlocked:
       // The other side is not reading: stop reading this one until it catches up.

@@ -132,6 +132,13 @@ int connectResult(int fd, short what) {
   return err;
 }
 
+int connectResultReadWrite(int fd, short what) {
+  // EPOLLERR and EPOLLHUP are reported to an event with EV_READ | EV_WRITE as both; EV_WRITE
+  // alone is a connect that succeeded.
+  if (what == EV_WRITE) return 0;
+  return connectResult(fd, what);
+}
+
 void UpstreamPool::connectFailed(Upstream* u, int err) {
   ++u->errors;
   ++u->fails_in_row;

@@ -16,6 +16,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -632,6 +633,70 @@ def run_rate(system, work, n):
         stop_all(system, sink)
 
 
+SYSCALL_CONNS = 2000  # short connections counted under strace (after 200 not counted)
+
+
+def run_syscalls(system, work, n):
+    """System calls per short proxied connection (64-byte request and answer, close), counted by
+    strace -c attached to every process and thread of the system under test. A count, not a
+    time: strace slows the run down but does not change what is called."""
+    sink = tracer = None
+    out = os.path.join(work, f"strace-{time.monotonic_ns()}.txt")
+    try:
+        sink = Sink(work, epoll=True, reply=RATE_BYTES)
+        to = system.start_forward(sink.port)
+        rate = [LOADGEN, "rate", "--to", to, "--clients", "8", "--bytes", str(RATE_BYTES),
+                "--reply", str(RATE_BYTES)]
+        subprocess.run(rate + ["--conns", "200"], capture_output=True, text=True, timeout=120,
+                       check=True)
+        pids = [a for p in tree_pids(system.proc.pid) for a in ("-p", str(p))]
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out, *pids],
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # attached
+        r = subprocess.run(rate + ["--conns", str(n)], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"{system.name}: short connections failed: {r.stdout.strip()}")
+        time.sleep(0.3)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+        calls = {}
+        with open(out) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 5 or not fields[0][0].isdigit():
+                    continue
+                # % time, seconds, usecs/call, calls, [errors], syscall
+                calls[fields[-1]] = int(fields[3])
+        total = calls.pop("total", sum(calls.values()))
+        top = sorted(calls.items(), key=lambda kv: -kv[1])
+        return {"syscalls_per_conn": total / n,
+                "calls": {k: v / n for k, v in top if v / n >= 0.05}}
+    finally:
+        if tracer is not None and tracer.poll() is None:
+            tracer.kill()
+            tracer.wait()
+        stop_all(system, sink)
+
+
+def scenario_syscalls(args, n=SYSCALL_CONNS):
+    ensure_packages(["strace"])
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
+    n = 500 if args.quick else n
+    try:
+        results = run_rounds(args, forward_systems(args, work),
+                             lambda _, s: run_syscalls(s, work, n),
+                             lambda r: f"{r['syscalls_per_conn']:.2f} syscalls/conn")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    res = {}
+    for name, rs in results.items():
+        mid = sorted(rs, key=lambda r: r["syscalls_per_conn"])[len(rs) // 2]
+        res[name] = {"syscalls_per_conn": mid["syscalls_per_conn"], "calls": mid["calls"],
+                     "runs": len(rs), "all": rs}
+    return {"scenario": f"system calls: {n} short proxied connections (strace -c)",
+            "kind": "syscalls", "results": res}
+
+
 def show_throughput(r):
     return f"{r['gbps']:.3f} GB/s  {r['cpu_per_gb']:.3f} CPU-s/GB"
 
@@ -905,6 +970,13 @@ def table(sc):
         values = [x[key] for x in r.get("all", [])]
         return f"{min(values):{fmt}}–{max(values):{fmt}}" if values else "-"
 
+    if kind == "syscalls":
+        rows = ["| system | system calls per connection | the calls, per connection |",
+                "|---|---|---|"]
+        for name, r in sc["results"].items():
+            calls = ", ".join(f"{k} {v:.2f}" for k, v in r["calls"].items())
+            rows.append(f"| {name} | {r['syscalls_per_conn']:.2f} | {calls} |")
+        return rows
     if kind == "rate":
         rows = ["| system | connections/s | runs (min–max) | CPU-µs per connection |",
                 "|---|---|---|---|"]
@@ -925,7 +997,9 @@ def table(sc):
 # What baseline_table compares, by kind of scenario: (label, key) of the speed and of the cost.
 COMPARED = {"throughput": (("GB/s", "gbps"), ("CPU-s/GB", "cpu_per_gb")),
             "rate": (("conns/s", "conns_per_s"), ("CPU-µs/conn", "cpu_us_per_conn")),
-            "idle": (("KiB/conn", "kib_per_conn"), ("fds/conn", "fds_per_conn"))}
+            "idle": (("KiB/conn", "kib_per_conn"), ("fds/conn", "fds_per_conn")),
+            "syscalls": (("syscalls/conn", "syscalls_per_conn"),
+                         ("syscalls/conn", "syscalls_per_conn"))}
 
 
 def baseline_table(out):
@@ -1134,7 +1208,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 run (CI smoke test)")
     ap.add_argument("--scenario", action="append",
                     choices=["archive-tmpfs", "archive-disk", "archive-1000x1", "forward-4x500",
-                             "forward-100x20", "idle", "rate", "study"])
+                             "forward-100x20", "idle", "rate", "syscalls", "study"])
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--markdown", help="write the tables here (and a PNG chart beside it)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -1182,7 +1256,8 @@ def main():
         prefault_memory(8)
     out = []
     for sc in args.scenario or ["archive-tmpfs", "archive-disk", "archive-1000x1",
-                                "forward-4x500", "forward-100x20", "idle", "rate", "study"]:
+                                "forward-4x500", "forward-100x20", "idle", "rate", "syscalls",
+                                "study"]:
         print(f"scenario {sc}", file=sys.stderr)
         if sc == "archive-1000x1":
             out.append(scenario_archive(args, "tmpfs", 1000, 1_000_000))
@@ -1190,6 +1265,8 @@ def main():
             out.append(scenario_idle(args))
         elif sc == "rate":
             out.append(scenario_rate(args))
+        elif sc == "syscalls":
+            out.append(scenario_syscalls(args))
         elif sc == "study":
             out.append(scenario_forward(args, 4, 500_000_000, study=True))
         elif sc.startswith("archive-"):

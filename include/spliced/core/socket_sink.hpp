@@ -18,9 +18,14 @@ class SocketSink : public Sink {
   SinkResult fromPipe(Pipe& pipe, size_t n) override;
   SinkResult fromBuffer(const char* data, size_t n) override;
   SinkResult finish() override;
+  // The socket is closed as soon as this stream ends (the other direction has ended cleanly and
+  // read its source to EOF, so nothing unread makes the close a reset): the close sends the FIN
+  // and finish() makes no shutdown(2) of its own.
+  void finishByClose() { close_follows_ = true; }
 
  private:
   int fd_;
+  bool close_follows_ = false;
   SysCalls& sys_;
   uint64_t* written_;
 };

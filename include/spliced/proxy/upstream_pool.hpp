@@ -90,5 +90,8 @@ UniqueFd connectNonBlocking(const SocketAddress& addr, int& err);
 // else the errno (ETIMEDOUT when the event timed out). The one place a connect is judged, for
 // sessions and health checks alike (nginx's ngx_stream_proxy_test_connect).
 int connectResult(int fd, short what);
+// The same for a connect watched with EV_READ | EV_WRITE: a success reported as EV_WRITE alone
+// needs no getsockopt (an error always comes with EV_READ too).
+int connectResultReadWrite(int fd, short what);
 
 }  // namespace spliced
