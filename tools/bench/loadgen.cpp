@@ -30,6 +30,13 @@
 //   spliced-loadgen rate --to ADDR --clients C --conns N --bytes B --reply R
 //       C threads make N short connections in all: connect, send B bytes, shut down the write
 //       side, read the answer to EOF (it must be R bytes), close. Prints connections per second.
+//   spliced-loadgen echo --listen PORT_FILE
+//       Listens on 127.0.0.1:0, writes the port to PORT_FILE, and sends every connection's bytes
+//       back as they come (a thread per connection, blocking), until the peer closes.
+//   spliced-loadgen pingpong --to ADDR --clients C --bytes B --seconds T
+//       C connections, each in its own thread, send B bytes and wait for B bytes back, again
+//       and again for T seconds. Prints round trips, seconds and the latency percentiles (p50,
+//       p99, p99.9, max in microseconds) over every round trip of every connection.
 //
 // The binary stream: every 4 KiB block starts with (seed, offset), followed by keyed bytes of
 // the stream, so misplaced, repeated or missing blocks are caught, not only wrong sizes.
@@ -771,14 +778,107 @@ int rate(const std::string& to, int threads, uint64_t conns, uint64_t bytes, uin
   return failed.count() ? 1 : 0;
 }
 
+int echo(const std::string& port_file) {
+  raiseFdLimit();
+  int lfd = listenAndPublish(port_file);
+  for (;;) {
+    int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      die("echo: accept");
+    }
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    std::thread([fd] {
+      std::vector<char> buf(256 * 1024);
+      for (;;) {
+        ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0 || !sendAll(fd, buf.data(), static_cast<size_t>(n))) break;
+      }
+      ::close(fd);
+    }).detach();
+  }
+}
+
+int pingpong(const std::string& to, int clients, uint64_t bytes, double seconds) {
+  raiseFdLimit();
+  Failures failed;
+  std::mutex mu;
+  std::vector<uint32_t> all_ns;  // every round trip, in nanoseconds (capped at 4.29 s)
+  const auto start = std::chrono::steady_clock::now();
+  const auto end = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               std::chrono::duration<double>(seconds));
+  std::vector<std::thread> pool;
+  for (int c = 0; c < clients; ++c) {
+    pool.emplace_back([&, c] {
+      int fd = connectRetrying(to);
+      if (fd < 0) return failed.note("connect", errno);
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      std::vector<char> msg(bytes, static_cast<char>('a' + c % 26));
+      std::vector<char> back(bytes);
+      std::vector<uint32_t> mine;
+      mine.reserve(1 << 20);
+      while (std::chrono::steady_clock::now() < end) {
+        const auto t0 = std::chrono::steady_clock::now();
+        if (!sendAll(fd, msg.data(), msg.size())) {
+          failed.note("send", errno);
+          break;
+        }
+        size_t got = 0;
+        while (got < bytes) {
+          ssize_t n = ::recv(fd, back.data() + got, bytes - got, 0);
+          if (n < 0 && errno == EINTR) continue;
+          if (n <= 0) {
+            failed.note(n == 0 ? "closed" : "recv", n == 0 ? EPIPE : errno);
+            got = 0;
+            break;
+          }
+          got += static_cast<size_t>(n);
+        }
+        if (got != bytes) break;
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::steady_clock::now() - t0)
+                            .count();
+        mine.push_back(static_cast<uint32_t>(std::min<int64_t>(ns, UINT32_MAX)));
+        if (back != msg) {
+          failed.note("answer differs", EPROTO);
+          break;
+        }
+      }
+      ::close(fd);
+      std::lock_guard<std::mutex> lock(mu);
+      all_ns.insert(all_ns.end(), mine.begin(), mine.end());
+    });
+  }
+  for (auto& t : pool) t.join();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::sort(all_ns.begin(), all_ns.end());
+  auto pct = [&](double p) {
+    if (all_ns.empty()) return 0.0;
+    size_t i =
+        std::min(all_ns.size() - 1, static_cast<size_t>(p * static_cast<double>(all_ns.size())));
+    return all_ns[i] / 1000.0;
+  };
+  std::printf(
+      "{\"round_trips\":%zu,\"seconds\":%.6f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+      "\"p999_us\":%.1f,\"max_us\":%.1f,%s}\n",
+      all_ns.size(), secs, pct(0.50), pct(0.99), pct(0.999),
+      all_ns.empty() ? 0.0 : all_ns.back() / 1000.0, failed.json().c_str());
+  return failed.count() ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) die("usage: spliced-loadgen send|sink|verify|verify-lines|idle|rate ...");
+  if (argc < 2)
+    die("usage: spliced-loadgen send|sink|verify|verify-lines|idle|rate|echo|pingpong ...");
   std::string mode = argv[1];
   std::string to;
   int clients = 1;
   uint64_t bytes = 0, seed = 1, conns = 0, reply = 0;
+  double seconds = 0;
   size_t chunk = 256 * 1024, line_len = 0;
   bool use_epoll = false, unordered = false, whole_files = false, check = false;
   std::vector<std::string> files;
@@ -804,6 +904,8 @@ int main(int argc, char** argv) {
       conns = std::stoull(val());
     } else if (a == "--reply") {
       reply = std::stoull(val());
+    } else if (a == "--seconds") {
+      seconds = std::stod(val());
     } else if (a == "--epoll") {
       use_epoll = true;
     } else if (a == "--unordered") {
@@ -848,6 +950,14 @@ int main(int argc, char** argv) {
   if (mode == "rate") {
     if (to.empty() || conns == 0) die("rate needs --to and --conns");
     return rate(to, clients, conns, bytes, reply);
+  }
+  if (mode == "echo") {
+    if (files.size() != 1 && to.empty()) die("echo needs --listen PORT_FILE");
+    return echo(files.empty() ? to : files[0]);
+  }
+  if (mode == "pingpong") {
+    if (to.empty() || bytes == 0 || seconds <= 0) die("pingpong needs --to, --bytes, --seconds");
+    return pingpong(to, clients, bytes, seconds);
   }
   die("unknown mode");
 }

@@ -5,7 +5,10 @@ Runs each scenario for spliced and its peers alternately, N times, and reports m
 GB/s (wall) and CPU-seconds per GB of the system under test (utime+stime of the process and its
 reaped children, from /proc). Every archived byte is verified against what was sent. With
 --baseline DIR every spliced system also runs with DIR/spliced, alternating with the others, and
-the end shows new/baseline ratios; --only-spliced leaves the peers out.
+the end shows new/baseline ratios; --only-spliced leaves the peers out. Two scenarios measure
+what is not a rate of bytes: `syscalls` counts the system calls of a short proxied connection
+(strace -c), `latency` ping-pongs 64 B and 16 KiB over 1 and 16 connections to an echo upstream
+(round trips per second, p50/p99/p99.9 and the proxy's CPU per round trip, against no proxy).
 
     tools/bench/run.py [--runs 5] [--scenario archive-tmpfs] [--quick] [--json out.json]
                        [--baseline DIR] [--only-spliced]
@@ -340,6 +343,32 @@ class Sink:
     def stop(self):
         self.proc.kill()
         self.proc.wait()
+
+
+class Echo(Sink):
+    """spliced-loadgen echo: sends every byte back (the upstream of the latency scenarios)."""
+
+    def __init__(self, workdir):
+        self.port_file = os.path.join(workdir, f"echo-{time.monotonic_ns()}.port")
+        self.proc = subprocess.Popen([LOADGEN, "echo", "--listen", self.port_file])
+        try:
+            wait_for(lambda: os.path.exists(self.port_file), 5, "the echo server to listen")
+        except RuntimeError:
+            self.stop()
+            raise
+        with open(self.port_file) as f:
+            self.port = int(f.read())
+
+
+class Direct:
+    """No proxy: the clients talk to the upstream itself (the latency floor)."""
+    name = "direct"
+
+    def start_forward(self, upstream_port):
+        return f"127.0.0.1:{upstream_port}"
+
+    def settle(self):
+        pass
 
 
 class SplicedProxy(Spliced):
@@ -697,6 +726,65 @@ def scenario_syscalls(args, n=SYSCALL_CONNS):
             "kind": "syscalls", "results": res}
 
 
+LATENCY_SECONDS = 3  # of ping-pong per run
+
+
+def run_latency(system, work, clients, size, seconds):
+    """clients connections through the proxy each send size bytes to an echo upstream and wait
+    for them back, for seconds: round trips per second, latency percentiles, and the proxy's CPU
+    per round trip."""
+    echo = None
+    try:
+        echo = Echo(work)
+        to = system.start_forward(echo.port)
+        pid = getattr(getattr(system, "proc", None), "pid", None)
+        cmd = [LOADGEN, "pingpong", "--to", to, "--clients", str(clients), "--bytes", str(size)]
+        subprocess.run(cmd + ["--seconds", "0.2"], capture_output=True, text=True, timeout=60)
+        cpu0 = tree_cpu(pid) if pid else 0.0
+        r = subprocess.run(cmd + ["--seconds", str(seconds)], capture_output=True, text=True,
+                           timeout=seconds + 60)
+        cpu = (tree_cpu(pid) - cpu0) if pid else 0.0
+        res = json.loads(r.stdout or "{}")
+        if r.returncode != 0 or not res.get("round_trips"):
+            raise RuntimeError(f"{system.name}: ping-pong failed: {r.stdout.strip()} "
+                               f"{r.stderr.strip()}")
+        return {"rt_per_s": res["round_trips"] / res["seconds"], "p50_us": res["p50_us"],
+                "p99_us": res["p99_us"], "p999_us": res["p999_us"], "max_us": res["max_us"],
+                "cpu_us_per_rt": cpu / res["round_trips"] * 1e6}
+    finally:
+        if hasattr(system, "proc"):
+            stop_all(system, echo)
+        elif echo is not None:
+            echo.stop()
+
+
+def latency_systems(args, work):
+    return [("direct", lambda: Direct())] + lineup(args, [
+        own("spliced", lambda **kw: SplicedProxy(work, **kw)),
+        own("spliced copy", lambda **kw: SplicedProxy(work, pipes_max=0, **kw)),
+        ("haproxy+splice", lambda: HAProxy(work, splice=True)),
+        ("haproxy", lambda: HAProxy(work, splice=False)),
+        ("nginx", lambda: NginxStream(work))])
+
+
+def scenario_latency(args, clients, size):
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
+    seconds = 0.5 if args.quick else LATENCY_SECONDS
+    try:
+        results = run_rounds(args, latency_systems(args, work),
+                             lambda _, s: run_latency(s, work, clients, size, seconds),
+                             lambda r: f"{r['rt_per_s']:.0f} rt/s p50 {r['p50_us']:.0f} "
+                                       f"p99 {r['p99_us']:.0f} p99.9 {r['p999_us']:.0f} µs "
+                                       f"{r['cpu_us_per_rt']:.1f} CPU-µs/rt")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    keys = ["rt_per_s", "p50_us", "p99_us", "p999_us", "max_us", "cpu_us_per_rt"]
+    return {"scenario": f"latency: {clients} x {size} B ping-pong through the proxy to an echo "
+                        f"upstream", "kind": "latency",
+            "results": {name: {**{k: statistics.median(r[k] for r in rs) for k in keys},
+                               "runs": len(rs), "all": rs} for name, rs in results.items()}}
+
+
 def show_throughput(r):
     return f"{r['gbps']:.3f} GB/s  {r['cpu_per_gb']:.3f} CPU-s/GB"
 
@@ -970,6 +1058,14 @@ def table(sc):
         values = [x[key] for x in r.get("all", [])]
         return f"{min(values):{fmt}}–{max(values):{fmt}}" if values else "-"
 
+    if kind == "latency":
+        rows = ["| system | round trips/s | p50 µs | p99 µs | p99.9 µs (runs min–max) | max µs "
+                "| proxy CPU-µs per round trip |", "|---|---|---|---|---|---|---|"]
+        for name, r in sc["results"].items():
+            rows.append(f"| {name} | {r['rt_per_s']:.0f} | {r['p50_us']:.0f} | {r['p99_us']:.0f} "
+                        f"| {r['p999_us']:.0f} ({spread(r, 'p999_us', '.0f')}) | "
+                        f"{r['max_us']:.0f} | {r['cpu_us_per_rt']:.1f} |")
+        return rows
     if kind == "syscalls":
         rows = ["| system | system calls per connection | the calls, per connection |",
                 "|---|---|---|"]
@@ -998,6 +1094,7 @@ def table(sc):
 COMPARED = {"throughput": (("GB/s", "gbps"), ("CPU-s/GB", "cpu_per_gb")),
             "rate": (("conns/s", "conns_per_s"), ("CPU-µs/conn", "cpu_us_per_conn")),
             "idle": (("KiB/conn", "kib_per_conn"), ("fds/conn", "fds_per_conn")),
+            "latency": (("rt/s", "rt_per_s"), ("CPU-µs/rt", "cpu_us_per_rt")),
             "syscalls": (("syscalls/conn", "syscalls_per_conn"),
                          ("syscalls/conn", "syscalls_per_conn"))}
 
@@ -1208,7 +1305,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 run (CI smoke test)")
     ap.add_argument("--scenario", action="append",
                     choices=["archive-tmpfs", "archive-disk", "archive-1000x1", "forward-4x500",
-                             "forward-100x20", "idle", "rate", "syscalls", "study"])
+                             "forward-100x20", "idle", "rate", "syscalls", "latency",
+                             "study"])
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--markdown", help="write the tables here (and a PNG chart beside it)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -1257,7 +1355,7 @@ def main():
     out = []
     for sc in args.scenario or ["archive-tmpfs", "archive-disk", "archive-1000x1",
                                 "forward-4x500", "forward-100x20", "idle", "rate", "syscalls",
-                                "study"]:
+                                "latency", "study"]:
         print(f"scenario {sc}", file=sys.stderr)
         if sc == "archive-1000x1":
             out.append(scenario_archive(args, "tmpfs", 1000, 1_000_000))
@@ -1267,6 +1365,9 @@ def main():
             out.append(scenario_rate(args))
         elif sc == "syscalls":
             out.append(scenario_syscalls(args))
+        elif sc == "latency":
+            for clients, size in [(1, 64), (16, 64), (1, 16384), (16, 16384)]:
+                out.append(scenario_latency(args, clients, size))
         elif sc == "study":
             out.append(scenario_forward(args, 4, 500_000_000, study=True))
         elif sc.startswith("archive-"):
