@@ -16,6 +16,7 @@
 #include "spliced/archive/rotation.hpp"
 #include "spliced/archive/segment_files.hpp"
 #include "spliced/collect/collect_session.hpp"
+#include "spliced/core/units.hpp"
 
 namespace spliced {
 
@@ -25,10 +26,14 @@ CollectRoute::CollectRoute(RouteContext& ctx, const ArchiveConfig& cfg, ArchiveL
 namespace {
 constexpr std::chrono::milliseconds kFirstPublishRetry{100};
 constexpr std::chrono::milliseconds kMaxPublishRetry{5000};
+// How long a stop waits for the segments still being synced and published (fsync: on_close).
+constexpr std::chrono::milliseconds kCloseDrainLimit{30000};
 }  // namespace
 
 CollectRoute::~CollectRoute() {
   shared_.reset();  // may still hand over a segment: the members it uses are alive
+  if (close_worker_) close_worker_->drain(kCloseDrainLimit);
+  close_worker_.reset();
 }
 
 Status CollectRoute::openDir() {
@@ -66,6 +71,9 @@ Status CollectRoute::start() {
         route, rec.finalized.size(), rec.removed_tmp);
   }
   target_ = ArchiveTarget{route, dir_fd_.get(), &cfg_, &lifecycle_metrics_, &ctx_.sys()};
+  if (cfg_.fsync == FsyncPolicy::OnClose) {
+    close_worker_ = std::make_unique<LoopWorker>(ctx_.base(), "archive close " + route);
+  }
   if (cfg_.layout == Layout::Shared) {
     NameVars vars;
     vars.route = route;
@@ -74,6 +82,7 @@ Status CollectRoute::start() {
                                              ctx_.metrics());
     shared_->onSegmentClosed([this](const std::string& rel, uint64_t) { segmentClosed(rel); });
     shared_->onUnpublished([this](UnpublishedSegment seg) { publishLater(std::move(seg)); });
+    shared_->syncOffLoop(close_worker_.get());
   }
   publish_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onPublishRetry, this));
   interval_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onInterval, this));
@@ -210,6 +219,13 @@ void CollectRoute::rotate() {
 void CollectRoute::finish() {
   // Every session has ended: no record can still be completed, so close at once.
   if (shared_) shared_->closeSegment();
+  // Segments still being synced and published (fsync: on_close): their outcomes come back now.
+  if (close_worker_ && !close_worker_->drain(kCloseDrainLimit)) {
+    spdlog::error(
+        "error=storage route={} segment(s) still syncing after {}: left as NAME{}; the next start "
+        "publishes them",
+        ctx_.routeName(), formatDuration(kCloseDrainLimit), kOpenSuffix);
+  }
   if (!unpublished_.empty()) retryPublishing();  // the last try before exit
   if (publish_ev_) event_del(publish_ev_.get());
   if (!unpublished_.empty()) {

@@ -264,6 +264,9 @@ TEST_CASE("fdatasync failing at close (fsync: on_close): published as NAME.unsyn
   const RouteMetrics& m = *server.metrics("t");
   std::string data = payload(1 << 20, 51), second = payload(300000, 54);
   archiveOneConnection(server, data);
+  // The close worker syncs and publishes it; the outcome comes back to the loop.
+  REQUIRE(loopUntil(
+      server, [&] { return m.archive_segments == 1; }, 5s));
   CHECK(sys.calls(Call::Fdatasync) == 1);
   CHECK(sys.calls(Call::Renameat2) == 1);
   CHECK(namesIn(tmp.path) == "t-1-000000.log.unsynced(1048576)");
@@ -372,12 +375,16 @@ TEST_CASE("fsync of the directory failing at close (fsync: on_close) loses no se
   const RouteMetrics& m = *server.metrics("t");
   std::string first = payload(1 << 20, 52), second = payload(70000, 53);
   archiveOneConnection(server, first);
+  REQUIRE(loopUntil(
+      server, [&] { return m.archive_segments == 1; }, 5s));
   CHECK(sys.calls(Call::Fdatasync) == 1);
   CHECK(sys.calls(Call::Fsync) == 1);
   CHECK(namesIn(tmp.path) == "t-1-000000.log(1048576)");
   CHECK(difference(filesIn(tmp.path)["t-1-000000.log"], first) == "");
   // The route goes on, and the next close syncs normally.
   archiveOneConnection(server, second);
+  REQUIRE(loopUntil(
+      server, [&] { return m.archive_segments == 2; }, 5s));
   CHECK(sys.calls(Call::Fsync) == 2);
   auto files = filesIn(tmp.path);
   CHECK(namesIn(tmp.path) == "t-1-000000.log(1048576) t-2-000000.log(70000)");
