@@ -341,7 +341,9 @@ void Admin::listSegments(evhttp_request* req, int dir_fd, const std::string& rou
   }
   const uint64_t id = ++last_listing_;
   const std::string prefix = "/archive/" + route + "/";
-  bool posted = lister_->post([this, id, dir, q, prefix]() -> LoopWorker::Completion {
+  auto gone = std::make_shared<std::atomic<bool>>(false);
+  bool posted = lister_->post([this, id, dir, q, prefix, gone]() -> LoopWorker::Completion {
+    if (gone->load()) return {};  // nobody is waiting for it any more
     SegmentPage page = listSegmentPage(dir->get(), q.after, q.limit);
     dir->reset();
     for (const auto& e : page.errors) spdlog::warn("error=storage archive listing: {}", e);
@@ -359,7 +361,7 @@ void Admin::listSegments(evhttp_request* req, int dir_fd, const std::string& rou
     return reply(req, 503, "Service Unavailable",
                  fmt::format("{} archive listings are in progress; retry later\n", kMaxListings));
   }
-  listings_[id] = Listing{req, conn};
+  listings_[id] = Listing{req, conn, gone};
   evhttp_connection_set_closecb(conn, &Admin::onConnectionClose, this);
 }
 
@@ -385,6 +387,7 @@ void Admin::onConnectionClose(evhttp_connection* conn, void* arg) {
     if (evhttp_request_get_connection(it->second.req) == nullptr) {
       evhttp_request_free(it->second.req);
     }
+    it->second.gone->store(true);
     it = self->listings_.erase(it);
   }
 }

@@ -13,6 +13,7 @@
 // its request is forgotten (freed, if libevent handed it to us) and the finished walk is dropped.
 #include <event2/http.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -81,6 +82,8 @@ class Admin {
   struct Listing {
     evhttp_request* req = nullptr;
     evhttp_connection* conn = nullptr;
+    std::shared_ptr<std::atomic<bool>>
+        gone;  // set when the client has gone: a queued walk is skipped
   };
   std::map<uint64_t, Listing> listings_;
   uint64_t last_listing_ = 0;
