@@ -20,8 +20,8 @@
 
 #include "spliced/admin/byte_range.hpp"
 #include "spliced/admin/metrics_catalogue.hpp"
+#include "spliced/archive/listing.hpp"
 #include "spliced/archive/naming.hpp"
-#include "spliced/archive/retention.hpp"
 #include "spliced/archive/segment_files.hpp"
 #include "spliced/core/listen_socket.hpp"
 #include "spliced/core/units.hpp"
@@ -74,6 +74,94 @@ void reply(evhttp_request* req, int code, const char* reason, std::string_view b
 
 void notFound(evhttp_request* req) { reply(req, 404, "Not Found", "not found\n"); }
 
+void badRequest(evhttp_request* req, const std::string& why) {
+  reply(req, 400, "Bad Request", why + "\n");
+}
+
+// The listing's query: ?limit=N&after=NAME (both optional). "" when valid, else the message.
+struct ListQuery {
+  size_t limit = Admin::kDefaultListLimit;
+  std::string after;
+};
+// The longest `after` accepted (a relative path; PATH_MAX).
+constexpr size_t kMaxCursor = 4096;
+
+std::string parseListQuery(const char* query, ListQuery& out) {
+  if (query == nullptr || *query == '\0') return "";
+  std::string lower = query;
+  std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+  if (lower.find("%00") != std::string::npos) return "a query parameter contains a NUL byte";
+  evkeyvalq params;
+  params.tqh_first = nullptr;
+  params.tqh_last = &params.tqh_first;
+  if (evhttp_parse_query_str(query, &params) != 0) {
+    evhttp_clear_headers(&params);
+    return "malformed query string";
+  }
+  std::string err;
+  bool seen_limit = false, seen_after = false;
+  for (evkeyval* kv = params.tqh_first; kv != nullptr && err.empty(); kv = kv->next.tqe_next) {
+    std::string_view key = kv->key, value = kv->value;
+    if (key == "limit") {
+      if (seen_limit) {
+        err = "limit is given more than once";
+        break;
+      }
+      seen_limit = true;
+      size_t n = 0;
+      bool ok = !value.empty() && value.size() <= 6;
+      for (char c : value) {
+        if (c < '0' || c > '9') ok = false;
+        if (ok) n = n * 10 + static_cast<size_t>(c - '0');
+      }
+      if (!ok || n < 1 || n > Admin::kMaxListLimit) {
+        err = fmt::format("limit must be a whole number from 1 to {} (got \"{}\")",
+                          Admin::kMaxListLimit, jsonEscape(value.substr(0, 32)));
+        break;
+      }
+      out.limit = n;
+    } else if (key == "after") {
+      if (seen_after) {
+        err = "after is given more than once";
+        break;
+      }
+      seen_after = true;
+      if (value.empty() || value.size() > kMaxCursor || value.front() == '/') {
+        err = fmt::format("after must be a segment name from a listing (relative, 1 to {} bytes)",
+                          kMaxCursor);
+        break;
+      }
+      out.after = value;
+    } else {
+      err = fmt::format("unknown query parameter \"{}\" (only limit and after)",
+                        jsonEscape(key.substr(0, 32)));
+    }
+  }
+  evhttp_clear_headers(&params);
+  return err;
+}
+
+std::string uriEncode(const std::string& s) {
+  char* enc = evhttp_encode_uri(s.c_str());
+  if (enc == nullptr) return {};
+  std::string out = enc;
+  std::free(enc);
+  return out;
+}
+
+// The JSON array of a page (the body of a listing).
+std::string renderPage(const SegmentPage& page) {
+  std::string body = "[";
+  for (size_t i = 0; i < page.items.size(); ++i) {
+    const SegmentFile& f = page.items[i];
+    time_t mtime = std::chrono::system_clock::to_time_t(f.mtime);
+    body += fmt::format("{}\n{{\"name\":\"{}\",\"size\":{},\"mtime\":\"{}\"}}", i ? "," : "",
+                        jsonEscape(f.path), f.size, isoDate(mtime));
+  }
+  body += "\n]\n";
+  return body;
+}
+
 constexpr std::chrono::milliseconds kAcceptPause{100};
 
 // evhttp passes its own pointer to the listener's error callback: the admins that listen, to find
@@ -87,6 +175,8 @@ Admin::Admin(event_base* base, const AdminSource& source, const AdminConfig& cfg
     : base_(base), source_(source), cfg_(cfg) {}
 
 Admin::~Admin() {
+  // Joined first: a walk in progress ends, and no completion runs after this.
+  lister_.reset();
   if (listener_ != nullptr) {
     std::lock_guard lock(g_admins_mutex);
     std::erase_if(g_admins, [this](const auto& e) { return e.second == this; });
@@ -110,6 +200,7 @@ Status Admin::start() {
   evhttp_set_max_headers_size(http_.get(), 16 * 1024);
   evhttp_set_max_body_size(http_.get(), 64 * 1024);
   evhttp_set_gencb(http_.get(), &Admin::onRequest, this);
+  lister_ = std::make_unique<LoopWorker>(base_, "admin listing", kMaxListings);
   fd_ = fd.get();
   evhttp_bound_socket* bound = evhttp_accept_socket_with_handle(http_.get(), fd.release());
   if (bound == nullptr) return Error(ErrorSource::Internal, "cannot accept on the admin socket");
@@ -197,7 +288,9 @@ void Admin::handle(evhttp_request* req) {
                  "text/plain; version=0.0.4; charset=utf-8");
   }
   if (path == "/healthz") return health(req);
-  if (path.starts_with("/archive/")) return archive(req, path.substr(9));
+  if (path.starts_with("/archive/")) {
+    return archive(req, path.substr(9), uri ? evhttp_uri_get_query(uri) : nullptr);
+  }
   notFound(req);
 }
 
@@ -208,14 +301,14 @@ void Admin::health(evhttp_request* req) {
   reply(req, 503, "Service Unavailable", body);
 }
 
-void Admin::archive(evhttp_request* req, const std::string& raw) {
+void Admin::archive(evhttp_request* req, const std::string& raw, const char* query) {
   // raw: "<route>/", "<route>" or "<route>/<percent-encoded path>"
   auto slash = raw.find('/');
   std::string route_name = raw.substr(0, slash);
   int dir_fd = source_.archiveDir(route_name);
   if (dir_fd < 0) return notFound(req);
   std::string rest = slash == std::string::npos ? "" : raw.substr(slash + 1);
-  if (rest.empty()) return listSegments(req, dir_fd);
+  if (rest.empty()) return listSegments(req, dir_fd, route_name, query);
   // An encoded '/' or '\' could smuggle a separator past the checks below: refuse it.
   std::string lower = rest;
   std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
@@ -235,18 +328,68 @@ void Admin::archive(evhttp_request* req, const std::string& raw) {
   sendSegment(req, dir_fd, rel);
 }
 
-void Admin::listSegments(evhttp_request* req, int dir_fd) {
-  std::vector<SegmentFile> segs = scanSegments(dir_fd);
-  std::sort(segs.begin(), segs.end(),
-            [](const SegmentFile& a, const SegmentFile& b) { return a.path < b.path; });
-  std::string body = "[";
-  for (size_t i = 0; i < segs.size(); ++i) {
-    time_t mtime = std::chrono::system_clock::to_time_t(segs[i].mtime);
-    body += fmt::format("{}\n{{\"name\":\"{}\",\"size\":{},\"mtime\":\"{}\"}}", i ? "," : "",
-                        jsonEscape(segs[i].path), segs[i].size, isoDate(mtime));
+void Admin::listSegments(evhttp_request* req, int dir_fd, const std::string& route,
+                         const char* query) {
+  ListQuery q;
+  if (std::string err = parseListQuery(query, q); !err.empty()) return badRequest(req, err);
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  // The walk gets its own descriptor of the dir: the route may close or reopen its own meanwhile.
+  auto dir = std::make_shared<UniqueFd>(::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0));
+  if (conn == nullptr || !dir->valid()) {
+    return reply(req, 503, "Service Unavailable",
+                 fmt::format("cannot list now: {}\n", std::strerror(conn ? errno : ENOTCONN)));
   }
-  body += "\n]\n";
-  reply(req, 200, "OK", body, "application/json");
+  const uint64_t id = ++last_listing_;
+  const std::string prefix = "/archive/" + route + "/";
+  auto gone = std::make_shared<std::atomic<bool>>(false);
+  bool posted = lister_->post([this, id, dir, q, prefix, gone]() -> LoopWorker::Completion {
+    if (gone->load()) return {};  // nobody is waiting for it any more
+    SegmentPage page = listSegmentPage(dir->get(), q.after, q.limit);
+    dir->reset();
+    for (const auto& e : page.errors) spdlog::warn("error=storage archive listing: {}", e);
+    std::string link;
+    if (page.more) {
+      link = fmt::format("<{}?limit={}&after={}>; rel=\"next\"", prefix, q.limit,
+                         uriEncode(page.last));
+    }
+    return [this, id, body = renderPage(page), link]() mutable {
+      listed(id, 200, std::move(body), std::move(link));
+    };
+  });
+  if (!posted) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    return reply(req, 503, "Service Unavailable",
+                 fmt::format("{} archive listings are in progress; retry later\n", kMaxListings));
+  }
+  listings_[id] = Listing{req, conn, gone};
+  evhttp_connection_set_closecb(conn, &Admin::onConnectionClose, this);
+}
+
+void Admin::listed(uint64_t id, int code, std::string body, std::string link) {
+  auto it = listings_.find(id);
+  if (it == listings_.end()) return;  // the client has gone
+  evhttp_request* req = it->second.req;
+  listings_.erase(it);
+  if (!link.empty())
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Link", link.c_str());
+  reply(req, code, code == 200 ? "OK" : "Internal Server Error", body, "application/json");
+}
+
+void Admin::onConnectionClose(evhttp_connection* conn, void* arg) {
+  auto* self = static_cast<Admin*>(arg);
+  for (auto it = self->listings_.begin(); it != self->listings_.end();) {
+    if (it->second.conn != conn) {
+      ++it;
+      continue;
+    }
+    // libevent frees a request still attached to its connection with it; one it has detached
+    // (the client went away before the reply) is left for us to free.
+    if (evhttp_request_get_connection(it->second.req) == nullptr) {
+      evhttp_request_free(it->second.req);
+    }
+    it->second.gone->store(true);
+    it = self->listings_.erase(it);
+  }
 }
 
 void Admin::sendSegment(evhttp_request* req, int dir_fd, const std::string& rel) {

@@ -161,71 +161,131 @@ void SegmentChain::releaseOwner(uint64_t owner) {
   if (rotate_pending_) rotate();
 }
 
-void SegmentChain::closeSegment() {
-  rotate_pending_ = false;
-  if (!fd_.valid()) return;
-  if (segmentLost()) return dropLostSegment();
-  UnpublishedSegment seg{rel_, size_, false, 0};
-  if (cfg_.fsync == FsyncPolicy::OnClose && sys_.fdatasync(fd_.get()) != 0) {
-    // After a failed fdatasync the kernel may already have dropped the dirty pages ("fsyncgate"):
-    // retrying the sync would prove nothing. The segment is published under a name that says so.
-    ++metrics_.storage_errors;
-    seg.unsynced = true;
-    spdlog::error("error=storage route={} fdatasync {}: {}; publishing it as {}{}", vars_.route,
-                  rel_, std::strerror(errno), rel_, kUnsyncedSuffix);
-  }
-  fd_.reset();
-  ++closed_;
-  rel_.clear();
-  size_ = 0;
-  ++vars_.seq;
-  Published pub = publishSegment(sys_, dir_.fd(), cfg_, vars_.route, metrics_, seg);
-  if (pub.err != 0) {
-    // The bytes stay complete under the .open name. It is not a closed segment yet: not counted
-    // as one, and not handed to compression until it is published.
-    ++metrics_.storage_errors;
-    seg.err = pub.err;
-    spdlog::error("error=storage route={} cannot rename {}{} to {}: {}; {}", vars_.route, seg.rel,
-                  kOpenSuffix, pub.name, std::strerror(pub.err),
-                  on_unpublished_ ? "retrying" : "recovery publishes it at the next start");
-    if (on_unpublished_) on_unpublished_(std::move(seg));
-    return;
-  }
-  if (on_closed_) on_closed_(pub.name, seg.bytes);
-}
-
 namespace {
 
-// fsync: on_close: the directory holding `rel`, after its rename (errors logged and counted).
-void syncDirOf(SysCalls& sys, int dir_fd, const std::string& route, RouteMetrics& metrics,
-               const std::string& rel) {
+// fsync: on_close: the directory holding `rel`, after its rename. Returns 0 or the errno (logged).
+int syncDirOf(SysCalls& sys, int dir_fd, const std::string& route, const std::string& rel) {
   const std::string parent = parentOf(rel);
   int err = 0;
   UniqueFd dfd(sys.openat(dir_fd, parent.empty() ? "." : parent.c_str(),
                           O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
   if (!dfd.valid() || sys.fsync(dfd.get()) != 0) err = errno;
   if (err != 0) {
-    ++metrics.storage_errors;
     spdlog::error("error=storage route={} fsync of the directory of {}: {}", route, rel,
                   std::strerror(err));
   }
+  return err;
 }
 
-}  // namespace
-
-Published publishSegment(SysCalls& sys, int dir_fd, const ArchiveConfig& cfg,
-                         const std::string& route, RouteMetrics& metrics,
-                         const UnpublishedSegment& seg) {
+// The rename (and directory sync) of publishSegment, counting only into `storage_errors`.
+Published publishQuiet(SysCalls& sys, int dir_fd, const ArchiveConfig& cfg,
+                       const std::string& route, const UnpublishedSegment& seg,
+                       uint64_t& storage_errors) {
   const std::string from = seg.rel + std::string(kOpenSuffix);
   Published pub = publishNoReplace(sys, dir_fd, from, seg.rel,
                                    seg.unsynced ? kUnsyncedSuffix : std::string_view());
   if (pub.err != 0) return pub;
   // publishNoReplace keeps the directory of the stem: pub.name is relative to dir_fd too.
-  if (cfg.fsync == FsyncPolicy::OnClose) syncDirOf(sys, dir_fd, route, metrics, pub.name);
-  ++metrics.archive_segments;
-  if (seg.unsynced) ++metrics.unsynced_segments;
+  if (cfg.fsync == FsyncPolicy::OnClose && syncDirOf(sys, dir_fd, route, pub.name) != 0) {
+    ++storage_errors;
+  }
   spdlog::debug("route={} segment closed {} bytes={}", route, pub.name, seg.bytes);
   return pub;
+}
+
+// On the loop: counts a close's outcome and hands the segment on (published, or to be published
+// later by the chain's owner).
+void deliverClose(RouteMetrics& metrics, const std::string& route, const SegmentClosedFn& on_closed,
+                  const SegmentUnpublishedFn& on_unpublished, CloseOutcome o) {
+  metrics.storage_errors += o.storage_errors;
+  if (o.pub.err != 0) {
+    // The bytes stay complete under the .open name. It is not a closed segment yet: not counted
+    // as one, and not handed to compression until it is published.
+    ++metrics.storage_errors;
+    o.seg.err = o.pub.err;
+    spdlog::error("error=storage route={} cannot rename {}{} to {}: {}; {}", route, o.seg.rel,
+                  kOpenSuffix, o.pub.name, std::strerror(o.pub.err),
+                  on_unpublished ? "retrying" : "recovery publishes it at the next start");
+    if (on_unpublished) on_unpublished(std::move(o.seg));
+    return;
+  }
+  ++metrics.archive_segments;
+  if (o.seg.unsynced) ++metrics.unsynced_segments;
+  if (on_closed) on_closed(o.pub.name, o.seg.bytes);
+}
+
+}  // namespace
+
+CloseOutcome finishSegment(SysCalls& sys, int dir_fd, const ArchiveConfig& cfg,
+                           const std::string& route, UniqueFd fd, UnpublishedSegment seg) {
+  CloseOutcome out;
+  if (cfg.fsync == FsyncPolicy::OnClose && sys.fdatasync(fd.get()) != 0) {
+    // After a failed fdatasync the kernel may already have dropped the dirty pages ("fsyncgate"):
+    // retrying the sync would prove nothing. The segment is published under a name that says so.
+    ++out.storage_errors;
+    seg.unsynced = true;
+    spdlog::error("error=storage route={} fdatasync {}: {}; publishing it as {}{}", route, seg.rel,
+                  std::strerror(errno), seg.rel, kUnsyncedSuffix);
+  }
+  fd.reset();
+  out.pub = publishQuiet(sys, dir_fd, cfg, route, seg, out.storage_errors);
+  out.seg = std::move(seg);
+  return out;
+}
+
+Published publishSegment(SysCalls& sys, int dir_fd, const ArchiveConfig& cfg,
+                         const std::string& route, RouteMetrics& metrics,
+                         const UnpublishedSegment& seg) {
+  uint64_t errors = 0;
+  Published pub = publishQuiet(sys, dir_fd, cfg, route, seg, errors);
+  if (pub.err != 0) return pub;
+  metrics.storage_errors += errors;
+  ++metrics.archive_segments;
+  if (seg.unsynced) ++metrics.unsynced_segments;
+  return pub;
+}
+
+void SegmentChain::closeSegment() {
+  rotate_pending_ = false;
+  if (!fd_.valid()) return;
+  if (segmentLost()) return dropLostSegment();
+  UnpublishedSegment seg{rel_, size_, false, 0};
+  UniqueFd fd = std::move(fd_);
+  ++closed_;
+  rel_.clear();
+  size_ = 0;
+  ++vars_.seq;
+  if (close_worker_ != nullptr && cfg_.fsync == FsyncPolicy::OnClose) {
+    // The worker gets its own descriptor of the archive dir: the route may reopen its own.
+    UniqueFd dir(::fcntl(dir_.fd(), F_DUPFD_CLOEXEC, 0));
+    if (dir.valid()) {
+      struct Work {
+        UniqueFd fd, dir;
+        UnpublishedSegment seg;
+      };
+      auto work = std::make_shared<Work>(Work{std::move(fd), std::move(dir), std::move(seg)});
+      SysCalls* sys = &sys_;
+      const ArchiveConfig* cfg = &cfg_;
+      RouteMetrics* metrics = &metrics_;
+      std::string route = vars_.route;
+      SegmentClosedFn on_closed = on_closed_;
+      SegmentUnpublishedFn on_unpublished = on_unpublished_;
+      bool posted = close_worker_->post([=]() -> LoopWorker::Completion {
+        CloseOutcome o = finishSegment(*sys, work->dir.get(), *cfg, route, std::move(work->fd),
+                                       std::move(work->seg));
+        work->dir.reset();
+        return [=, o = std::move(o)]() mutable {
+          deliverClose(*metrics, route, on_closed, on_unpublished, std::move(o));
+        };
+      });
+      if (posted) return;
+      // Not taken (the worker is stopping): closed here instead.
+      fd = std::move(work->fd);
+      seg = std::move(work->seg);
+    }
+  }
+  deliverClose(metrics_, vars_.route, on_closed_, on_unpublished_,
+               finishSegment(sys_, dir_.fd(), cfg_, vars_.route, std::move(fd), std::move(seg)));
 }
 
 SinkResult SegmentChain::fail(size_t done, int err) {

@@ -66,6 +66,49 @@ void walkDir(UniqueFd fd, const std::string& prefix, const ArchiveFileFn& fn,
   }
 }
 
+void walkNames(UniqueFd fd, const std::string& prefix, const ArchiveNameFn& fn,
+               std::vector<std::string>& errors, int depth) {
+  const std::string shown = prefix.empty() ? "." : prefix;
+  if (depth > kMaxDepth) {
+    errors.push_back(fmt::format("{}: deeper than {} levels; not walked", shown, kMaxDepth));
+    return;
+  }
+  DirPtr dir(::fdopendir(fd.get()));
+  if (!dir) {
+    errors.push_back(fmt::format("{}: {}", shown, std::strerror(errno)));
+    return;
+  }
+  fd.release();  // the DIR stream owns it now
+  int dfd = ::dirfd(dir.get());
+  for (;;) {
+    errno = 0;
+    dirent* e = ::readdir(dir.get());
+    if (e == nullptr) {
+      if (errno != 0) errors.push_back(fmt::format("{}: {}", shown, std::strerror(errno)));
+      break;
+    }
+    std::string_view name = e->d_name;
+    if (name.empty() || name[0] == '.') continue;  // ".", "..", and spliced's own names
+    unsigned char type = e->d_type;
+    if (type == DT_UNKNOWN) {
+      struct stat st;
+      if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // vanished
+      type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+    }
+    std::string rel = prefix.empty() ? std::string(name) : prefix + "/" + std::string(name);
+    if (type == DT_DIR) {
+      UniqueFd sub(::openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!sub.valid()) {
+        if (errno != ENOENT) errors.push_back(fmt::format("{}: {}", rel, std::strerror(errno)));
+        continue;
+      }
+      walkNames(std::move(sub), rel, fn, errors, depth + 1);
+    } else if (type == DT_REG) {
+      fn(std::move(rel));
+    }
+  }
+}
+
 }  // namespace
 
 std::string baseName(std::string_view rel) {
@@ -210,6 +253,17 @@ std::vector<std::string> walkArchive(int dir_fd, const ArchiveFileFn& fn) {
     return errors;
   }
   walkDir(std::move(root), "", fn, errors, 0);
+  return errors;
+}
+
+std::vector<std::string> walkArchiveNames(int dir_fd, const ArchiveNameFn& fn) {
+  std::vector<std::string> errors;
+  UniqueFd root(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root.valid()) {
+    errors.push_back(fmt::format(".: {}", std::strerror(errno)));
+    return errors;
+  }
+  walkNames(std::move(root), "", fn, errors, 0);
   return errors;
 }
 

@@ -16,6 +16,7 @@
 #include "spliced/archive/rotation.hpp"
 #include "spliced/archive/segment_files.hpp"
 #include "spliced/collect/collect_session.hpp"
+#include "spliced/core/units.hpp"
 
 namespace spliced {
 
@@ -27,10 +28,14 @@ constexpr std::chrono::milliseconds kFirstPublishRetry{100};
 constexpr std::chrono::milliseconds kMaxPublishRetry{5000};
 // How often the route looks whether its archive dir was removed (or, while it is, came back).
 constexpr std::chrono::milliseconds kDirWatch{1000};
+// How long a stop waits for the segments still being synced and published (fsync: on_close).
+constexpr std::chrono::milliseconds kCloseDrainLimit{30000};
 }  // namespace
 
 CollectRoute::~CollectRoute() {
   shared_.reset();  // may still hand over a segment: the members it uses are alive
+  if (close_worker_) close_worker_->drain(kCloseDrainLimit);
+  close_worker_.reset();
 }
 
 Status CollectRoute::openDir() {
@@ -74,6 +79,9 @@ Status CollectRoute::start() {
   const std::string& route = ctx_.routeName();
   recover();
   target_ = ArchiveTarget{route, &dir_, &cfg_, &lifecycle_metrics_, &ctx_.sys()};
+  if (cfg_.fsync == FsyncPolicy::OnClose) {
+    close_worker_ = std::make_unique<LoopWorker>(ctx_.base(), "archive close " + route);
+  }
   if (cfg_.layout == Layout::Shared) {
     NameVars vars;
     vars.route = route;
@@ -82,6 +90,7 @@ Status CollectRoute::start() {
         std::make_unique<SegmentChain>(cfg_, dir_, std::move(vars), ctx_.sys(), ctx_.metrics());
     shared_->onSegmentClosed([this](const std::string& rel, uint64_t) { segmentClosed(rel); });
     shared_->onUnpublished([this](UnpublishedSegment seg) { publishLater(std::move(seg)); });
+    shared_->syncOffLoop(close_worker_.get());
   }
   publish_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onPublishRetry, this));
   interval_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onInterval, this));
@@ -277,6 +286,13 @@ void CollectRoute::rotate() {
 void CollectRoute::finish() {
   // Every session has ended: no record can still be completed, so close at once.
   if (shared_) shared_->closeSegment();
+  // Segments still being synced and published (fsync: on_close): their outcomes come back now.
+  if (close_worker_ && !close_worker_->drain(kCloseDrainLimit)) {
+    spdlog::error(
+        "error=storage route={} segment(s) still syncing after {}: left as NAME{}; the next start "
+        "publishes them",
+        ctx_.routeName(), formatDuration(kCloseDrainLimit), kOpenSuffix);
+  }
   if (!unpublished_.empty()) retryPublishing();  // the last try before exit
   if (publish_ev_) event_del(publish_ev_.get());
   if (dir_watch_ev_) event_del(dir_watch_ev_.get());

@@ -53,6 +53,7 @@ CollectSession::CollectSession(RouteContext& ctx, CollectRoute& archive, UniqueF
     // The route owns a segment whose rename failed: it outlives this session.
     own_chain_->onUnpublished(
         [&archive = archive_](UnpublishedSegment seg) { archive.publishLater(std::move(seg)); });
+    own_chain_->syncOffLoop(archive_.closeWorker());
     sink = own_chain_.get();
   } else {
     SPLICED_ASSERT(archive_.sharedChain() != nullptr, "layout: shared has a shared chain");

@@ -14,6 +14,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <map>
@@ -832,6 +833,129 @@ TEST_CASE("admin /archive listing: closed segments only, sorted by name, with th
   open.shutdownWrite();
   CHECK(open.waitClosed(10s) == 0);
   CHECK(segmentListing(admin, "app").size() == 5);
+  daemon.signal(SIGTERM);
+  REQUIRE(daemon.waitExit(10s) == 0);
+}
+
+// The target of a `Link: <TARGET>; rel="next"` header; "" when there is none.
+std::string nextLink(const HttpResponse& r) {
+  const std::string link = r.header("Link");
+  static const std::regex next(R"(^<([^>]*)>; rel="next"$)");
+  std::smatch m;
+  if (!std::regex_match(link, m, next)) return "";
+  return m[1];
+}
+
+// Creates `rel` below `dir` (and its parents) with `size` bytes.
+void makeFile(const fs::path& dir, const std::string& rel, size_t size = 0) {
+  fs::create_directories((dir / rel).parent_path());
+  writeFile(dir / rel, std::string(size, 's'));
+}
+
+TEST_CASE("admin /archive listing is paged: limit, after, Link rel=next, every name exactly once",
+          "[e2e][admin][archive]") {
+  TempDir dir;
+  const fs::path archive = dir / "archive-app";
+  // Segments placed before the start: 2,500 plain names, names that need percent-encoding in a
+  // cursor, and subdirectories; plus what is never listed (hidden: the daemon's own names).
+  std::vector<std::string> expected;
+  for (int i = 0; i < 2500; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "n-%05d.log", i);
+    expected.push_back(name);
+  }
+  for (const char* rel : {"a b.log", "a+b.log", "a&b=c.log", "a%41.log", "a?#.log", "\xc3\xbc.log",
+                          "sub/x.log", "sub/deeper/y.log", "z.log.zst", "w.log.unsynced"}) {
+    expected.push_back(rel);
+  }
+  for (size_t i = 0; i < expected.size(); ++i) makeFile(archive, expected[i], i % 7);
+  for (const char* rel : {".hidden.log", "sub/.h/z.log"}) {
+    makeFile(archive, rel, 3);
+  }
+  std::sort(expected.begin(), expected.end());  // bytewise
+  Daemon daemon(dir, config(dir, route("app")));
+  const std::string admin = daemon.waitAdmin();
+
+  // Without a limit: the first 1000, and a link to the rest.
+  HttpResponse first = httpGet(admin, "/archive/app/");
+  REQUIRE(first.status == 200);
+  std::string error;
+  auto page = ListingParser(first.body).parse(error);
+  INFO(error);
+  REQUIRE(page.has_value());
+  CHECK(page->size() == 1000);
+  CHECK(nextLink(first) == "/archive/app/?limit=1000&after=" + page->back().name);
+
+  // Every page, following the links: each name once, in order, with its size.
+  for (const std::string limit : {"1000", "7", "10000"}) {
+    INFO("limit " << limit);
+    std::vector<std::string> names;
+    std::string target = "/archive/app/?limit=" + limit;
+    size_t pages = 0;
+    while (!target.empty() && pages < 1000) {
+      HttpResponse r = httpGet(admin, target);
+      INFO(target << ": " << r.status << " " << r.body.substr(0, 200));
+      REQUIRE(r.status == 200);
+      auto entries = ListingParser(r.body).parse(error);
+      REQUIRE(entries.has_value());
+      ++pages;
+      CHECK(entries->size() <= static_cast<size_t>(std::stoul(limit)));
+      for (const auto& e : *entries) {
+        names.push_back(e.name);
+        CHECK(e.size == fs::file_size(archive / e.name));
+      }
+      target = nextLink(r);
+      if (!target.empty()) CHECK(entries->size() == std::stoul(limit));
+    }
+    CHECK(names == expected);
+    CHECK(pages == (expected.size() + std::stoul(limit) - 1) / std::stoul(limit));
+  }
+
+  // `after` is exclusive, by bytes; a cursor past the end gives an empty page without a link.
+  HttpResponse r = httpGet(admin, "/archive/app/?limit=2&after=a%20b.log");
+  REQUIRE(r.status == 200);
+  page = ListingParser(r.body).parse(error);
+  REQUIRE(page.has_value());
+  REQUIRE(page->size() == 2);
+  CHECK((*page)[0].name == "a%41.log");
+  CHECK((*page)[1].name == "a&b=c.log");
+  CHECK(nextLink(r) == "/archive/app/?limit=2&after=a%26b%3Dc.log");
+  r = httpGet(admin, "/archive/app/?after=%C3%BC.log");
+  CHECK(r.status == 200);
+  CHECK(r.body == "[\n]\n");
+  CHECK(r.headerCount("Link") == 0);
+  r = httpGet(admin, "/archive/app/?after=sub%2Fdeeper%2Fy.log&limit=5");
+  page = ListingParser(r.body).parse(error);
+  REQUIRE(page.has_value());
+  REQUIRE(page->size() == 4);
+  CHECK((*page)[0].name == "sub/x.log");
+  CHECK((*page)[3].name == "\xc3\xbc.log");
+  CHECK(r.headerCount("Link") == 0);
+
+  // Bad parameters: 400 and what is wrong.
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"limit=0", "limit must be a whole number from 1 to 10000"},
+      {"limit=10001", "limit must be a whole number from 1 to 10000"},
+      {"limit=-1", "limit must be a whole number from 1 to 10000"},
+      {"limit=abc", "limit must be a whole number from 1 to 10000"},
+      {"limit=", "limit must be a whole number from 1 to 10000"},
+      {"limit=1e3", "limit must be a whole number from 1 to 10000"},
+      {"limit=99999999999999999999", "limit must be a whole number from 1 to 10000"},
+      {"limit=5&limit=6", "limit is given more than once"},
+      {"after=", "after must be a segment name from a listing"},
+      {"after=%2Fetc%2Fpasswd", "after must be a segment name from a listing"},
+      {"after=" + std::string(5000, 'a'), "after must be a segment name from a listing"},
+      {"after=a&after=b", "after is given more than once"},
+      {"after=a%00b", "a query parameter contains a NUL byte"},
+      {"page=2", "unknown query parameter \"page\""},
+  };
+  for (const auto& [query, message] : bad) {
+    HttpResponse b = httpGet(admin, "/archive/app/?" + query);
+    INFO(query << ": " << b.status << " " << b.body);
+    CHECK(b.status == 400);
+    CHECK(b.body.find(message) != std::string::npos);
+  }
+  CHECK(httpRequest(admin, "HEAD", "/archive/app/?limit=0").status == 400);
   daemon.signal(SIGTERM);
   REQUIRE(daemon.waitExit(10s) == 0);
 }

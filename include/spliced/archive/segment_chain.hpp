@@ -4,6 +4,11 @@
 // NAME.open while active and renamed to NAME (without replacing anything) when closed. A segment
 // whose data sync failed (fsync: on_close) is published as NAME.unsynced instead; one whose rename
 // failed is handed to the chain's owner (onUnpublished) to be published later.
+//
+// Closing a segment with `fsync: on_close` (fdatasync, rename, fsync of its directory) may take
+// long on a busy disk: with a close worker (syncOffLoop) the chain hands the closed descriptor to
+// it and the outcome comes back to the loop later (finishSegment below runs on the worker). With
+// `fsync: never` the close is a rename on the loop, as before: no thread hop.
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -11,6 +16,7 @@
 
 #include "spliced/archive/archive_config.hpp"
 #include "spliced/archive/archive_dir.hpp"
+#include "spliced/archive/loop_worker.hpp"
 #include "spliced/archive/naming.hpp"
 #include "spliced/archive/segment_files.hpp"
 #include "spliced/core/fd.hpp"
@@ -51,6 +57,20 @@ std::string rescueName(const NameVars& vars, std::chrono::system_clock::time_poi
 // (EINVAL: expansion refused; ENAMETOOLONG; EEXIST: numeric suffixes exhausted; ENOTDIR, ELOOP,
 // EISDIR: something else sits where the name's directories should be).
 bool isNameError(int err);
+
+// What closing one segment came to (finishSegment), for the loop to count and hand on.
+struct CloseOutcome {
+  UnpublishedSegment seg;       // seg.unsynced: its fdatasync failed
+  Published pub;                // pub.err != 0: the rename failed, the segment is still NAME.open
+  uint64_t storage_errors = 0;  // failed data or directory syncs (not the failed rename)
+};
+
+// The whole close of a segment whose writes are over: (fsync: on_close) fdatasync of `fd`, close
+// it, rename NAME.open to its final name, (fsync: on_close) fsync of its directory. Logs what
+// fails; touches no counter and no chain, so it may run on a close worker (`sys` must then be
+// thread-safe, as SysCalls::kernel() is).
+CloseOutcome finishSegment(SysCalls& sys, int dir_fd, const ArchiveConfig& cfg,
+                           const std::string& route, UniqueFd fd, UnpublishedSegment seg);
 
 // A SegmentChain owns the open segment's fd. The archive config, the archive dir, the syscalls
 // and the counters are borrowed from the route and outlive it.
@@ -100,6 +120,10 @@ class SegmentChain : public Sink {
   // A closed segment whose rename failed goes to `fn`, which must publish it later (it is still
   // NAME.open). Without one it stays NAME.open and recovery publishes it at the next start.
   void onUnpublished(SegmentUnpublishedFn fn) { on_unpublished_ = std::move(fn); }
+  // fsync: on_close: closes segments on `worker` (borrowed; it outlives every close posted to it:
+  // its owner drains it before the counters and callbacks given here go away). The outcome is
+  // counted and handed to the callbacks on the loop, after the chain itself may be gone.
+  void syncOffLoop(LoopWorker* worker) { close_worker_ = worker; }
 
  private:
   // Opens the next segment if none is open (dropping one whose directory is gone). Returns 0 or
@@ -134,6 +158,7 @@ class SegmentChain : public Sink {
   int last_err_ = 0;
   SegmentClosedFn on_closed_;
   SegmentUnpublishedFn on_unpublished_;
+  LoopWorker* close_worker_ = nullptr;
 };
 
 }  // namespace spliced

@@ -9,6 +9,7 @@
 #include "spliced/archive/archive_config.hpp"
 #include "spliced/archive/archive_dir.hpp"
 #include "spliced/archive/lifecycle.hpp"
+#include "spliced/archive/loop_worker.hpp"
 #include "spliced/archive/segment_chain.hpp"
 #include "spliced/core/event.hpp"
 #include "spliced/core/fd.hpp"
@@ -17,9 +18,11 @@
 namespace spliced {
 
 // A CollectRoute owns the archive dir (ArchiveDir) and its lock, the shared chain (layout:
-// shared), the interval, maintenance and dir-watch timers, the route's lifecycle counters, and the
+// shared), the interval, maintenance and dir-watch timers, the route's lifecycle counters, the
 // closed segments of all its chains whose rename failed (retried on a timer with back-off, and once
-// more at finish(): a session may end before its segment is published); it creates the route's
+// more at finish(): a session may end before its segment is published), and with fsync: on_close
+// the close worker of its chains (drained at finish(): a clean stop leaves no NAME.open); it
+// creates the route's
 // CollectSessions, which borrow it. The RouteContext, the archive config (part of the config
 // snapshot) and the lifecycle thread are borrowed and outlive it.
 class CollectRoute : public RouteKind {
@@ -42,6 +45,9 @@ class CollectRoute : public RouteKind {
   int dirFd() const { return dir_.fd(); }
   ArchiveDir& dir() { return dir_; }
   SegmentChain* sharedChain() { return shared_.get(); }
+  // fsync: on_close: the worker that closes (syncs and publishes) this route's segments off the
+  // loop; nullptr with fsync: never.
+  LoopWorker* closeWorker() { return close_worker_.get(); }
   // A segment of this route is complete: queue its compression (not for NAME.unsynced) and a
   // retention pass.
   void segmentClosed(const std::string& rel);
@@ -88,6 +94,8 @@ class CollectRoute : public RouteKind {
   EventPtr publish_ev_;
   std::chrono::milliseconds publish_backoff_{0};
   std::string last_unsynced_;  // the latest close's data sync failed: that segment's name
+  // fsync: on_close: the thread that closes segments; its completions use the members above.
+  std::unique_ptr<LoopWorker> close_worker_;
   std::unique_ptr<SegmentChain> shared_;
   EventPtr interval_ev_;
   EventPtr maintenance_ev_;

@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <iostream>
 
 #include "fixtures.hpp"
 #include "server_fixtures.hpp"
@@ -264,6 +265,9 @@ TEST_CASE("fdatasync failing at close (fsync: on_close): published as NAME.unsyn
   const RouteMetrics& m = *server.metrics("t");
   std::string data = payload(1 << 20, 51), second = payload(300000, 54);
   archiveOneConnection(server, data);
+  // The close worker syncs and publishes it; the outcome comes back to the loop.
+  REQUIRE(loopUntil(
+      server, [&] { return m.archive_segments == 1; }, 5s));
   CHECK(sys.calls(Call::Fdatasync) == 1);
   CHECK(sys.calls(Call::Renameat2) == 1);
   CHECK(namesIn(tmp.path) == "t-1-000000.log.unsynced(1048576)");
@@ -277,7 +281,13 @@ TEST_CASE("fdatasync failing at close (fsync: on_close): published as NAME.unsyn
   // The next close syncs: published and compressed as usual, and /healthz is clear again.
   archiveOneConnection(server, second);
   REQUIRE(loopUntil(
-      server, [&] { return filesIn(tmp.path).count("t-2-000000.log.zst") == 1; }, 5s));
+      server,
+      [&] {
+        // Compressed, and the plain file removed after it.
+        auto f = filesIn(tmp.path);
+        return f.count("t-2-000000.log.zst") == 1 && f.count("t-2-000000.log") == 0;
+      },
+      5s));
   // The two closes and the compression of t-2 (its .zst.tmp); none for t-1.
   CHECK(sys.calls(Call::Fdatasync) == 3);
   auto files = filesIn(tmp.path);
@@ -293,6 +303,129 @@ TEST_CASE("fdatasync failing at close (fsync: on_close): published as NAME.unsyn
   RecoveryResult rec = recoverArchive(dir.get(), "t", SysCalls::kernel());
   CHECK(rec.finalized.empty());
   CHECK(filesIn(tmp.path).count("t-1-000000.log.unsynced") == 1);
+}
+
+// The longest time the loop went without running a 5 ms timer: how long the loop stalled.
+class LoopStallMeter {
+ public:
+  explicit LoopStallMeter(event_base* base)
+      : ev_(event_new(base, -1, EV_PERSIST, &LoopStallMeter::onTick, this)) {
+    addEvent(ev_.get(), 5ms);
+  }
+  std::chrono::milliseconds worst() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(worst_);
+  }
+
+ private:
+  static void onTick(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<LoopStallMeter*>(arg);
+    auto now = std::chrono::steady_clock::now();
+    if (self->last_ != std::chrono::steady_clock::time_point{}) {
+      self->worst_ = std::max(self->worst_, now - self->last_);
+    }
+    self->last_ = now;
+  }
+  EventPtr ev_;
+  std::chrono::steady_clock::time_point last_{};
+  std::chrono::steady_clock::duration worst_{};
+};
+
+// Issue 12, item 8: with fsync: on_close the close of a segment (fdatasync, rename, fsync of the
+// directory) ran on the event loop: a slow disk stalled every connection of the process. The close
+// worker does it now; a clean stop still waits for it, so no NAME.open is left.
+TEST_CASE(
+    "a slow fdatasync at close (fsync: on_close) stalls no other session; a stop waits for it",
+    "[archive][faults]") {
+  const bool shared = GENERATE(false, true);
+  INFO("layout " << (shared ? "shared" : "per_connection"));
+  constexpr auto kSlowSync = 400ms;
+  TempDir tmp;
+  FaultySysCalls sys;
+  std::atomic<int> syncing{0};
+  sys.fault = [&](Call c, int, size_t&) {
+    if (c == Call::Fdatasync) {
+      ++syncing;
+      std::this_thread::sleep_for(kSlowSync);
+      --syncing;
+    }
+    return 0;
+  };
+  Server server(
+      shared ? collectConfig(tmp.path, "{route}-{seq}.log",
+                             "      fsync: on_close\n      layout: shared\n")
+             : collectConfig(tmp.path, "{route}-{conn}-{seq}.log", "      fsync: on_close\n"),
+      sys);
+  REQUIRE(server.start().ok());
+  const RouteMetrics& m = *server.metrics("t");
+  LoopStallMeter meter(server.base());
+  // Another client streams all along, in small pieces.
+  UniqueFd b = connectTo(server.boundAddress("t"));
+  std::string data_a = payload(1 << 20, 61), data_b;
+  std::atomic<bool> stop_b{false};
+  ThreadGuard tb(std::thread([&] {
+    // Never blocks: a failed check on the test thread must not leave it stuck in send().
+    for (int i = 0; !stop_b; ++i) {
+      std::string piece = payload(1000, 100 + static_cast<uint64_t>(i));
+      ssize_t n = ::send(b.get(), piece.data(), piece.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) data_b += piece.substr(0, static_cast<size_t>(n));
+      std::this_thread::sleep_for(5ms);
+    }
+  }));
+  struct Stop {
+    std::atomic<bool>& flag;
+    ~Stop() { flag = true; }
+  } stop_on_exit{stop_b};
+  {
+    // Client a sends its bytes and leaves; b stays.
+    UniqueFd a = connectTo(server.boundAddress("t"));
+    ThreadGuard ta(std::thread([&] {
+      sendAll(a.get(), data_a);
+      ::shutdown(a.get(), SHUT_WR);
+    }));
+    REQUIRE(loopUntil(
+        server, [&] { return m.connections_total == 2 && m.connections_active == 1; }, 5s));
+  }
+  if (shared) server.rotateAll();  // the shared chain's segment closes now
+  // While its fdatasync sleeps on the worker, the loop goes on moving the other client's bytes.
+  const bool overlapped = loopUntil(
+      server, [&] { return syncing > 0; }, 1s);
+  uint64_t before = m.archive_bytes;
+  runFor(server, 200ms);
+  const int still_syncing = syncing;
+  const bool moved = m.archive_bytes > before;
+  REQUIRE(loopUntil(
+      server, [&] { return m.archive_segments == 1; }, 5s));
+  std::cout << "layout " << (shared ? "shared" : "per_connection") << ": longest loop stall "
+            << "during a " << kSlowSync.count()
+            << " ms fdatasync at close: " << meter.worst().count() << " ms\n";
+  CHECK(overlapped);
+  CHECK(still_syncing > 0);
+  CHECK(moved);
+  CHECK(meter.worst() < 100ms);
+  // A clean stop: the last close's slow sync is waited for, and nothing is left as NAME.open.
+  stop_b = true;
+  tb.join();
+  ::shutdown(b.get(), SHUT_WR);
+  server.beginShutdown();
+  REQUIRE(loopUntil(
+      server, [&] { return m.connections_active == 0; }, 5s));
+  runFor(server, 50ms);
+  CHECK(m.archive_segments == 2);
+  CHECK(sys.calls(Call::Fdatasync) == 2);
+  auto files = filesIn(tmp.path);
+  INFO("files: " << namesIn(tmp.path));
+  REQUIRE(files.size() == 2);
+  std::string all;
+  for (const auto& [name, content] : files) {
+    CHECK(name.find(".open") == std::string::npos);
+    all += content;
+  }
+  // Both clients' bytes, whole (per_connection: one segment each; shared: in arrival order).
+  CHECK(all.size() == data_a.size() + data_b.size());
+  if (!shared) {
+    CHECK(difference(files["t-1-000000.log"], data_b) == "");  // b connected first
+    CHECK(difference(files["t-2-000000.log"], data_a) == "");
+  }
 }
 
 // framing: lines on a shared chain: a long line half written when the disk fills must not be cut
@@ -372,12 +505,16 @@ TEST_CASE("fsync of the directory failing at close (fsync: on_close) loses no se
   const RouteMetrics& m = *server.metrics("t");
   std::string first = payload(1 << 20, 52), second = payload(70000, 53);
   archiveOneConnection(server, first);
+  REQUIRE(loopUntil(
+      server, [&] { return m.archive_segments == 1; }, 5s));
   CHECK(sys.calls(Call::Fdatasync) == 1);
   CHECK(sys.calls(Call::Fsync) == 1);
   CHECK(namesIn(tmp.path) == "t-1-000000.log(1048576)");
   CHECK(difference(filesIn(tmp.path)["t-1-000000.log"], first) == "");
   // The route goes on, and the next close syncs normally.
   archiveOneConnection(server, second);
+  REQUIRE(loopUntil(
+      server, [&] { return m.archive_segments == 2; }, 5s));
   CHECK(sys.calls(Call::Fsync) == 2);
   auto files = filesIn(tmp.path);
   CHECK(namesIn(tmp.path) == "t-1-000000.log(1048576) t-2-000000.log(70000)");
