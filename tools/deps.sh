@@ -3,6 +3,8 @@
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config libevent-dev libyaml-cpp-dev libspdlog-dev
   libfmt-dev catch2 libzstd-dev zlib1g-dev netcat-openbsd socat clang-tidy clang libclang-rt-14-dev)
+# tests only: a real rsyslog forwards to spliced while it restarts (tests/e2e/senders_test.cpp)
+packages+=(rsyslog)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

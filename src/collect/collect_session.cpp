@@ -1,5 +1,7 @@
 #include "spliced/collect/collect_session.hpp"
 
+#include <sys/socket.h>
+
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -201,6 +203,10 @@ void CollectSession::noticeHangUp() {
 
 void CollectSession::rotate() {
   if (own_chain_) own_chain_->rotate();
+}
+
+void CollectSession::beginDrain() {
+  if (state_ != State::Closed) ::shutdown(fd_.get(), SHUT_WR);
 }
 
 void CollectSession::shutdownSweep() {

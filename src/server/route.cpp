@@ -45,6 +45,7 @@ Status Route::start() {
 
 void Route::stopAccepting() {
   if (listener_) listener_->close();
+  for (Session* s : sessions_.snapshot()) s->beginDrain();
 }
 
 void Route::rotateAll() {

@@ -37,6 +37,10 @@ class CollectSession : public Session {
   void rotate() override;
   // drain_timeout is over: take what the socket already holds, write it, and close.
   void shutdownSweep() override;
+  // Sends FIN (shutdown SHUT_WR; spliced never writes to a collect client) so that a sender that
+  // watches its socket (rsyslog) stops writing and reconnects, instead of writing bytes that the
+  // final close would reset away. Reading goes on until the client's EOF or drain_timeout.
+  void beginDrain() override;
 
   uint64_t id() const { return id_; }
   bool closed() const { return state_ == State::Closed; }

@@ -38,6 +38,8 @@ class Session {
   virtual void rotate() {}
   // drain_timeout is over: write what is already received where it can go, and close.
   virtual void shutdownSweep() = 0;
+  // A shutdown has begun: tell the client the stream is ending (nothing by default).
+  virtual void beginDrain() {}
 
  private:
   friend class SessionList;
