@@ -288,7 +288,7 @@ std::string jsonLogLine(std::string_view ts, std::string_view level, std::string
   while (lead_end < tokens.size() && take(tokens[lead_end])) ++lead_end;
   size_t trail_begin = tokens.size();
   while (trail_begin > lead_end && take(tokens[trail_begin - 1])) --trail_begin;
-  std::vector<std::string_view> ms_keys;  // "duration" of duration=1.2s gets duration_ms too
+  // "duration=1.2s" also gives "duration_ms":1200.
   auto emit = [&](const Token& t) {
     appendMember(out, t.key, t);
     if (t.quoted || isNameKey(t.key)) return;
