@@ -56,16 +56,24 @@ int main(int argc, char** argv) {
     return 2;
   }
   spliced::ConfigResult loaded = spliced::loadConfigFile(config_path);
-  for (const auto& e : loaded.errors) std::fprintf(stderr, "%s\n", e.format().c_str());
-  if (!loaded.errors.empty()) {
-    if (test_only) std::fprintf(stderr, "%s: configuration is invalid\n", config_path.c_str());
-    return 1;
-  }
   if (test_only) {
+    for (const auto& e : loaded.errors) std::fprintf(stderr, "%s\n", e.format().c_str());
+    if (!loaded.errors.empty()) {
+      std::fprintf(stderr, "%s: configuration is invalid\n", config_path.c_str());
+      return 1;
+    }
     std::printf("%s: configuration is valid\n", config_path.c_str());
     return 0;
   }
-  spliced::setupLogging(loaded.config->log);
+  // From here on everything is a log line, in the format the file asks for (as far as its log
+  // section could be read): a refused config too.
+  spliced::setupLogging(loaded.log);
+  if (!loaded.errors.empty()) {
+    for (const auto& e : loaded.errors) spdlog::error("error=config {}", e.format());
+    spdlog::error("error=config cannot start: {}: configuration is invalid ({} error(s))",
+                  config_path, loaded.errors.size());
+    return 1;
+  }
   spliced::Server server(loaded.config);
   if (spliced::Status s = server.start(); !s) {
     spdlog::error("error={} cannot start: {}", spliced::toString(s.error().source()),

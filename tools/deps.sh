@@ -1,10 +1,29 @@
 #!/usr/bin/env bash
-# Installs the Debian packages spliced needs to build and test, only those that are missing.
+# Installs the Debian packages spliced needs, only those that are missing (so it is quick when
+# nothing changed). What is installed depends on what is about to run:
+#
+#   tools/deps.sh           build and run spliced (tools/run.sh)
+#   tools/deps.sh test      + the test suite: Catch2, python3 (the layering check), rsyslog
+#                           (a real sender through a restart, e2e/senders_test.cpp)
+#   tools/deps.sh lint      + clang-tidy (tools/test.sh --lint)
+#   tools/deps.sh fuzz      + clang and its libFuzzer/sanitizer runtimes (tools/fuzz.sh)
+#
+# Several groups may be named at once. The clang toolchain (lint, fuzz) is about 250 MB: only the
+# modes that use it install it. The sanitized suite needs nothing more: GCC brings ASan and UBSan.
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config libevent-dev libyaml-cpp-dev libspdlog-dev
-  libfmt-dev catch2 libzstd-dev zlib1g-dev netcat-openbsd socat clang-tidy clang libclang-rt-14-dev)
-# tests only: a real rsyslog forwards to spliced while it restarts (tests/e2e/senders_test.cpp)
-packages+=(rsyslog)
+  libfmt-dev libzstd-dev zlib1g-dev netcat-openbsd)
+for group in "$@"; do
+  case "$group" in
+    test) packages+=(catch2 python3 rsyslog) ;; # rsyslog: e2e/senders_test.cpp
+    lint) packages+=(clang-tidy) ;;
+    fuzz) packages+=(clang libclang-rt-14-dev) ;;
+    *)
+      echo "tools/deps.sh: unknown group '$group' (test, lint or fuzz)" >&2
+      exit 2
+      ;;
+  esac
+done
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -18,7 +18,7 @@ targets=(fuzz_config fuzz_units fuzz_address fuzz_naming fuzz_proxy_header fuzz_
 declare -A max_len=([fuzz_config]=4096 [fuzz_units]=64 [fuzz_address]=256 [fuzz_naming]=512
   [fuzz_proxy_header]=600 [fuzz_range]=128)
 
-tools/deps.sh
+tools/deps.sh fuzz
 
 # One build at a time on this machine (tools/build.sh takes the same lock).
 (

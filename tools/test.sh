@@ -14,7 +14,12 @@ case "$mode" in
   --sanitize | --release | --lint | --fuzz) shift ;;
   *) mode="" ;;
 esac
-tools/deps.sh
+# Each mode installs what it uses: the clang toolchain only for --lint and --fuzz.
+case "$mode" in
+  --lint) tools/deps.sh test lint ;;
+  --fuzz) ;; # tools/fuzz.sh installs its own
+  *) tools/deps.sh test ;;
+esac
 
 case "$mode" in
   --fuzz)

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "spliced/collect/collect_route.hpp"
+#include "spliced/core/log.hpp"
 
 namespace spliced {
 namespace {
@@ -253,7 +254,7 @@ void CollectSession::close(EndReason why, int err) {
   spdlog::log(level, "close route={} conn={} peer={} bytes={} segments={} duration={} end={}{}{}",
               ctx_.routeName(), id_, peer_.display(), bytes_,
               own_chain_ ? own_chain_->segmentsClosed() : 0, formatDuration(ms), toString(why),
-              err ? " error=downstream detail=" : "", err ? std::strerror(err) : "");
+              err ? " error=downstream detail=" : "", err ? logQuote(std::strerror(err)) : "");
   ctx_.sessionDone(this);
 }
 

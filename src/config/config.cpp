@@ -96,6 +96,7 @@ ConfigResult loadConfigString(const std::string& text, const std::string& source
   }
   // In the order the schema reads the file, then the cross-key rules.
   result.errors = reader.takeErrors();
+  result.log = cfg->log;
   if (result.errors.empty()) result.config = std::move(cfg);
   return result;
 }

@@ -46,6 +46,11 @@ ErrorSource sourceOfSetupErrno(int err) {
     case ENOBUFS:
     case ENOENT:
     case ENOTDIR:
+    case EEXIST:
+    case EISDIR:
+    case ELOOP:
+    case ENAMETOOLONG:
+    case EBUSY:
     case EROFS:
     case ENOSPC:
     case EDQUOT:

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "spliced/core/log.hpp"
+
 namespace spliced {
 namespace {
 
@@ -391,7 +393,7 @@ void ProxySession::close(End why, int err) {
               upstream_ != nullptr ? upstream_->addr.text : "-", c2u_.bytes, u2c_.bytes,
               connect_time_.count() >= 0 ? formatDuration(connect_time_) : "-",
               formatDuration(since(started_)), toString(why), tag, err ? " detail=" : "",
-              err ? std::strerror(err) : "",
+              err ? logQuote(std::strerror(err)) : "",
               dropped ? fmt::format(" dropped_bytes={}", dropped) : std::string());
   ctx_.sessionDone(this);
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "spliced/admin/metrics_catalogue.hpp"
+#include "spliced/core/log.hpp"
 
 namespace spliced {
 namespace {
@@ -61,7 +62,7 @@ Status Server::start() {
     }
     if (rc.archive) {
       spdlog::info("route={} listening on {} archive={}", rc.name, route->boundAddress(),
-                   rc.archive->dir.string());
+                   logQuote(rc.archive->dir.string()));
     } else {
       std::string ups;
       for (const auto& u : rc.forward->upstreams) ups += (ups.empty() ? "" : ",") + u.text;

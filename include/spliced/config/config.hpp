@@ -56,6 +56,9 @@ struct ConfigError {
 struct ConfigResult {
   ConfigPtr config;  // set only when errors is empty
   std::vector<ConfigError> errors;
+  // The log section as far as it could be read, also when there are errors: the daemon logs
+  // them in the format the file asks for.
+  LogConfig log;
 };
 
 // Loads and validates a config file. Never throws; every problem found is reported.

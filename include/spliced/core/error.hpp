@@ -40,7 +40,8 @@ class Error {
 };
 
 // The source an errno from the operating system points at when setting something up: a missing
-// permission, a port in use or an exhausted limit is the machine's; anything else is ours.
+// permission, a port in use, a path that is missing, read-only or runs through a regular file, or
+// an exhausted limit is the machine's; anything else is ours.
 ErrorSource sourceOfSetupErrno(int err);
 
 // A value, or the Error that prevented it.
