@@ -221,7 +221,6 @@ TEST_CASE("faults: 1100 clients under systemd's default of 1024 descriptors - al
   manyClientsFewDescriptors(1100, 1024, 10 * 1000);
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Item 2: the admin listener at the descriptor limit
 
