@@ -352,9 +352,7 @@ void Admin::listSegments(evhttp_request* req, int dir_fd, const std::string& rou
       link = fmt::format("<{}?limit={}&after={}>; rel=\"next\"", prefix, q.limit,
                          uriEncode(page.last));
     }
-    return [this, id, body = renderPage(page), link]() mutable {
-      listed(id, 200, std::move(body), std::move(link));
-    };
+    return [this, id, body = renderPage(page), link]() mutable { listed(id, 200, body, link); };
   });
   if (!posted) {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
@@ -365,7 +363,7 @@ void Admin::listSegments(evhttp_request* req, int dir_fd, const std::string& rou
   evhttp_connection_set_closecb(conn, &Admin::onConnectionClose, this);
 }
 
-void Admin::listed(uint64_t id, int code, std::string body, std::string link) {
+void Admin::listed(uint64_t id, int code, const std::string& body, const std::string& link) {
   auto it = listings_.find(id);
   if (it == listings_.end()) return;  // the client has gone
   evhttp_request* req = it->second.req;

@@ -48,16 +48,16 @@ void LineFramer::cut() {
   SPLICED_ASSERT(buf_.size() - complete_ == max_line_ - 1, "a line is cut when it is full");
   // The piece keeps max_line - 1 - |marker| bytes; with the marker and '\n' it is max_line long.
   const size_t keep = complete_ + max_line_ - 1 - marker_.size();
-  char carry[32];
   const size_t carried = buf_.size() - keep;
-  SPLICED_ASSERT(carried == marker_.size() && carried <= sizeof carry, "the marker is short");
-  std::memcpy(carry, buf_.data() + keep, carried);
-  buf_.resize(keep);
-  buf_ += marker_;
-  buf_ += '\n';
-  complete_ = buf_.size();
-  buf_ += marker_;
-  buf_.append(carry, carried);
+  SPLICED_ASSERT(carried == marker_.size(), "the bytes that make room are as long as the marker");
+  // The marker, '\n' and the marker again go in before the bytes that made room for them.
+  const size_t added = 2 * marker_.size() + 1;
+  buf_.insert(keep, added, '\0');
+  std::copy(marker_.begin(), marker_.end(), buf_.begin() + static_cast<ptrdiff_t>(keep));
+  buf_[keep + marker_.size()] = '\n';
+  std::copy(marker_.begin(), marker_.end(),
+            buf_.begin() + static_cast<ptrdiff_t>(keep + marker_.size() + 1));
+  complete_ = keep + marker_.size() + 1;
   if (!continued_) ++metrics_.lines_split;
   continued_ = true;
 }

@@ -63,7 +63,7 @@ class Admin {
   void archive(evhttp_request* req, const std::string& raw_path, const char* query);
   void listSegments(evhttp_request* req, int dir_fd, const std::string& route, const char* query);
   // On the loop, when the walk of listing `id` is done.
-  void listed(uint64_t id, int code, std::string body, std::string link);
+  void listed(uint64_t id, int code, const std::string& body, const std::string& link);
   static void onConnectionClose(evhttp_connection* conn, void* arg);
   void sendSegment(evhttp_request* req, int dir_fd, const std::string& rel);
 
