@@ -27,7 +27,11 @@ bool exists(int dir_fd, const std::string& rel) {
   return ::fstatat(dir_fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-void walkDir(UniqueFd fd, const std::string& prefix, const ArchiveFileFn& fn,
+// fn(rel, st) for every regular file below `fd`; `st` is its lstat with `with_stat`, else
+// nullptr, and only the entries' types are read (a stat only where the file system gives none).
+using WalkFn = std::function<void(std::string&& rel, const struct stat* st)>;
+
+void walkDir(UniqueFd fd, const std::string& prefix, bool with_stat, const WalkFn& fn,
              std::vector<std::string>& errors, int depth) {
   const std::string shown = prefix.empty() ? "." : prefix;
   if (depth > kMaxDepth) {
@@ -50,48 +54,9 @@ void walkDir(UniqueFd fd, const std::string& prefix, const ArchiveFileFn& fn,
     }
     std::string_view name = e->d_name;
     if (name.empty() || name[0] == '.') continue;  // ".", "..", and spliced's own names
-    std::string rel = prefix.empty() ? std::string(name) : prefix + "/" + std::string(name);
-    struct stat st;
-    if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // vanished
-    if (S_ISDIR(st.st_mode)) {
-      UniqueFd sub(::openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!sub.valid()) {
-        if (errno != ENOENT) errors.push_back(fmt::format("{}: {}", rel, std::strerror(errno)));
-        continue;
-      }
-      walkDir(std::move(sub), rel, fn, errors, depth + 1);
-    } else if (S_ISREG(st.st_mode)) {
-      fn(rel, st);
-    }
-  }
-}
-
-void walkNames(UniqueFd fd, const std::string& prefix, const ArchiveNameFn& fn,
-               std::vector<std::string>& errors, int depth) {
-  const std::string shown = prefix.empty() ? "." : prefix;
-  if (depth > kMaxDepth) {
-    errors.push_back(fmt::format("{}: deeper than {} levels; not walked", shown, kMaxDepth));
-    return;
-  }
-  DirPtr dir(::fdopendir(fd.get()));
-  if (!dir) {
-    errors.push_back(fmt::format("{}: {}", shown, std::strerror(errno)));
-    return;
-  }
-  fd.release();  // the DIR stream owns it now
-  int dfd = ::dirfd(dir.get());
-  for (;;) {
-    errno = 0;
-    dirent* e = ::readdir(dir.get());
-    if (e == nullptr) {
-      if (errno != 0) errors.push_back(fmt::format("{}: {}", shown, std::strerror(errno)));
-      break;
-    }
-    std::string_view name = e->d_name;
-    if (name.empty() || name[0] == '.') continue;  // ".", "..", and spliced's own names
-    unsigned char type = e->d_type;
+    struct stat st {};
+    unsigned char type = with_stat ? static_cast<unsigned char>(DT_UNKNOWN) : e->d_type;
     if (type == DT_UNKNOWN) {
-      struct stat st;
       if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // vanished
       type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
     }
@@ -102,11 +67,22 @@ void walkNames(UniqueFd fd, const std::string& prefix, const ArchiveNameFn& fn,
         if (errno != ENOENT) errors.push_back(fmt::format("{}: {}", rel, std::strerror(errno)));
         continue;
       }
-      walkNames(std::move(sub), rel, fn, errors, depth + 1);
+      walkDir(std::move(sub), rel, with_stat, fn, errors, depth + 1);
     } else if (type == DT_REG) {
-      fn(std::move(rel));
+      fn(std::move(rel), with_stat ? &st : nullptr);
     }
   }
+}
+
+std::vector<std::string> walkRoot(int dir_fd, bool with_stat, const WalkFn& fn) {
+  std::vector<std::string> errors;
+  UniqueFd root(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root.valid()) {
+    errors.push_back(fmt::format(".: {}", std::strerror(errno)));
+    return errors;
+  }
+  walkDir(std::move(root), "", with_stat, fn, errors, 0);
+  return errors;
 }
 
 }  // namespace
@@ -246,25 +222,12 @@ ParentDir openParentDir(int dir_fd, const std::string& rel) {
 }
 
 std::vector<std::string> walkArchive(int dir_fd, const ArchiveFileFn& fn) {
-  std::vector<std::string> errors;
-  UniqueFd root(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!root.valid()) {
-    errors.push_back(fmt::format(".: {}", std::strerror(errno)));
-    return errors;
-  }
-  walkDir(std::move(root), "", fn, errors, 0);
-  return errors;
+  return walkRoot(dir_fd, true, [&fn](std::string&& rel, const struct stat* st) { fn(rel, *st); });
 }
 
 std::vector<std::string> walkArchiveNames(int dir_fd, const ArchiveNameFn& fn) {
-  std::vector<std::string> errors;
-  UniqueFd root(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!root.valid()) {
-    errors.push_back(fmt::format(".: {}", std::strerror(errno)));
-    return errors;
-  }
-  walkNames(std::move(root), "", fn, errors, 0);
-  return errors;
+  return walkRoot(dir_fd, false,
+                  [&fn](std::string&& rel, const struct stat*) { fn(std::move(rel)); });
 }
 
 }  // namespace spliced
