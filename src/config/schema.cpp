@@ -3,8 +3,13 @@
 #include <fmt/format.h>
 #include <string>
 
+#include "spliced/core/cpus.hpp"
+
 namespace spliced {
 namespace {
+
+// More workers than this is a typo, not a machine.
+constexpr uint64_t kMaxWorkers = 1024;
 
 // The keys of each block, their defaults (in the feature's config struct) and their readers.
 class Schema {
@@ -12,7 +17,13 @@ class Schema {
   explicit Schema(YamlReader& r) : r_(r) {}
 
   void parseRoot(const YAML::Node& root, Config& cfg, std::vector<std::string>& route_paths) {
-    r_.checkMap(root, "", {"log", "admin", "pipes", "drain_timeout", "routes"});
+    r_.checkMap(root, "", {"log", "admin", "pipes", "workers", "drain_timeout", "routes"});
+    cfg.workers = affinityCpus();  // auto, unless the file says a number
+    if (auto n = root["workers"]) {
+      if (!(n.IsScalar() && n.Scalar() == "auto")) {
+        r_.count(n, "workers", cfg.workers, 1, kMaxWorkers);
+      }
+    }
     if (auto n = root["log"]) parseLog(n, cfg.log);
     if (auto n = root["admin"]) parseAdmin(n, cfg.admin);
     if (auto n = root["pipes"]) parsePipes(n, cfg.pipes);

@@ -40,8 +40,16 @@ struct RouteStatus {
   std::vector<UpstreamStatus> upstreams;
 };
 
+// One worker's gauges (its share of the process's): imbalance between workers shows here.
+struct WorkerStatus {
+  size_t index = 0;
+  uint64_t connections_active = 0;  // over every route
+  uint64_t pipes_in_use = 0;
+};
+
 struct ServerStatus {
   std::vector<RouteStatus> routes;
+  std::vector<WorkerStatus> workers;
   uint64_t archive_queue = 0;
   uint64_t pipes_in_use = 0;
   uint64_t pipes_pooled = 0;

@@ -104,7 +104,8 @@ const char* const kRoute =
     "    archive:\n"
     "      dir: @DIR@\n";
 
-const std::string kTopKeys = "unknown key (known here: log, admin, pipes, drain_timeout, routes)";
+const std::string kTopKeys =
+    "unknown key (known here: log, admin, pipes, workers, drain_timeout, routes)";
 const std::string kSizeUnits = "(use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)";
 
 }  // namespace
