@@ -180,6 +180,11 @@ std::string renderMetrics(const ServerStatus& status) {
   for (const auto& w : status.workers) {
     x.sample({{"worker", std::to_string(w.index)}}, w.connections_active);
   }
+  x.family("spliced_worker_connections_total", Exposition::Type::Counter,
+           "Client connections accepted by each worker, over every route.");
+  for (const auto& w : status.workers) {
+    x.sample({{"worker", std::to_string(w.index)}}, w.connections_total);
+  }
   x.family("spliced_worker_pipes_in_use", Exposition::Type::Gauge,
            "Pipes lent to connections on each worker.");
   for (const auto& w : status.workers) {

@@ -20,7 +20,10 @@ class Schema {
     r_.checkMap(root, "", {"log", "admin", "pipes", "workers", "drain_timeout", "routes"});
     cfg.workers = affinityCpus();  // auto, unless the file says a number
     if (auto n = root["workers"]) {
-      if (!(n.IsScalar() && n.Scalar() == "auto")) {
+      if (n.IsScalar() && !n.Scalar().empty() &&
+          n.Scalar().find_first_not_of("0123456789") != std::string::npos && n.Scalar() != "auto") {
+        r_.add(n, "workers", fmt::format("'{}' is neither auto nor a whole number", n.Scalar()));
+      } else if (!(n.IsScalar() && n.Scalar() == "auto")) {
         r_.count(n, "workers", cfg.workers, 1, kMaxWorkers);
       }
     }

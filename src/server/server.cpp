@@ -264,7 +264,9 @@ ServerStatus Server::status() const {
     WorkerStatus ws;
     ws.index = w->index();
     for (const auto& r : routes_) {
-      ws.connections_active += r->workers()[w->index()]->counters().connections_active;
+      const RouteMetrics& m = r->workers()[w->index()]->counters();
+      ws.connections_active += m.connections_active;
+      ws.connections_total += m.connections_total;
     }
     ws.pipes_in_use = w->pipes().inUse();
     st.pipes_in_use += ws.pipes_in_use;

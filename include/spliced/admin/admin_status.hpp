@@ -44,6 +44,7 @@ struct RouteStatus {
 struct WorkerStatus {
   size_t index = 0;
   uint64_t connections_active = 0;  // over every route
+  uint64_t connections_total = 0;   // accepted by this worker, over every route
   uint64_t pipes_in_use = 0;
 };
 
