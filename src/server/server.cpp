@@ -66,6 +66,7 @@ void Server::onWorker(Worker& w, std::function<void()> fn) {
 Status Server::start() {
   if (!base_) return Error(ErrorSource::Internal, "cannot create the event loop");
   ::signal(SIGPIPE, SIG_IGN);
+  installFatalHandler();
   NofileLimits nofile = raiseNofileLimit();
   if (nofile.now != nofile.before) {
     spdlog::info("descriptor limit raised from {} to its hard limit {}", nofile.before, nofile.now);

@@ -4,6 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include <fmt/format.h>
+#include <cstdlib>
+#include <exception>
+#include <string>
 
 #include "spliced/core/check.hpp"
 
@@ -53,6 +56,29 @@ void Worker::onCleanupEvent(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Worker*>(arg);
   self->graveyard_.clear();
   if (self->after_cleanup_) self->after_cleanup_();
+}
+
+void installFatalHandler() {
+  std::set_terminate([] {
+    char thread[16] = "?";
+    ::pthread_getname_np(::pthread_self(), thread, sizeof thread);
+    std::string what = "unknown error";
+    if (std::exception_ptr e = std::current_exception()) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        what = x.what();
+      } catch (...) {
+        what = "an exception of unknown type";
+      }
+    }
+    spdlog::error(
+        "error=internal thread {}: {}: aborting the process; the connections of every worker end "
+        "now, and bytes they held in pipes (read, not yet archived or forwarded) are lost",
+        thread, what);
+    spdlog::shutdown();  // flushes
+    std::abort();
+  });
 }
 
 }  // namespace spliced

@@ -68,4 +68,10 @@ class Worker {
   std::thread thread_;
 };
 
+// What happens when a worker (or the main thread) hits an internal error it cannot handle (an
+// exception escaping a callback, std::terminate): one log line naming the thread and the error,
+// saying that every worker's connections end and what their pipes held is lost, then abort() (a
+// core for the operator; systemd's Restart= starts a new process). Installed once, at start.
+void installFatalHandler();
+
 }  // namespace spliced
