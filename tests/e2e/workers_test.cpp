@@ -158,9 +158,7 @@ TEST_CASE("workers: 2 - max_connections is exact for the route across workers", 
   CHECK(value(m, "spliced_connections_active{route=\"app\"}") == kLimit);
   CHECK(value(m, "spliced_connections_rejected_total{route=\"app\",reason=\"limit\"}") ==
         kClients - kLimit);
-  // Both workers accepted (40 connections all hashed to one socket: one chance in 2^39).
-  CHECK(value(m, workerKey("spliced_worker_connections_total", 0)) > 0);
-  CHECK(value(m, workerKey("spliced_worker_connections_total", 1)) > 0);
+  // Which worker admitted them depends on which accepted first; together, exactly the limit.
   CHECK(value(m, workerKey("spliced_worker_connections_active", 0)) +
             value(m, workerKey("spliced_worker_connections_active", 1)) ==
         kLimit);
