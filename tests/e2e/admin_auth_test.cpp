@@ -318,6 +318,15 @@ TEST_CASE("admin tls: HTTPS with the certificate from the docs, byte-exact downl
   r = sh(dir, curl + " " + url + "/metrics");
   CHECK(r.out.find("\nspliced_admin_tls_copy_bytes_total " +
                    std::to_string(payload.size() + 2000000) + "\n") != std::string::npos);
+  // A client that goes away in the middle of a download: the daemon forgets it and goes on.
+  const size_t fds = d.fdCount();
+  r = sh(dir, curl + auth + "--limit-rate 1M --max-time 1 -o /dev/null " + url + "/archive/app/" +
+                  rel + "; echo \" exit=$?\"");
+  CHECK(r.out.find(" exit=28") != std::string::npos);  // curl's own time limit
+  CHECK(waitUntil([&] { return d.fdCount() <= fds; }, Millis(5000)));
+  r = sh(dir, curl + auth + "-o again -w '%{http_code}' " + url + "/archive/app/" + rel);
+  CHECK(r.out == "200");
+  CHECK(firstDifference(readFile(dir / "again"), payload).empty());
   // Plain HTTP on the TLS port gets no HTTP answer: the handshake fails.
   HttpResponse plain = httpGet(admin, "/metrics");
   CHECK(plain.status == 0);
