@@ -422,7 +422,6 @@ void Admin::authenticate(evhttp_request* req) {
   p.conn = conn;
   p.client = client;
   p.credentials = parseBasicAuthorization(header);
-  p.delay = adm.delay;
   const uint64_t id = addPending(std::move(p));
   if (adm.delay <= AuthThrottle::Clock::duration::zero()) return attempt(id);
   Pending& q = pending_.at(id);

@@ -102,7 +102,6 @@ class Admin {
     EventPtr timer;                               // a throttled attempt waiting for its turn
     std::string client;                           // the throttle's key (Check, Refusal)
     std::optional<BasicCredentials> credentials;  // nullopt: a malformed Authorization header
-    AuthThrottle::Clock::duration delay{};
     Download download;
   };
 
