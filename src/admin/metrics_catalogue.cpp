@@ -96,7 +96,7 @@ constexpr std::array<UpstreamMetricDef, 3> kUpstreamMetrics{{
 using P = ProcessStats;
 using S = ServerStatus;
 
-constexpr std::array<ProcessMetricDef, 9> kProcessMetrics{{
+constexpr std::array<ProcessMetricDef, 11> kProcessMetrics{{
     {"spliced_archive_queue_length", T::Gauge,
      "Compression and retention jobs waiting for the archive lifecycle thread (the backlog).",
      [](const S& s, const P&) { return s.archive_queue; }, nullptr},
@@ -104,6 +104,12 @@ constexpr std::array<ProcessMetricDef, 9> kProcessMetrics{{
      [](const S& s, const P&) { return s.pipes_in_use; }, nullptr},
     {"spliced_pipes_pooled", T::Gauge, "Empty pipes kept for reuse.",
      [](const S& s, const P&) { return s.pipes_pooled; }, nullptr},
+    {"spliced_admin_auth_failures_total", T::Counter,
+     "Admin requests refused for wrong, malformed or throttled credentials.",
+     [](const S& s, const P&) { return s.admin.auth_failures; }, nullptr},
+    {"spliced_admin_tls_copy_bytes_total", T::Counter,
+     "Archive bytes the admin endpoint sent over TLS (copied through user space, no sendfile).",
+     [](const S& s, const P&) { return s.admin.tls_copy_bytes; }, nullptr},
     // The value is 1; the version is its label.
     {"spliced_build_info", T::Gauge, "Build information; the value is always 1.",
      [](const S&, const P&) { return uint64_t{1}; }, nullptr},

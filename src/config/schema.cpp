@@ -70,9 +70,67 @@ class Schema {
   }
 
   void parseAdmin(const YAML::Node& n, AdminConfig& admin) {
-    if (!r_.checkMap(n, "admin", {"listen", "allow"})) return;
+    if (!r_.checkMap(n, "admin", {"listen", "allow", "auth", "tls"})) return;
     if (auto v = n["listen"]) admin.listen = r_.address(v, "admin.listen");
     if (auto v = n["allow"]) admin.allow = r_.cidrs(v, "admin.allow");
+    if (auto v = n["auth"]) {
+      AdminAuthConfig auth;
+      if (r_.checkMap(v, "admin.auth", {"basic_file", "open"})) {
+        if (auto f = v["basic_file"]) {
+          if (auto s = r_.scalar(f, "admin.auth.basic_file")) {
+            if (s->empty()) {
+              r_.add(f, "admin.auth.basic_file", "expected the path of an htpasswd file");
+            }
+            auth.basic_file = *s;
+          }
+        } else {
+          r_.add(v, "admin.auth.basic_file", "missing: the htpasswd file of the admin users");
+        }
+        if (auto o = v["open"]) parseOpenPaths(o, auth.open);
+      }
+      admin.auth = std::move(auth);
+    }
+    if (auto v = n["tls"]) {
+      AdminTlsConfig tls;
+      if (r_.checkMap(v, "admin.tls", {"cert", "key"})) {
+        for (const auto& [name, out] : {std::pair{"cert", &tls.cert}, {"key", &tls.key}}) {
+          const std::string key = std::string("admin.tls.") + name;
+          if (auto f = v[name]) {
+            if (auto s = r_.scalar(f, key)) {
+              if (s->empty()) r_.add(f, key, "expected the path of a PEM file");
+              *out = *s;
+            }
+          } else {
+            r_.add(v, key, "missing: admin.tls needs cert and key (PEM files)");
+          }
+        }
+      }
+      admin.tls = std::move(tls);
+    }
+  }
+
+  // admin.auth.open: exact request paths ("/metrics") answered without credentials.
+  void parseOpenPaths(const YAML::Node& n, std::vector<std::string>& out) {
+    out.clear();
+    if (!n.IsSequence()) {
+      r_.add(n, "admin.auth.open", "expected a list of paths, e.g. [/metrics, /healthz]");
+      return;
+    }
+    for (size_t i = 0; i < n.size(); ++i) {
+      const std::string key = fmt::format("admin.auth.open[{}]", i);
+      auto s = r_.scalar(n[i], key);
+      if (!s) continue;
+      if (s->empty() || s->front() != '/' || s->find_first_of("?# \t") != std::string::npos) {
+        r_.add(n[i], key,
+               fmt::format("'{}' is not a request path (it starts with /, without ? or #)", *s));
+        continue;
+      }
+      if (s->starts_with("/archive/")) {
+        r_.add(n[i], key, "archive paths cannot be left open: they serve archived bytes");
+        continue;
+      }
+      out.push_back(*s);
+    }
   }
 
   void parsePipes(const YAML::Node& n, PipesConfig& pipes) {

@@ -71,7 +71,7 @@ Result<std::vector<UniqueFd>> openListenGroup(const SocketAddress& addr, size_t 
   // fails when anything listens there, as a single socket would.
   SocketAddress at = addr;
   if (portOf(at) != 0) {
-    Result<UniqueFd> probe = openOne(at, false, /*listen=*/false);
+    Result<UniqueFd> probe = openOne(at, false, /*do_listen=*/false);
     if (!probe) return std::move(probe).takeError();
   }
   for (size_t i = 0; i < n; ++i) {

@@ -48,9 +48,16 @@ struct WorkerStatus {
   uint64_t pipes_in_use = 0;
 };
 
+// The admin endpoint's own counters.
+struct AdminCounters {
+  uint64_t auth_failures = 0;   // requests refused for wrong, malformed or throttled credentials
+  uint64_t tls_copy_bytes = 0;  // archive bytes sent over TLS (read into user space)
+};
+
 struct ServerStatus {
   std::vector<RouteStatus> routes;
   std::vector<WorkerStatus> workers;
+  AdminCounters admin;  // filled in by the admin endpoint
   uint64_t archive_queue = 0;
   uint64_t pipes_in_use = 0;
   uint64_t pipes_pooled = 0;
