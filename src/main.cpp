@@ -18,7 +18,7 @@ void usage(FILE* out) {
                "usage: spliced -c FILE        run in the foreground\n"
                "       spliced -t -c FILE     check the config and exit (0 valid, 1 invalid)\n"
                "       spliced --version\n"
-               "signals: TERM/INT drain and exit, USR1 rotate archive segments now\n");
+               "signals: TERM/INT drain and exit, HUP reload the config, USR1 rotate archive segments now\n");
 }
 
 }  // namespace

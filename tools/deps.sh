@@ -13,7 +13,7 @@
 # modes that use it install it. The sanitized suite needs nothing more: GCC brings ASan and UBSan.
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config libevent-dev libyaml-cpp-dev libspdlog-dev
-  libfmt-dev libzstd-dev zlib1g-dev libssl-dev libcrypt-dev netcat-openbsd)
+  libfmt-dev libzstd-dev zlib1g-dev libssl-dev libcrypt-dev libsystemd-dev netcat-openbsd)
 for group in "$@"; do
   case "$group" in
     # rsyslog: e2e/senders_test.cpp; apache2-utils (htpasswd), openssl, curl: e2e/admin_auth_test.cpp

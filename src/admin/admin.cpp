@@ -504,7 +504,11 @@ void Admin::authFailed(evhttp_request* req, const std::string& client, const std
 void Admin::health(evhttp_request* req) {
   std::string body;
   for (const auto& p : source_.problems()) body += p + "\n";
-  if (body.empty()) return reply(req, 200, "OK", "ok\n");
+  if (body.empty()) {
+    std::string ok = "ok\n";
+    for (const auto& n : source_.notes()) ok += n + "\n";
+    return reply(req, 200, "OK", ok);
+  }
   reply(req, 503, "Service Unavailable", body);
 }
 

@@ -179,6 +179,13 @@ std::string renderMetrics(const ServerStatus& status) {
         x.sample({{"route", r.name}, {"upstream", u.address}}, m.get(u));
     }
   }
+  x.family("spliced_config_generation", Exposition::Type::Gauge,
+           "Configurations applied: 1 at start, one more per reload applied.");
+  x.sample({}, status.config_generation);
+  x.family("spliced_config_reloads_total", Exposition::Type::Counter,
+           "Reloads (SIGHUP) by result: success (applied) or failure (the running one is kept).");
+  x.sample({{"result", "success"}}, status.reloads_ok);
+  x.sample({{"result", "failure"}}, status.reloads_failed);
   x.family("spliced_workers", Exposition::Type::Gauge, "Workers (event loops) of the process.");
   x.sample({}, static_cast<uint64_t>(status.workers.size()));
   x.family("spliced_worker_connections_active", Exposition::Type::Gauge,

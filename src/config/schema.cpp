@@ -1,5 +1,8 @@
 #include "spliced/config/schema.hpp"
 
+#include <grp.h>
+#include <pwd.h>
+
 #include <fmt/format.h>
 #include <string>
 
@@ -17,7 +20,10 @@ class Schema {
   explicit Schema(YamlReader& r) : r_(r) {}
 
   void parseRoot(const YAML::Node& root, Config& cfg, std::vector<std::string>& route_paths) {
-    r_.checkMap(root, "", {"log", "admin", "pipes", "workers", "drain_timeout", "routes"});
+    r_.checkMap(root, "",
+                {"log", "admin", "pipes", "workers", "user", "group", "drain_timeout", "routes"});
+    if (auto n = root["user"]) parseRunAs(n, "user", cfg.user);
+    if (auto n = root["group"]) parseRunAs(n, "group", cfg.group);
     cfg.workers = affinityCpus();  // auto, unless the file says a number
     if (auto n = root["workers"]) {
       if (n.IsScalar() && !n.Scalar().empty() &&
@@ -28,7 +34,10 @@ class Schema {
       }
     }
     if (auto n = root["log"]) parseLog(n, cfg.log);
-    if (auto n = root["admin"]) parseAdmin(n, cfg.admin);
+    if (auto n = root["admin"]) {
+      parseAdmin(n, cfg.admin);
+      cfg.admin_text = YAML::Dump(n);
+    }
     if (auto n = root["pipes"]) parsePipes(n, cfg.pipes);
     if (auto n = root["drain_timeout"]) {
       r_.duration(n, "drain_timeout", cfg.drain_timeout, milliseconds(0), true);
@@ -46,9 +55,30 @@ class Schema {
       RouteConfig r;
       const std::string path = fmt::format("routes[{}]", i);
       if (!parseRoute(routes[i], path, r)) continue;
+      r.text = YAML::Dump(routes[i]);
       cfg.routes.push_back(std::move(r));
       route_paths.push_back(path);
     }
+  }
+
+  // user: / group: a name that exists on this machine.
+  void parseRunAs(const YAML::Node& n, const std::string& key, std::string& out) {
+    auto v = r_.scalar(n, key);
+    if (!v) return;
+    if (v->empty()) return r_.add(n, key, "expected a name");
+    std::vector<char> buf(16384);
+    bool found = false;
+    if (key == "user") {
+      passwd pw{};
+      passwd* p = nullptr;
+      found = ::getpwnam_r(v->c_str(), &pw, buf.data(), buf.size(), &p) == 0 && p != nullptr;
+    } else {
+      struct group gr {};
+      struct group* p = nullptr;
+      found = ::getgrnam_r(v->c_str(), &gr, buf.data(), buf.size(), &p) == 0 && p != nullptr;
+    }
+    if (!found) return r_.add(n, key, fmt::format("no such {} '{}' on this machine", key, *v));
+    out = *v;
   }
 
   void parseLog(const YAML::Node& n, LogConfig& log) {

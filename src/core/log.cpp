@@ -429,4 +429,6 @@ void setupLogging(const LogConfig& cfg) {
   event_set_log_callback(&onLibeventLog);
 }
 
+void setLogLevel(LogLevel level) { spdlog::default_logger()->set_level(toSpdlog(level)); }
+
 }  // namespace spliced

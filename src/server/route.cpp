@@ -1,6 +1,8 @@
 #include "spliced/server/route.hpp"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -102,7 +104,8 @@ void RouteWorker::sessionDone(Session* s) {
 
 // ---- Route ----
 
-Route::Route(Server& server, const RouteConfig& cfg) : server_(server), cfg_(cfg) {
+Route::Route(Server& server, ConfigPtr snapshot, const RouteConfig& cfg)
+    : server_(server), snapshot_(std::move(snapshot)), cfg_(cfg) {
   for (const auto& w : server_.workers())
     workers_.push_back(std::make_unique<RouteWorker>(*this, *w));
   if (cfg_.archive) {
@@ -151,7 +154,30 @@ Status Route::start() {
         },
         &w->worker().fdBudget(), kind_->descriptorsPerSession());
   }
-  if (workers_.size() == 1) {
+  if (UniqueFd fd = server_.takeActivatedSocket(cfg_.name); fd.valid()) {
+    // systemd bound it (socket activation): one socket, in every worker's loop, as a Unix one.
+    int accepting = 0;
+    socklen_t len = sizeof accepting;
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || !accepting) {
+      return Error(ErrorSource::Environment,
+                   fmt::format("the socket systemd passed for route {} is not a listening stream "
+                               "socket",
+                               cfg_.name));
+    }
+    ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
+    ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+    if (workers_.size() == 1) {
+      workers_.front()->listener_->adopt(std::move(fd));
+    } else {
+      shared_fd_ = std::move(fd);
+      for (auto& rw : workers_) {
+        Listener* l = rw->listener_.get();
+        const int sfd = shared_fd_.get();
+        server_.onWorkerWait(rw->worker(), [l, sfd] { l->share(sfd, SocketAddress{}); });
+      }
+    }
+    spdlog::info("route={} takes its listening socket from systemd", cfg_.name);
+  } else if (workers_.size() == 1) {
     if (Status s = workers_.front()->listener_->open(cfg_.listen); !s) return s;
   } else if (cfg_.listen.isUnix()) {
     // No SO_REUSEPORT for Unix sockets: one socket, in every worker's loop (see docs/DESIGN.md).
@@ -159,13 +185,19 @@ Status Route::start() {
     if (!group) return std::move(group).takeError();
     shared_fd_ = std::move(group.value().front());
     unix_path_ = cfg_.listen.path;
-    for (auto& rw : workers_) rw->listener_->share(shared_fd_.get(), cfg_.listen);
+    for (auto& rw : workers_) {
+      Listener* l = rw->listener_.get();
+      const int sfd = shared_fd_.get();
+      server_.onWorkerWait(rw->worker(), [this, l, sfd] { l->share(sfd, cfg_.listen); });
+    }
   } else {
     // One SO_REUSEPORT socket per worker: the kernel spreads connections between them.
     Result<std::vector<UniqueFd>> group = openListenGroup(cfg_.listen, workers_.size());
     if (!group) return std::move(group).takeError();
     for (size_t i = 0; i < workers_.size(); ++i) {
-      workers_[i]->listener_->adopt(std::move(group.value()[i]));
+      Listener* l = workers_[i]->listener_.get();
+      UniqueFd* fd = &group.value()[i];
+      server_.onWorkerWait(workers_[i]->worker(), [l, fd] { l->adopt(std::move(*fd)); });
     }
   }
   for (auto& rw : workers_) rw->listening_ = true;
@@ -185,6 +217,7 @@ void Route::stopAccepting() {
 
 void Route::listenerClosed() {
   if (listeners_open_ == 0 || --listeners_open_ > 0) return;
+  server_.routeQuiet();
   // Every worker has let go of the shared socket: new clients are refused from now on.
   if (shared_fd_.valid()) {
     shared_fd_.reset();

@@ -1,15 +1,19 @@
 #include "spliced/server/server.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <algorithm>
 #include <cstring>
+#include <future>
 
 #include "spliced/admin/metrics_catalogue.hpp"
 #include "spliced/core/log.hpp"
+#include "spliced/server/privileges.hpp"
 
 namespace spliced {
 namespace {
@@ -19,8 +23,34 @@ constexpr size_t kDescriptorReserve = 32;
 
 }  // namespace
 
+namespace {
+
+RouteStatus routeStatus(const Route& r) {
+  RouteStatus rs;
+  rs.name = r.config().name;
+  rs.listening = r.listening();
+  rs.counters = r.counters();
+  if (const CollectRoute* c = r.collect()) {
+    rs.collects = true;
+    rs.stalled = c->stalledSessions();
+    rs.unpublished = c->unpublishedSegments();
+    const LifecycleMetrics& lm = c->lifecycle();
+    rs.lifecycle = {lm.compressed.load(), lm.compress_errors.load(), lm.compress_skipped.load(),
+                    lm.deleted_files.load(), lm.deleted_bytes.load()};
+  }
+  if (const ProxyRoute* p = r.proxy()) {
+    rs.proxies = true;
+    for (UpstreamView& u : p->pool().view()) {
+      rs.upstreams.push_back({std::move(u.address), u.errors, u.active, u.up});
+    }
+  }
+  return rs;
+}
+
+}  // namespace
+
 Server::Server(ConfigPtr config, SysCalls& sys)
-    : config_(std::move(config)), sys_(sys), base_(event_base_new()) {
+    : config_(std::move(config)), sys_(sys), base_(event_base_new()), first_config_(config_) {
   // pipes.max is the process's: each worker gets its share (at least one pipe when any).
   const size_t n = std::max<size_t>(config_->workers, 1);
   const size_t per_worker =
@@ -31,7 +61,7 @@ Server::Server(ConfigPtr config, SysCalls& sys)
     // A worker whose session was freed during a shutdown lets the main loop look whether it
     // was the last.
     workers_.back()->onCleanup([this] {
-      if (shutting_down_) post([this] { maybeFinishShutdown(); });
+      if (shutting_down_ || draining_count_ > 0) post([this] { routeQuiet(); });
     });
   }
 }
@@ -42,12 +72,18 @@ Server::~Server() {
   // Sessions still open (an abnormal exit) close their segments now, while the lifecycle thread
   // can still be told; then it is joined before the routes its jobs point into go away.
   for (auto& r : routes_) r->closeAll();
+  for (auto& r : draining_) r->closeAll();
   for (auto& w : workers_) w->clearGraveyard();
   lifecycle_.reset();
   for (auto& w : workers_) w->clearGraveyard();
   routes_.clear();
+  draining_.clear();
   signal_evs_.clear();
+  reload_ev_.reset();
+  route_drain_ev_.reset();
   drain_ev_.reset();
+  watchdog_ev_.reset();
+  status_ev_.reset();
   workers_.clear();
 }
 
@@ -56,11 +92,22 @@ void Server::stopWorkers() {
 }
 
 void Server::onWorker(Worker& w, std::function<void()> fn) {
-  if (!w.ownThread()) {
+  if (!w.ownThread() || !w.threadRunning()) {
     fn();
   } else {
     w.post(std::move(fn));
   }
+}
+
+void Server::onWorkerWait(Worker& w, const std::function<void()>& fn) {
+  if (!w.ownThread() || !w.threadRunning()) return fn();
+  std::promise<void> done;
+  std::future<void> ready = done.get_future();
+  w.post([&fn, &done] {
+    fn();
+    done.set_value();
+  });
+  ready.wait();
 }
 
 Status Server::start() {
@@ -75,10 +122,11 @@ Status Server::start() {
                  std::strerror(nofile.err));
   }
   lifecycle_ = std::make_unique<ArchiveLifecycle>();
+  activated_ = takeActivatedSockets();
   for (const auto& rc : config_->routes) {
     // Kept even when it fails to start: the lifecycle thread may already hold a job for it, and
     // the thread is joined before routes are destroyed.
-    routes_.push_back(std::make_unique<Route>(*this, rc));
+    routes_.push_back(std::make_unique<Route>(*this, config_, rc));
     Route* route = routes_.back().get();
     if (Status s = route->start(); !s) {
       return std::move(s).takeError().withContext(fmt::format("route {}", rc.name));
@@ -93,7 +141,7 @@ Status Server::start() {
     }
   }
   if (config_->admin.listen) {
-    admin_ = std::make_unique<Admin>(base_.get(), *this, config_->admin);
+    admin_ = std::make_unique<Admin>(base_.get(), *this, first_config_->admin);
     if (Status s = admin_->start(); !s) return std::move(s).takeError().withContext("admin");
     spdlog::info("admin listening on {}", admin_->boundAddress());
   }
@@ -103,14 +151,294 @@ Status Server::start() {
     signal_evs_.push_back(std::move(ev));
   }
   drain_ev_.reset(evtimer_new(base_.get(), &Server::onDrainTimeout, this));
+  reload_ev_.reset(event_new(base_.get(), -1, 0, &Server::onReload, this));
+  route_drain_ev_.reset(evtimer_new(base_.get(), &Server::onRouteDrainTimeout, this));
+  for (auto& [name, fd] : activated_) {
+    spdlog::warn("socket activation: no route is named {}: its socket is closed", name);
+  }
+  activated_.clear();
   budgetDescriptors();
+  if (!config_->user.empty()) {
+    if (Status s = dropPrivileges(); !s) return s;
+  }
   if (workers_.size() > 1) {
     spdlog::info("{} workers: worker 0 on the main thread, {} more thread(s)", workers_.size(),
                  workers_.size() - 1);
   }
   // Everything a worker's loop watches exists now: its thread may run it.
   for (auto& w : workers_) w->startThread();
+  if (notifier_.enabled()) {
+    notifier_.ready(statusLine());
+    status_ev_.reset(event_new(base_.get(), -1, EV_PERSIST, &Server::onStatus, this));
+    addEvent(status_ev_.get(), std::chrono::milliseconds(5000));
+    if (notifier_.watchdogInterval().count() > 0) {
+      for (auto& w : workers_) w->markAlive();
+      watchdog_ev_.reset(event_new(base_.get(), -1, EV_PERSIST, &Server::onWatchdog, this));
+      addEvent(watchdog_ev_.get(), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       notifier_.watchdogInterval() / 2));
+      spdlog::info("systemd watchdog: every {}",
+                   formatDuration(std::chrono::duration_cast<std::chrono::milliseconds>(
+                       notifier_.watchdogInterval() / 2)));
+    }
+  }
   return Ok{};
+}
+
+UniqueFd Server::takeActivatedSocket(const std::string& route) {
+  auto it = activated_.find(route);
+  if (it == activated_.end()) return UniqueFd();
+  UniqueFd fd = std::move(it->second);
+  activated_.erase(it);
+  return fd;
+}
+
+Status Server::dropPrivileges() {
+  Result<RunAs> who = resolveRunAs(config_->user, config_->group);
+  if (!who) return std::move(who).takeError();
+  if (::geteuid() != 0) {
+    if (::geteuid() == who.value().uid) return Ok{};  // already that user
+    return Error(ErrorSource::Environment,
+                 fmt::format("cannot switch to user {}: spliced runs as uid {}, not root",
+                             config_->user, ::geteuid()));
+  }
+  // What spliced made as root (archive dirs, their lock files, segments of earlier runs as root)
+  // becomes the user's, so that it can go on writing, renaming and deleting there.
+  for (const auto& r : routes_) {
+    if (const CollectRoute* c = r->collect()) {
+      if (Status s = chownTree(c->dirFd(), who.value()); !s) {
+        return std::move(s).takeError().withContext(fmt::format("route {}", r->config().name));
+      }
+    }
+  }
+  if (Status s = spliced::dropPrivileges(who.value()); !s) return s;
+  for (const auto& r : routes_) {
+    if (const CollectRoute* c = r->collect()) {
+      if (::faccessat(c->dirFd(), ".", W_OK | X_OK, AT_EACCESS) != 0) {
+        return Error(
+            ErrorSource::Environment,
+            fmt::format("route {}: archive dir {} is not writable by user {}", r->config().name,
+                        r->config().archive->dir.string(), config_->user),
+            errno);
+      }
+    }
+  }
+  spdlog::info("running as user {} (uid {}) and group {} (gid {}) from now on", who.value().user,
+               who.value().uid, who.value().group, who.value().gid);
+  return Ok{};
+}
+
+void Server::onReload(evutil_socket_t, short, void* arg) { static_cast<Server*>(arg)->reload(); }
+
+namespace {
+
+// Why `next` cannot be applied to a process running `now`, or "" when it can: what a reload
+// does not change (a restart does).
+std::string needsRestart(const Config& now, const Config& next) {
+  if (now.workers != next.workers) {
+    return fmt::format("workers changed from {} to {}: a restart applies it", now.workers,
+                       next.workers);
+  }
+  if (now.pipes.size != next.pipes.size || now.pipes.max != next.pipes.max) {
+    return "pipes changed: a restart applies it";
+  }
+  if (now.admin_text != next.admin_text) return "admin changed: a restart applies it";
+  if (now.user != next.user || now.group != next.group) {
+    return "user or group changed: a restart applies it";
+  }
+  if (now.log.format != next.log.format) return "log.format changed: a restart applies it";
+  return "";
+}
+
+}  // namespace
+
+void Server::reloadFailed(const std::string& why) {
+  ++reloads_failed_;
+  last_reload_error_ = why;
+  spdlog::error("error=config reload failed: {}; the running configuration (generation {}) is kept",
+                why, generation_);
+  notifier_.ready(statusLine());
+}
+
+void Server::reload() {
+  if (shutting_down_) {
+    spdlog::warn("SIGHUP while shutting down: not reloaded");
+    return;
+  }
+  notifier_.reloading();
+  spdlog::info("SIGHUP: reloading {}", config_->source);
+  ConfigResult next = loadConfigFile(config_->source);
+  if (!next.errors.empty()) {
+    for (const auto& e : next.errors) spdlog::error("error=config {}", e.format());
+    return reloadFailed(fmt::format("{}: configuration is invalid ({} error(s))", config_->source,
+                                    next.errors.size()));
+  }
+  const Config& nc = *next.config;
+  if (std::string why = needsRestart(*config_, nc); !why.empty()) return reloadFailed(why);
+  // Routes are kept when unchanged, started when new, drained when gone. A changed route is not
+  // applied piecemeal: the whole reload is refused.
+  std::vector<const RouteConfig*> added;
+  for (const auto& rc : nc.routes) {
+    const Route* old = route(rc.name);
+    if (old == nullptr) {
+      added.push_back(&rc);
+    } else if (old->config().text != rc.text) {
+      return reloadFailed(fmt::format(
+          "route {} changed: a reload adds and removes routes and keeps the others as they are; "
+          "restart to change a route, or give the new version another name (the old one then "
+          "drains and the new one starts)",
+          rc.name));
+    }
+  }
+  std::vector<Route*> removed;
+  for (const auto& r : routes_) {
+    const bool kept = std::any_of(nc.routes.begin(), nc.routes.end(), [&](const RouteConfig& rc) {
+      return rc.name == r->config().name;
+    });
+    if (!kept) removed.push_back(r.get());
+  }
+  for (const RouteConfig* rc : added) {
+    for (Route* r : removed) {
+      if (r->config().listen == rc->listen && rc->listen.text.find(":0") == std::string::npos) {
+        return reloadFailed(fmt::format(
+            "route {} listens on {}, the address of route {}, which this reload removes: rename "
+            "or remove in two reloads",
+            rc->name, rc->listen.text, r->config().name));
+      }
+    }
+  }
+  // Every new route starts (binds, opens its archive dir) before anything else changes; one that
+  // cannot start undoes the others.
+  std::vector<std::unique_ptr<Route>> started;
+  for (const RouteConfig* rc : added) {
+    auto r = std::make_unique<Route>(*this, next.config, *rc);
+    Status s = r->start();
+    if (!s) {
+      started.push_back(std::move(r));
+      for (auto& u : started) {
+        for (const auto& rw : u->workers()) {
+          RouteWorker* w = rw.get();
+          onWorkerWait(w->worker(), [w] { w->closeAll(); });
+        }
+        u->finish();
+      }
+      return reloadFailed(fmt::format("route {}: {}", rc->name, s.error().message()));
+    }
+    started.push_back(std::move(r));
+  }
+  for (auto& r : started) {
+    spdlog::info("route={} listening on {} (added by reload)", r->config().name, r->boundAddress());
+    routes_.push_back(std::move(r));
+  }
+  for (Route* r : removed) {
+    spdlog::info(
+        "route={} removed by reload: stopped accepting; {} connection(s) may finish within "
+        "{}",
+        r->config().name, r->activeConnections(), formatDuration(nc.drain_timeout));
+    r->stopAccepting();
+    auto it = std::find_if(routes_.begin(), routes_.end(),
+                           [&](const std::unique_ptr<Route>& p) { return p.get() == r; });
+    draining_.push_back(std::move(*it));
+    routes_.erase(it);
+  }
+  draining_count_ = draining_.size();
+  if (!removed.empty())
+    addEvent(route_drain_ev_.get(), std::max(nc.drain_timeout, milliseconds(1)));
+  setLogLevel(nc.log.level);
+  config_ = next.config;
+  ++generation_;
+  ++reloads_ok_;
+  last_reload_error_.clear();
+  spdlog::info("reload applied: configuration generation {}: {} route(s) added, {} removed",
+               generation_, added.size(), removed.size());
+  notifier_.ready(statusLine());
+  retireQuietRoutes();
+}
+
+void Server::onRouteDrainTimeout(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Server*>(arg);
+  for (auto& r : self->draining_) {
+    if (r->activeConnections() > 0) {
+      spdlog::info("route={} (removed) drain_timeout reached: closing {} connection(s)",
+                   r->config().name, r->activeConnections());
+      r->shutdownSweep();
+    }
+  }
+}
+
+void Server::routeQuiet() {
+  retireQuietRoutes();
+  maybeFinishShutdown();
+}
+
+void Server::retireQuietRoutes() {
+  if (finished_) return;
+  for (auto it = draining_.begin(); it != draining_.end();) {
+    Route* r = it->get();
+    if (!r->quiet()) {
+      ++it;
+      continue;
+    }
+    // Each worker lets go of what it held of the route on its own thread (its freed sessions of
+    // that route first), then the kind closes what it holds.
+    for (const auto& rw : r->workers()) {
+      RouteWorker* w = rw.get();
+      onWorkerWait(w->worker(), [w] {
+        w->worker().clearGraveyard();
+        w->closeAll();
+      });
+    }
+    r->finish();
+    spdlog::info("route={} totals: {}", r->config().name, totalsLine(routeStatus(*r)));
+    spdlog::info("route={} removed: its last connection has closed", r->config().name);
+    it = draining_.erase(it);
+  }
+  draining_count_ = draining_.size();
+}
+
+std::vector<std::string> Server::notes() const {
+  std::vector<std::string> out;
+  if (!last_reload_error_.empty()) {
+    out.push_back(fmt::format("last reload failed (configuration generation {} is running): {}",
+                              generation_, last_reload_error_));
+  }
+  return out;
+}
+
+std::string Server::statusLine() const {
+  return fmt::format("{} connection(s) on {} route(s), {} worker(s)", sessionCount(),
+                     routes_.size(), workers_.size());
+}
+
+void Server::onStatus(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Server*>(arg);
+  self->notifier_.status(self->statusLine());
+}
+
+void Server::onWatchdog(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Server*>(arg);
+  // Every worker answered the previous round within the interval: the process is alive.
+  const auto now = std::chrono::steady_clock::now();
+  const auto limit = self->notifier_.watchdogInterval();
+  for (auto& w : self->workers_) {
+    if (now - w->aliveAt() > limit) {
+      if (!self->watchdog_withheld_) {
+        spdlog::error(
+            "error=internal worker {} has not run its loop for {}: the systemd watchdog ping is "
+            "withheld",
+            w->index(),
+            formatDuration(
+                std::chrono::duration_cast<std::chrono::milliseconds>(now - w->aliveAt())));
+      }
+      self->watchdog_withheld_ = true;
+      return;
+    }
+  }
+  self->watchdog_withheld_ = false;
+  self->notifier_.watchdog();
+  for (auto& w : self->workers_) {
+    Worker* wp = w.get();
+    self->onWorker(*wp, [wp] { wp->markAlive(); });
+  }
 }
 
 void Server::budgetDescriptors() {
@@ -160,7 +488,8 @@ void Server::onSignal(evutil_socket_t sig, short, void* arg) {
       self->rotateAll();
       break;
     case SIGHUP:
-      spdlog::warn("SIGHUP: configuration reload is not supported yet; ignored");
+      // Activating an active event is a no-op: SIGHUPs that arrive together make one reload.
+      event_active(self->reload_ev_.get(), EV_TIMEOUT, 0);
       break;
     default:
       break;
@@ -174,6 +503,7 @@ void Server::rotateAll() {
 size_t Server::sessionCount() const {
   size_t n = 0;
   for (const auto& r : routes_) n += r->activeConnections();
+  for (const auto& r : draining_) n += r->activeConnections();
   return n;
 }
 
@@ -181,10 +511,12 @@ void Server::beginShutdown() {
   if (shutting_down_) {
     spdlog::warn("second stop signal: writing what is already received and exiting now");
     for (auto& r : routes_) r->shutdownSweep();
+    for (auto& r : draining_) r->shutdownSweep();
     maybeFinishShutdown();
     return;
   }
   shutting_down_ = true;
+  notifier_.stopping(statusLine());
   for (auto& r : routes_) r->stopAccepting();
   size_t n = sessionCount();
   spdlog::info("shutting down: stopped accepting; {} connection(s) may finish within {}", n,
@@ -197,6 +529,7 @@ void Server::onDrainTimeout(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Server*>(arg);
   spdlog::info("drain_timeout reached: closing {} connection(s)", self->sessionCount());
   for (auto& r : self->routes_) r->shutdownSweep();
+  for (auto& r : self->draining_) r->shutdownSweep();
   self->maybeFinishShutdown();
 }
 
@@ -211,6 +544,7 @@ void Server::maybeFinishShutdown() {
   // now) is done before the routes finish.
   workers_.front()->runPosted();
   admin_.reset();
+  for (auto& r : draining_) r->finish();
   for (auto& r : routes_) r->finish();
   for (const RouteStatus& r : status().routes) {
     spdlog::info("route={} totals: {}", r.name, totalsLine(r));
@@ -239,35 +573,21 @@ const RouteMetrics* Server::metrics(const std::string& name) const {
 
 ServerStatus Server::status() const {
   ServerStatus st;
-  for (const auto& r : routes_) {
-    RouteStatus rs;
-    rs.name = r->config().name;
-    rs.listening = r->listening();
-    rs.counters = r->counters();
-    if (const CollectRoute* c = r->collect()) {
-      rs.collects = true;
-      rs.stalled = c->stalledSessions();
-      rs.unpublished = c->unpublishedSegments();
-      const LifecycleMetrics& lm = c->lifecycle();
-      rs.lifecycle = {lm.compressed.load(), lm.compress_errors.load(), lm.compress_skipped.load(),
-                      lm.deleted_files.load(), lm.deleted_bytes.load()};
-    }
-    if (const ProxyRoute* p = r->proxy()) {
-      rs.proxies = true;
-      for (UpstreamView& u : p->pool().view()) {
-        rs.upstreams.push_back({std::move(u.address), u.errors, u.active, u.up});
-      }
-    }
-    st.routes.push_back(std::move(rs));
-  }
+  for (const auto& r : routes_) st.routes.push_back(routeStatus(*r));
   st.archive_queue = lifecycle_ ? lifecycle_->queued() : 0;
+  st.config_generation = generation_;
+  st.reloads_ok = reloads_ok_;
+  st.reloads_failed = reloads_failed_;
+  st.last_reload_error = last_reload_error_;
   for (const auto& w : workers_) {
     WorkerStatus ws;
     ws.index = w->index();
-    for (const auto& r : routes_) {
-      const RouteMetrics& m = r->workers()[w->index()]->counters();
-      ws.connections_active += m.connections_active;
-      ws.connections_total += m.connections_total;
+    for (const auto* list : {&routes_, &draining_}) {
+      for (const auto& r : *list) {
+        const RouteMetrics& m = r->workers()[w->index()]->counters();
+        ws.connections_active += m.connections_active;
+        ws.connections_total += m.connections_total;
+      }
     }
     ws.pipes_in_use = w->pipes().inUse();
     st.pipes_in_use += ws.pipes_in_use;

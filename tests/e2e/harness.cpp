@@ -46,7 +46,8 @@ std::string errnoText(const std::string& what) { return what + ": " + std::strer
 // same file when they are equal). Everything the child needs is prepared before fork(): between
 // fork and exec only async-signal-safe calls.
 pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& out,
-            const fs::path& err, rlim_t nofile = 0) {
+            const fs::path& err, const DaemonOptions& opts = {}) {
+  const rlim_t nofile = opts.nofile;
   int log_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) throw std::runtime_error(errnoText("open " + out.string()));
   int err_fd = log_fd;
@@ -80,8 +81,22 @@ pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, const fs:
     ::dup2(err_fd, STDERR_FILENO);
     int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
+    // Sockets handed over as systemd does (LISTEN_FDS): to fds 3, 4, ... (through high numbers
+    // first, so that none is overwritten before it is moved).
+    const int passed = static_cast<int>(opts.listen_fds.size());
+    for (int i = 0; i < passed; ++i) {
+      if (::dup2(opts.listen_fds[static_cast<size_t>(i)], 900 + i) < 0) ::_exit(126);
+    }
+    for (int i = 0; i < passed; ++i) {
+      if (::dup2(900 + i, 3 + i) < 0) ::_exit(126);
+    }
     // No test socket or file may leak into the daemon (it would skew its fd count).
-    ::close_range(3, ~0U, 0);
+    ::close_range(static_cast<unsigned>(3 + passed), ~0U, 0);
+    for (const auto& [name, value] : opts.env) ::setenv(name.c_str(), value.c_str(), 1);
+    if (passed > 0) {
+      ::setenv("LISTEN_FDS", std::to_string(passed).c_str(), 1);
+      ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+    }
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
     for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGUSR1, SIGHUP}) ::sigaction(sig, &dfl, nullptr);
@@ -244,7 +259,7 @@ const Chain* findByPort(const std::map<uint64_t, Chain>& chains, uint16_t port) 
 Daemon::Daemon(const TempDir& dir, const std::string& config, const DaemonOptions& opts)
     : config_path_(dir / "spliced.yaml"), log_path_(dir / "daemon.log") {
   writeFile(config_path_, config);
-  pid_ = spawn({"-c", config_path_.string()}, dir.path(), log_path_, log_path_, opts.nofile);
+  pid_ = spawn({"-c", config_path_.string()}, dir.path(), log_path_, log_path_, opts);
 }
 
 Daemon::~Daemon() {

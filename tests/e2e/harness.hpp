@@ -99,6 +99,10 @@ const Chain* findByPort(const std::map<uint64_t, Chain>& chains, uint16_t port);
 // How a Daemon is started beyond its config.
 struct DaemonOptions {
   rlim_t nofile = 0;  // RLIMIT_NOFILE (soft and hard) of the daemon from its first instruction
+  std::vector<std::pair<std::string, std::string>> env;  // set in the daemon's environment
+  // Sockets passed as systemd passes them: fds 3, 4, ... with LISTEN_FDS and LISTEN_PID set
+  // (LISTEN_FDNAMES goes in `env`). The test keeps its own copies.
+  std::vector<int> listen_fds;
 };
 
 class Daemon {

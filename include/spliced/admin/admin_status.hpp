@@ -57,7 +57,11 @@ struct AdminCounters {
 struct ServerStatus {
   std::vector<RouteStatus> routes;
   std::vector<WorkerStatus> workers;
-  AdminCounters admin;  // filled in by the admin endpoint
+  AdminCounters admin;             // filled in by the admin endpoint
+  uint64_t config_generation = 1;  // 1 at start, +1 per reload applied
+  uint64_t reloads_ok = 0;
+  uint64_t reloads_failed = 0;
+  std::string last_reload_error;  // "" when the last reload (if any) was applied
   uint64_t archive_queue = 0;
   uint64_t pipes_in_use = 0;
   uint64_t pipes_pooled = 0;
@@ -70,6 +74,8 @@ class AdminSource {
   virtual ServerStatus status() const = 0;
   // Problems for /healthz, one line each; empty when healthy.
   virtual std::vector<std::string> problems() const = 0;
+  // Lines /healthz shows after "ok" without turning 503 (the last failed reload).
+  virtual std::vector<std::string> notes() const { return {}; }
   // The archive dir of a collect route (borrowed), or -1 for an unknown or proxy route.
   virtual int archiveDir(std::string_view route) const = 0;
 

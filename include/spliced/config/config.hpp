@@ -31,6 +31,8 @@ struct RouteConfig {
   milliseconds accept_proxy_timeout{5000};
   std::optional<ArchiveConfig> archive;
   std::optional<ForwardConfig> forward;
+  // The route's YAML as read (normalised: YAML::Dump), to tell at a reload whether it changed.
+  std::string text;
 };
 
 struct Config {
@@ -41,6 +43,11 @@ struct Config {
   // Event loops (threads). The file's default is `auto`: the CPUs in the process's affinity mask,
   // resolved when the file is read. A Config made in code runs one.
   uint64_t workers = 1;
+  // Run as this user (and group: the user's primary group when empty) once listeners are bound
+  // and archive dirs opened; empty: stay as started.
+  std::string user;
+  std::string group;
+  std::string admin_text;  // the admin block's YAML as read (normalised), for a reload's check
   milliseconds drain_timeout{10000};
   std::vector<RouteConfig> routes;
 };

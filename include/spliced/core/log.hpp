@@ -20,6 +20,8 @@ struct LogConfig {
 };
 
 void setupLogging(const LogConfig& cfg);
+// Changes the level of the logger setupLogging made (any thread may log meanwhile: a reload).
+void setLogLevel(LogLevel level);
 
 // `value` as a field value: unchanged when it is non-empty and has no space, quote, backslash or
 // control character, else in double quotes with `"` and `\` escaped.

@@ -74,7 +74,8 @@ class RouteWorker final : public RouteContext {
 // loop, and what it posts runs there. The Server and the config snapshot are borrowed.
 class Route final : public RouteContext {
  public:
-  Route(Server& server, const RouteConfig& cfg);
+  // `cfg` is one of `snapshot`'s routes: the route keeps its snapshot alive.
+  Route(Server& server, ConfigPtr snapshot, const RouteConfig& cfg);
   ~Route();
 
   // Prepares the route kind and starts listening on every worker.
@@ -97,6 +98,8 @@ class Route final : public RouteContext {
   // Connections open now, over every worker (exact: max_connections is checked against it).
   uint64_t activeConnections() const { return active_.load(); }
   const std::vector<std::unique_ptr<RouteWorker>>& workers() const { return workers_; }
+  // No worker listens any more and no connection is open: it may be retired.
+  bool quiet() const { return listeners_open_ == 0 && active_.load() == 0; }
   std::string boundAddress() const;
   bool listening() const;
   // Problems for /healthz, one line each; empty when the route is healthy.
@@ -128,6 +131,7 @@ class Route final : public RouteContext {
   void listenerClosed();
 
   Server& server_;
+  ConfigPtr snapshot_;
   const RouteConfig& cfg_;
   std::unique_ptr<RouteKind> kind_;
   CollectRoute* collect_ = nullptr;  // kind_, when it collects

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -21,6 +22,7 @@
 #include "spliced/core/pipe_pool.hpp"
 #include "spliced/core/syscalls.hpp"
 #include "spliced/server/route.hpp"
+#include "spliced/server/systemd.hpp"
 #include "spliced/server/worker.hpp"
 
 namespace spliced {
@@ -53,8 +55,16 @@ class Server final : public AdminSource {
   uint64_t nextConnectionId() { return ++last_conn_id_; }
   // Runs `fn` on the main loop (from any thread).
   void post(std::function<void()> fn) { workers_.front()->post(std::move(fn)); }
-  // Runs `fn` on `w`'s loop: now when that is the main loop (this thread), else posted.
+  // Runs `fn` on `w`'s loop: now when that is the main loop (this thread) or no thread runs it,
+  // else posted.
   void onWorker(Worker& w, std::function<void()> fn);
+  // The same, and waits until it has run (main thread; a worker's loop never waits for main).
+  void onWorkerWait(Worker& w, const std::function<void()>& fn);
+  // SIGHUP: reads and checks the config file again; applies it, or keeps the running one.
+  void reload();
+  // A route may have become quiet (its last connection or listener gone): a removed route is
+  // retired, a shutdown may finish.
+  void routeQuiet();
 
   // The address each route listens on (the real port when the config said 0), by route name.
   std::string boundAddress(const std::string& route) const;
@@ -63,19 +73,33 @@ class Server final : public AdminSource {
   // route.
   const RouteMetrics* metrics(const std::string& route) const;
 
+  // The socket systemd handed over for `route` (LISTEN_FDNAMES), or an invalid fd.
+  UniqueFd takeActivatedSocket(const std::string& route);
+
   // AdminSource.
   ServerStatus status() const override;
   std::vector<std::string> problems() const override;
+  std::vector<std::string> notes() const override;
   int archiveDir(std::string_view route) const override;
 
  private:
   static void onSignal(evutil_socket_t sig, short, void* arg);
   static void onDrainTimeout(evutil_socket_t, short, void* arg);
+  static void onReload(evutil_socket_t, short, void* arg);
+  static void onRouteDrainTimeout(evutil_socket_t, short, void* arg);
+  void reloadFailed(const std::string& why);
+  // Frees the removed routes whose last connection has closed.
+  void retireQuietRoutes();
   void maybeFinishShutdown();
   void budgetDescriptors();
   // Connections open now over every route and worker.
   size_t sessionCount() const;
   void stopWorkers();
+  // user:/group: gives the archive dirs to the user and drops root for good.
+  Status dropPrivileges();
+  static void onWatchdog(evutil_socket_t, short, void* arg);
+  static void onStatus(evutil_socket_t, short, void* arg);
+  std::string statusLine() const;
   const Route* route(std::string_view name) const;
 
   ConfigPtr config_;
@@ -84,11 +108,26 @@ class Server final : public AdminSource {
   // Before routes_: their sessions and listeners live on the workers' loops and budgets.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<Route>> routes_;
+  // Removed by a reload: not accepting, their connections finishing (drain_timeout).
+  std::vector<std::unique_ptr<Route>> draining_;
+  std::atomic<size_t> draining_count_{0};
+  ConfigPtr first_config_;        // the admin endpoint's config is the one it started with
   std::unique_ptr<Admin> admin_;  // after routes_: destroyed first, it reads them
   // After routes_: destroyed (joined) first, its jobs point into routes.
   std::unique_ptr<ArchiveLifecycle> lifecycle_;
   std::vector<EventPtr> signal_evs_;
   EventPtr drain_ev_;
+  SystemdNotifier notifier_;
+  std::map<std::string, UniqueFd> activated_;  // socket activation: taken by routes at start
+  EventPtr reload_ev_;       // SIGHUP activates it: repeated signals coalesce into one reload
+  EventPtr route_drain_ev_;  // drain_timeout of the routes a reload removed
+  uint64_t generation_ = 1;
+  uint64_t reloads_ok_ = 0;
+  uint64_t reloads_failed_ = 0;
+  std::string last_reload_error_;
+  EventPtr watchdog_ev_;
+  EventPtr status_ev_;
+  bool watchdog_withheld_ = false;  // a worker did not answer: WATCHDOG=1 is not sent (logged once)
   std::atomic<uint64_t> last_conn_id_{0};
   std::atomic<bool> shutting_down_{false};
   bool finished_ = false;

@@ -6,6 +6,8 @@
 // which are atomics.
 #include <event2/event.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -37,6 +39,12 @@ class Worker {
   FdBudget& fdBudget() { return fds_; }
   // Runs `fn` on this worker's loop (from any thread).
   void post(std::function<void()> fn) { queue_->post(std::move(fn)); }
+  // Liveness for the systemd watchdog: the main loop posts markAlive() and reads aliveAt().
+  void markAlive() { alive_.store(std::chrono::steady_clock::now().time_since_epoch().count()); }
+  std::chrono::steady_clock::time_point aliveAt() const {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(alive_.load()));
+  }
   // Runs what was posted and not run yet (on this worker's loop thread, or once it has stopped).
   void runPosted() { queue_->runPending(); }
 
@@ -45,6 +53,8 @@ class Worker {
   // Ends the worker's loop and joins its thread, after the functions posted so far have run.
   void stopThread();
   bool ownThread() const { return own_base_ != nullptr; }
+  // Its own thread runs its loop now (started and not stopped).
+  bool threadRunning() const { return thread_.joinable(); }
 
   // Frees `s` after the current callback has returned (never inside its own callback); then
   // `after_cleanup` runs (the server's shutdown check).
@@ -66,6 +76,7 @@ class Worker {
   std::vector<SessionPtr> graveyard_;
   std::function<void()> after_cleanup_;
   std::thread thread_;
+  std::atomic<std::chrono::steady_clock::rep> alive_{0};
 };
 
 // What happens when a worker (or the main thread) hits an internal error it cannot handle (an

@@ -105,7 +105,7 @@ const char* const kRoute =
     "      dir: @DIR@\n";
 
 const std::string kTopKeys =
-    "unknown key (known here: log, admin, pipes, workers, drain_timeout, routes)";
+    "unknown key (known here: log, admin, pipes, workers, user, group, drain_timeout, routes)";
 const std::string kSizeUnits = "(use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)";
 
 }  // namespace
