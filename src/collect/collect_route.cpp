@@ -60,7 +60,7 @@ Status CollectRoute::openDir() {
   return Ok{};
 }
 
-void CollectRoute::recover() {
+std::vector<std::string> CollectRoute::recover() {
   const std::string& route = ctx_.routeName();
   // Leftovers of a crash: NAME.open segments are finalised, interrupted compressions removed.
   RecoveryResult rec = recoverArchive(dir_.fd(), route, ctx_.sys());
@@ -71,14 +71,27 @@ void CollectRoute::recover() {
         "temporary file(s) removed",
         route, rec.finalized.size(), rec.removed_tmp);
   }
+  return std::move(rec.finalized);
 }
 
 Status CollectRoute::start() {
   if (Status s = openDir(); !s) return s;
   if (Status s = lockDir(dir_.fd(), lock_fd_); !s) return s;
   const std::string& route = ctx_.routeName();
-  recover();
-  target_ = ArchiveTarget{route, &dir_, &cfg_, &lifecycle_metrics_, &ctx_.sys()};
+  std::vector<std::string> recovered = recover();
+  manifest_ = std::make_unique<Manifest>(
+      route, cfg_.manifest.hash, cfg_.fsync == FsyncPolicy::OnClose, cfg_.on_publish.enabled());
+  if (cfg_.on_publish.enabled()) {
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(cfg_.dir, ec).lexically_normal().string();
+    while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
+    publisher_ = std::make_unique<PublishRunner>(route, abs, cfg_.on_publish, *manifest_,
+                                                 lifecycle_metrics_.publish);
+  }
+  target_ = ArchiveTarget{route,       &dir_,           &cfg_,           &lifecycle_metrics_,
+                          &ctx_.sys(), manifest_.get(), publisher_.get()};
+  // First in the lifecycle's queue: every later job of this route finds the manifest open.
+  lifecycle_.openManifest(&target_, std::move(recovered));
   if (cfg_.fsync == FsyncPolicy::OnClose) {
     close_worker_ = std::make_unique<LoopWorker>(ctx_.base(), "archive close " + route);
   }
@@ -88,7 +101,8 @@ Status CollectRoute::start() {
     vars.pid = ::getpid();
     shared_ =
         std::make_unique<SegmentChain>(cfg_, dir_, std::move(vars), ctx_.sys(), ctx_.metrics());
-    shared_->onSegmentClosed([this](const std::string& rel, uint64_t) { segmentClosed(rel); });
+    shared_->onSegmentClosed(
+        [this](const std::string& rel, const UnpublishedSegment& seg) { segmentClosed(rel, seg); });
     shared_->onUnpublished([this](UnpublishedSegment seg) { publishLater(std::move(seg)); });
     shared_->syncOffLoop(close_worker_.get());
   }
@@ -189,7 +203,8 @@ bool CollectRoute::reopenDir() {
   }
   dir_.reset(std::move(fd));
   lock_fd_ = std::move(lock);
-  recover();  // a restored copy may hold NAME.open files
+  // A restored copy may hold NAME.open files; the new directory has its own manifest.
+  lifecycle_.openManifest(&target_, recover());
   return true;
 }
 
@@ -207,15 +222,18 @@ void CollectRoute::onMaintenance(evutil_socket_t, short, void* arg) {
   self->lifecycle_.catchUp(&self->target_);
 }
 
-void CollectRoute::segmentClosed(const std::string& rel) {
+void CollectRoute::segmentClosed(const std::string& rel, const UnpublishedSegment& seg) {
   // /healthz reports a failed data sync until a later close of this route syncs.
   if (isUnsyncedName(rel)) {
     last_unsynced_ = rel;
   } else if (cfg_.fsync == FsyncPolicy::OnClose) {
     last_unsynced_.clear();
   }
-  if (target_.compresses() && !isUnsyncedName(rel)) lifecycle_.compress(&target_, rel);
-  if (target_.retains()) lifecycle_.retain(&target_);
+  UnpublishedSegment closed = seg;
+  closed.rel = rel;
+  // Off the loop: the manifest line (a hash of the whole file), compression, on_publish, then a
+  // retention pass.
+  lifecycle_.segmentClosed(&target_, std::move(closed));
 }
 
 void CollectRoute::armInterval() {
@@ -258,7 +276,7 @@ void CollectRoute::retryPublishing() {
     Published pub = publishSegment(ctx_.sys(), dir_.fd(), cfg_, route, ctx_.metrics(), seg);
     if (pub.err == 0) {
       spdlog::info("route={} published {} after a failed rename", route, pub.name);
-      segmentClosed(pub.name);
+      segmentClosed(pub.name, seg);
       continue;
     }
     const std::string open_name = seg.rel + std::string(kOpenSuffix);

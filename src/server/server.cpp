@@ -212,8 +212,11 @@ ServerStatus Server::status() const {
       rs.stalled = c->stalledSessions();
       rs.unpublished = c->unpublishedSegments();
       const LifecycleMetrics& lm = c->lifecycle();
-      rs.lifecycle = {lm.compressed.load(), lm.compress_errors.load(), lm.compress_skipped.load(),
-                      lm.deleted_files.load(), lm.deleted_bytes.load()};
+      rs.lifecycle = {
+          lm.compressed.load(),      lm.compress_errors.load(),  lm.compress_skipped.load(),
+          lm.deleted_files.load(),   lm.deleted_bytes.load(),    lm.manifest_records.load(),
+          lm.manifest_errors.load(), lm.kept_unpublished.load(), lm.publish.success.load(),
+          lm.publish.failure.load(), lm.publish.timeout.load(),  lm.publish.queued.load()};
     }
     if (const ProxyRoute* p = r->proxy()) {
       rs.proxies = true;
