@@ -122,8 +122,10 @@ def wait_for(pred, timeout, what, interval=0.005):
 
 
 def files_under(d):
+    """The segment files below d: dot names (spliced's .spliced.lock and .spliced/) left out."""
     out = []
-    for root, _, names in os.walk(d):
+    for root, dirs, names in os.walk(d):
+        dirs[:] = [n for n in dirs if not n.startswith(".")]
         out += [os.path.join(root, n) for n in names if not n.startswith(".")]
     return out
 
