@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -491,5 +492,49 @@ TEST_CASE("on_publish: the queue survives a restart; require_published keeps a s
   REQUIRE(daemon.waitExit(10s) == 0);
   CommandResult r = verify(dir, dir / "archive");
   INFO(r.out << r.err << readFile(dir / "archive/.spliced/manifest.jsonl"));
+  CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("verify: a segment left open by kill -9 gets its manifest line at the next start",
+          "[e2e][verify]") {
+  TempDir dir;
+  const fs::path archive = dir / "archive";
+  {
+    auto first = std::make_unique<Daemon>(dir, config(dir, "      rotate: { max_bytes: 64KiB }\n"));
+    const std::string admin = first->waitAdmin();
+    const uint16_t port = first->port("app");
+    sendStream(port, textPayload(3, 100 * kKiB));  // two closed segments
+    Conn c = connectTcp(port);
+    REQUIRE(c.valid());
+    REQUIRE(c.sendAll(textPayload(4, 10 * kKiB)) == 0);  // an active one
+    REQUIRE(waitUntil([&] { return openSegments(archive).size() == 1; }, 10s));
+    MetricValues m;
+    REQUIRE(waitMetrics(
+        admin,
+        [](const MetricValues& x) {
+          return metric(x, "spliced_archive_manifest_records_total") == 2 &&
+                 metric(x, "spliced_archive_bytes_total") == (110 * kKiB);
+        },
+        10s, &m));
+    first.reset();  // SIGKILL, reaped
+  }
+  REQUIRE(openSegments(archive).size() == 1);
+  Daemon second(dir, config(dir, "      rotate: { max_bytes: 64KiB }\n"));
+  const std::string admin = second.waitAdmin();
+  MetricValues m;
+  CHECK(waitMetrics(
+      admin,
+      [](const MetricValues& x) {
+        return metric(x, "spliced_archive_manifest_records_total") == 1;
+      },
+      10s, &m));
+  second.signal(SIGTERM);
+  REQUIRE(second.waitExit(10s) == 0);
+  const auto lines = manifestLines(archive);
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[2].find("\"origin\":\"recovered\"") != std::string::npos);
+  CHECK(lines[2].find("\"size\":10240,") != std::string::npos);
+  CommandResult r = verify(dir, archive);
+  INFO(r.out << r.err);
   CHECK(r.exit_code == 0);
 }
