@@ -1,11 +1,15 @@
 #include "spliced/admin/admin.hpp"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -60,9 +64,16 @@ std::string isoDate(time_t t) {
   return buf;
 }
 
+// Every reply names the server without its version (the version is in /metrics'
+// spliced_build_info, and an unauthenticated client learns nothing from a header).
+void addServerHeader(evhttp_request* req) {
+  evhttp_add_header(evhttp_request_get_output_headers(req), "Server", "spliced");
+}
+
 void reply(evhttp_request* req, int code, const char* reason, std::string_view body,
            const char* type = "text/plain; charset=utf-8") {
   evkeyvalq* h = evhttp_request_get_output_headers(req);
+  addServerHeader(req);
   evhttp_add_header(h, "Content-Type", type);
   evhttp_add_header(h, "Content-Length", std::to_string(body.size()).c_str());
   evbuffer* buf = evbuffer_new();
@@ -73,6 +84,44 @@ void reply(evhttp_request* req, int code, const char* reason, std::string_view b
 }
 
 void notFound(evhttp_request* req) { reply(req, 404, "Not Found", "not found\n"); }
+
+// 401: the same for every protected path, whether it exists or not.
+void unauthorized(evhttp_request* req) {
+  evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                    "Basic realm=\"spliced\"");
+  reply(req, 401, "Unauthorized", "authentication required\n");
+}
+
+// The throttle's key for a client: an IPv4 address (also when IPv4-mapped), an IPv6 /64, or
+// "unix" for the admin's unix socket.
+std::string clientKey(const sockaddr* sa) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (sa == nullptr) return "unknown";
+  if (sa->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    ::inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
+    return buf;
+  }
+  if (sa->sa_family == AF_INET6) {
+    in6_addr a = reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&a)) {
+      ::inet_ntop(AF_INET, &a.s6_addr[12], buf, sizeof buf);
+      return buf;
+    }
+    std::memset(&a.s6_addr[8], 0, 8);
+    ::inet_ntop(AF_INET6, &a, buf, sizeof buf);
+    return std::string(buf) + "/64";
+  }
+  return "unix";
+}
+
+// A user name fit for a log line: printable ASCII, at most 64 characters.
+std::string printableUser(std::string_view user) {
+  std::string out;
+  for (unsigned char c : user.substr(0, 64))
+    out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
+  return out;
+}
 
 void badRequest(evhttp_request* req, const std::string& why) {
   reply(req, 400, "Bad Request", why + "\n");
@@ -175,8 +224,9 @@ Admin::Admin(event_base* base, const AdminSource& source, const AdminConfig& cfg
     : base_(base), source_(source), cfg_(cfg) {}
 
 Admin::~Admin() {
-  // Joined first: a walk in progress ends, and no completion runs after this.
+  // Joined first: a walk or a check in progress ends, and no completion runs after this.
   lister_.reset();
+  checker_.reset();
   if (listener_ != nullptr) {
     std::lock_guard lock(g_admins_mutex);
     std::erase_if(g_admins, [this](const auto& e) { return e.second == this; });
@@ -186,7 +236,26 @@ Admin::~Admin() {
   if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
 }
 
+Status Admin::loadUsers() {
+  if (!cfg_.auth) return Ok{};
+  Htpasswd::Load load = Htpasswd::read(cfg_.auth->basic_file);
+  if (!load.errors.empty()) {
+    std::string all;
+    for (const auto& e : load.errors) all += (all.empty() ? "" : "; ") + e;
+    return Error(ErrorSource::Config, "admin.auth.basic_file: " + all);
+  }
+  users_ = std::make_shared<const Htpasswd>(std::move(load.users));
+  spdlog::info("admin authentication: {} user(s) from {}", users_->size(), cfg_.auth->basic_file);
+  return Ok{};
+}
+
 Status Admin::start() {
+  if (Status s = loadUsers(); !s) return s;
+  if (cfg_.tls) {
+    Result<SslCtxPtr> ctx = makeTlsContext(*cfg_.tls);
+    if (!ctx) return std::move(ctx).takeError().withContext("admin.tls");
+    tls_ = std::move(ctx.value());
+  }
   Result<UniqueFd> sock = openListenSocket(*cfg_.listen);
   if (!sock) return std::move(sock).takeError();
   UniqueFd fd = std::move(sock.value());
@@ -200,7 +269,9 @@ Status Admin::start() {
   evhttp_set_max_headers_size(http_.get(), 16 * 1024);
   evhttp_set_max_body_size(http_.get(), 64 * 1024);
   evhttp_set_gencb(http_.get(), &Admin::onRequest, this);
+  if (tls_) evhttp_set_bevcb(http_.get(), &Admin::makeTlsBufferevent, this);
   lister_ = std::make_unique<LoopWorker>(base_, "admin listing", kMaxListings);
+  if (users_) checker_ = std::make_unique<LoopWorker>(base_, "admin auth", kMaxChecks);
   fd_ = fd.get();
   evhttp_bound_socket* bound = evhttp_accept_socket_with_handle(http_.get(), fd.release());
   if (bound == nullptr) return Error(ErrorSource::Internal, "cannot accept on the admin socket");
@@ -226,6 +297,22 @@ std::string Admin::boundAddress() const {
 }
 
 void Admin::onRequest(evhttp_request* req, void* arg) { static_cast<Admin*>(arg)->handle(req); }
+
+bufferevent* Admin::makeTlsBufferevent(event_base* base, void* arg) {
+  auto* self = static_cast<Admin*>(arg);
+  SSL* ssl = SSL_new(self->tls_.get());
+  if (ssl == nullptr) return nullptr;
+  // The bufferevent owns the SSL (freed with it) and the socket evhttp gives it.
+  bufferevent* bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                    BEV_OPT_CLOSE_ON_FREE);
+  if (bev == nullptr) {
+    SSL_free(ssl);
+    return nullptr;
+  }
+  // A client that closes without close_notify (most do after a full response) is not an error.
+  bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+  return bev;
+}
 
 void Admin::onAcceptError(evconnlistener* lev, void*) {
   const int err = EVUTIL_SOCKET_ERROR();
@@ -280,18 +367,138 @@ void Admin::handle(evhttp_request* req) {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
     return reply(req, 405, "Method Not Allowed", "method not allowed\n");
   }
+  if (users_) {
+    const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
+    const char* p = uri ? evhttp_uri_get_path(uri) : nullptr;
+    const std::string path = p ? p : "";
+    const auto& open = cfg_.auth->open;
+    if (std::find(open.begin(), open.end(), path) == open.end()) return authenticate(req);
+  }
+  dispatch(req);
+}
+
+void Admin::dispatch(evhttp_request* req) {
   const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
   const char* p = uri ? evhttp_uri_get_path(uri) : nullptr;
   std::string path = p ? p : "";
-  if (path == "/metrics") {
-    return reply(req, 200, "OK", renderMetrics(source_.status()),
-                 "text/plain; version=0.0.4; charset=utf-8");
-  }
+  if (path == "/metrics") return metrics(req);
   if (path == "/healthz") return health(req);
   if (path.starts_with("/archive/")) {
     return archive(req, path.substr(9), uri ? evhttp_uri_get_query(uri) : nullptr);
   }
   notFound(req);
+}
+
+void Admin::metrics(evhttp_request* req) {
+  ServerStatus status = source_.status();
+  status.admin = counters_;
+  reply(req, 200, "OK", renderMetrics(status), "text/plain; version=0.0.4; charset=utf-8");
+}
+
+uint64_t Admin::addPending(Pending p) {
+  const uint64_t id = ++last_pending_;
+  evhttp_connection* conn = p.conn;
+  pending_.emplace(id, std::move(p));
+  evhttp_connection_set_closecb(conn, &Admin::onConnectionClose, this);
+  return id;
+}
+
+void Admin::authenticate(evhttp_request* req) {
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  const char* header = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+  if (header == nullptr || conn == nullptr) return unauthorized(req);  // asking is not failing
+  const std::string client = clientKey(evhttp_connection_get_addr(conn));
+  const auto now = AuthThrottle::Clock::now();
+  AuthThrottle::Admission adm = throttle_.admit(client, now);
+  if (adm.kind == AuthThrottle::Admission::Kind::RefuseNow) {
+    ++counters_.auth_failures;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "2");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    return reply(req, 429, "Too Many Requests", "too many failed attempts; retry later\n");
+  }
+  Pending p;
+  p.wait = adm.kind == AuthThrottle::Admission::Kind::Check ? Wait::Check : Wait::Refusal;
+  p.req = req;
+  p.conn = conn;
+  p.client = client;
+  p.credentials = parseBasicAuthorization(header);
+  const uint64_t id = addPending(std::move(p));
+  if (adm.delay <= AuthThrottle::Clock::duration::zero()) return attempt(id);
+  Pending& q = pending_.at(id);
+  q.ticket = std::make_unique<Ticket>(Ticket{this, id});
+  q.timer.reset(evtimer_new(base_, &Admin::onAttemptTimer, q.ticket.get()));
+  addEvent(q.timer.get(), std::max(std::chrono::milliseconds(1),
+                                   std::chrono::ceil<std::chrono::milliseconds>(adm.delay)));
+}
+
+void Admin::onAttemptTimer(evutil_socket_t, short, void* arg) {
+  auto* t = static_cast<Ticket*>(arg);
+  t->admin->attempt(t->id);
+}
+
+void Admin::attempt(uint64_t id) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  Pending& p = it->second;
+  evhttp_request* req = p.req;
+  const std::string client = p.client;
+  if (p.wait == Wait::Refusal) {
+    // Too many attempts of this address are being checked: refused without a look at the
+    // password, after the same wait.
+    pending_.erase(it);
+    throttle_.refused(client);
+    ++counters_.auth_failures;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "2");
+    return reply(req, 429, "Too Many Requests", "too many failed attempts; retry later\n");
+  }
+  if (!p.credentials) {
+    pending_.erase(it);
+    return authFailed(req, client, "");
+  }
+  Htpasswd::Lookup who = users_->find(p.credentials->user);
+  std::string password = p.credentials->password;
+  bool posted = checker_->post([this, id, hash = std::move(who.hash), known = who.known,
+                                password = std::move(password),
+                                gone = p.gone]() mutable -> LoopWorker::Completion {
+    if (gone->load()) return {};
+    // An unknown user is checked against a real hash too: the answer takes as long.
+    const bool ok = checkPassword(hash, password) && known;
+    std::fill(password.begin(), password.end(), '\0');
+    return [this, id, ok]() { checked(id, ok); };
+  });
+  if (!posted) {
+    pending_.erase(it);
+    throttle_.abandoned(client, true);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    return reply(req, 503, "Service Unavailable", "too many password checks; retry later\n");
+  }
+}
+
+void Admin::checked(uint64_t id, bool ok) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;  // the client has gone
+  evhttp_request* req = it->second.req;
+  const std::string client = it->second.client;
+  const std::string user = it->second.credentials ? it->second.credentials->user : "";
+  pending_.erase(it);
+  if (!ok) return authFailed(req, client, user);
+  throttle_.succeeded(client);
+  dispatch(req);
+}
+
+void Admin::authFailed(evhttp_request* req, const std::string& client, const std::string& user) {
+  ++counters_.auth_failures;
+  AuthThrottle::Report r = throttle_.failed(client, AuthThrottle::Clock::now());
+  if (r.log) {
+    spdlog::warn(
+        "error=downstream admin authentication failed from {} (user \"{}\"; {} in a row, next "
+        "attempt waits {}{})",
+        client, printableUser(user), r.failures,
+        formatDuration(std::chrono::duration_cast<std::chrono::milliseconds>(
+            throttle_.delayAfter(r.failures))),
+        r.suppressed ? fmt::format("; {} more not logged in the last minute", r.suppressed) : "");
+  }
+  unauthorized(req);
 }
 
 void Admin::health(evhttp_request* req) {
@@ -339,7 +546,7 @@ void Admin::listSegments(evhttp_request* req, int dir_fd, const std::string& rou
     return reply(req, 503, "Service Unavailable",
                  fmt::format("cannot list now: {}\n", std::strerror(conn ? errno : ENOTCONN)));
   }
-  const uint64_t id = ++last_listing_;
+  const uint64_t id = last_pending_ + 1;  // the id addPending() gives next
   const std::string prefix = "/archive/" + route + "/";
   auto gone = std::make_shared<std::atomic<bool>>(false);
   bool posted = lister_->post([this, id, dir, q, prefix, gone]() -> LoopWorker::Completion {
@@ -359,15 +566,19 @@ void Admin::listSegments(evhttp_request* req, int dir_fd, const std::string& rou
     return reply(req, 503, "Service Unavailable",
                  fmt::format("{} archive listings are in progress; retry later\n", kMaxListings));
   }
-  listings_[id] = Listing{req, conn, gone};
-  evhttp_connection_set_closecb(conn, &Admin::onConnectionClose, this);
+  Pending p;
+  p.wait = Wait::Listing;
+  p.req = req;
+  p.conn = conn;
+  p.gone = gone;
+  addPending(std::move(p));
 }
 
 void Admin::listed(uint64_t id, int code, const std::string& body, const std::string& link) {
-  auto it = listings_.find(id);
-  if (it == listings_.end()) return;  // the client has gone
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;  // the client has gone
   evhttp_request* req = it->second.req;
-  listings_.erase(it);
+  pending_.erase(it);
   if (!link.empty())
     evhttp_add_header(evhttp_request_get_output_headers(req), "Link", link.c_str());
   reply(req, code, code == 200 ? "OK" : "Internal Server Error", body, "application/json");
@@ -375,10 +586,13 @@ void Admin::listed(uint64_t id, int code, const std::string& body, const std::st
 
 void Admin::onConnectionClose(evhttp_connection* conn, void* arg) {
   auto* self = static_cast<Admin*>(arg);
-  for (auto it = self->listings_.begin(); it != self->listings_.end();) {
+  for (auto it = self->pending_.begin(); it != self->pending_.end();) {
     if (it->second.conn != conn) {
       ++it;
       continue;
+    }
+    if (it->second.wait == Wait::Check || it->second.wait == Wait::Refusal) {
+      self->throttle_.abandoned(it->second.client, it->second.wait == Wait::Check);
     }
     // libevent frees a request still attached to its connection with it; one it has detached
     // (the client went away before the reply) is left for us to free.
@@ -386,7 +600,7 @@ void Admin::onConnectionClose(evhttp_connection* conn, void* arg) {
       evhttp_request_free(it->second.req);
     }
     it->second.gone->store(true);
-    it = self->listings_.erase(it);
+    it = self->pending_.erase(it);
   }
 }
 
@@ -424,6 +638,26 @@ void Admin::sendSegment(evhttp_request* req, int dir_fd, const std::string& rel)
   }
   evhttp_add_header(out, "Content-Type", "application/octet-stream");
   evhttp_add_header(out, "Content-Length", std::to_string(length).c_str());
+  addServerHeader(req);
+  if (tls_) {
+    // sendfile cannot encrypt: the file goes through user space a chunk at a time, each read
+    // once the previous one has been handed to TLS. Content-Length is set, so evhttp sends the
+    // chunks as they are (no chunked encoding).
+    evhttp_connection* conn = evhttp_request_get_connection(req);
+    evhttp_send_reply_start(req, code, reason);
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD || length == 0 || conn == nullptr) {
+      return evhttp_send_reply_end(req);
+    }
+    Pending p;
+    p.wait = Wait::Download;
+    p.req = req;
+    p.conn = conn;
+    p.download = Download{std::move(file), start, length};
+    const uint64_t id = addPending(std::move(p));
+    Pending& q = pending_.at(id);
+    q.ticket = std::make_unique<Ticket>(Ticket{this, id});
+    return sendChunk(id);
+  }
   evbuffer* body = evbuffer_new();
   if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD && length > 0) {
     // The buffer takes the fd and sends it with sendfile(2) when the connection writes it.
@@ -436,6 +670,51 @@ void Admin::sendSegment(evhttp_request* req, int dir_fd, const std::string& rel)
   }
   evhttp_send_reply(req, code, reason, body);
   evbuffer_free(body);
+}
+
+void Admin::onChunkSent(evhttp_connection*, void* arg) {
+  auto* t = static_cast<Ticket*>(arg);
+  t->admin->sendChunk(t->id);
+}
+
+void Admin::sendChunk(uint64_t id) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  Pending& p = it->second;
+  Download& d = p.download;
+  evhttp_request* req = p.req;
+  if (d.remaining == 0) {
+    pending_.erase(it);
+    return evhttp_send_reply_end(req);
+  }
+  const size_t want = static_cast<size_t>(std::min<uint64_t>(d.remaining, kTlsChunk));
+  evbuffer* buf = evbuffer_new();
+  evbuffer_iovec vec{};
+  ssize_t got = -1;
+  if (buf != nullptr && evbuffer_reserve_space(buf, static_cast<ev_ssize_t>(want), &vec, 1) == 1) {
+    do {
+      got = ::pread(d.file.get(), vec.iov_base, want, static_cast<off_t>(d.offset));
+    } while (got < 0 && errno == EINTR);
+  }
+  if (got <= 0) {
+    // The headers are out: the only way to tell the client is to close the connection short.
+    const int err = got < 0 ? errno : 0;
+    spdlog::warn("error=storage admin download stopped at offset {}: {}", d.offset,
+                 err ? std::strerror(err) : "the file is shorter than when it was opened");
+    if (buf != nullptr) evbuffer_free(buf);
+    // Not freed here (this may run inside the connection's own write callback): the socket is
+    // shut down, libevent sees the error and closes the connection, and the close callback
+    // forgets the request.
+    ::shutdown(bufferevent_getfd(evhttp_connection_get_bufferevent(p.conn)), SHUT_RDWR);
+    return;
+  }
+  vec.iov_len = static_cast<size_t>(got);
+  evbuffer_commit_space(buf, &vec, 1);
+  d.offset += static_cast<uint64_t>(got);
+  d.remaining -= static_cast<uint64_t>(got);
+  counters_.tls_copy_bytes += static_cast<uint64_t>(got);
+  evhttp_send_reply_chunk_with_cb(req, buf, &Admin::onChunkSent, p.ticket.get());
+  evbuffer_free(buf);
 }
 
 }  // namespace spliced

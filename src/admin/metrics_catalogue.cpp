@@ -23,51 +23,53 @@ constexpr const char* kPublishRunsHelp =
 
 constexpr std::array<RouteMetricDef, 31> kRouteMetrics{{
     {"spliced_connections_active", T::Gauge, "Open client connections.", "", "", TotalsFor::None,
-     [](const R& r) { return r.counters.connections_active; }},
+     [](const R& r) { return r.counters.connections_active.get(); }},
     {"spliced_connections_total", T::Counter, "Client connections accepted.", "", "connections",
-     TotalsFor::All, [](const R& r) { return r.counters.connections_total; }},
+     TotalsFor::All, [](const R& r) { return r.counters.connections_total.get(); }},
     {"spliced_connections_rejected_total", T::Counter, kRejectedHelp, "limit", "rejected_limit",
-     TotalsFor::All, [](const R& r) { return r.counters.rejected_limit; }},
+     TotalsFor::All, [](const R& r) { return r.counters.rejected_limit.get(); }},
     {"spliced_connections_rejected_total", T::Counter, kRejectedHelp, "denied", "rejected_denied",
-     TotalsFor::All, [](const R& r) { return r.counters.rejected_denied; }},
+     TotalsFor::All, [](const R& r) { return r.counters.rejected_denied.get(); }},
     {"spliced_connections_rejected_total", T::Counter, kRejectedHelp, "no_upstream",
      "rejected_no_upstream", TotalsFor::Proxy,
-     [](const R& r) { return r.counters.rejected_no_upstream; }},
+     [](const R& r) { return r.counters.rejected_no_upstream.get(); }},
     {"spliced_connections_rejected_total", T::Counter, kRejectedHelp, "bad_proxy_header",
      "rejected_bad_header", TotalsFor::All,
-     [](const R& r) { return r.counters.rejected_bad_header; }},
+     [](const R& r) { return r.counters.rejected_bad_header.get(); }},
     {"spliced_bytes_in_total", T::Counter, "Bytes received from clients.", "", "bytes_in",
-     TotalsFor::All, [](const R& r) { return r.counters.bytes_in; }},
+     TotalsFor::All, [](const R& r) { return r.counters.bytes_in.get(); }},
     {"spliced_bytes_out_total", T::Counter, "Bytes sent to clients (proxy routes).", "",
-     "bytes_out", TotalsFor::Proxy, [](const R& r) { return r.counters.bytes_out; }},
+     "bytes_out", TotalsFor::Proxy, [](const R& r) { return r.counters.bytes_out.get(); }},
     {"spliced_upstream_bytes_total", T::Counter, "Bytes sent to upstreams (proxy routes).", "",
-     "upstream_bytes", TotalsFor::Proxy, [](const R& r) { return r.counters.upstream_bytes; }},
+     "upstream_bytes", TotalsFor::Proxy,
+     [](const R& r) { return r.counters.upstream_bytes.get(); }},
     {"spliced_archive_bytes_total", T::Counter, "Bytes written into archive segments.", "",
-     "archive_bytes", TotalsFor::Collect, [](const R& r) { return r.counters.archive_bytes; }},
+     "archive_bytes", TotalsFor::Collect,
+     [](const R& r) { return r.counters.archive_bytes.get(); }},
     {"spliced_archive_segments_total", T::Counter, "Archive segments closed.", "", "segments",
-     TotalsFor::Collect, [](const R& r) { return r.counters.archive_segments; }},
+     TotalsFor::Collect, [](const R& r) { return r.counters.archive_segments.get(); }},
     {"spliced_copy_fallback_bytes_total", T::Counter,
      "Bytes that passed through user space instead of splice.", "", "copy_fallback_bytes",
-     TotalsFor::All, [](const R& r) { return r.counters.copy_fallback_bytes; }},
+     TotalsFor::All, [](const R& r) { return r.counters.copy_fallback_bytes.get(); }},
     {"spliced_storage_errors_total", T::Counter,
      "Failed archive writes (retried), syncs and renames.", "", "", TotalsFor::None,
-     [](const R& r) { return r.counters.storage_errors; }},
+     [](const R& r) { return r.counters.storage_errors.get(); }},
     {"spliced_archive_stalled_connections", T::Gauge,
      "Connections paused because archive writes fail.", "", "", TotalsFor::None,
      [](const R& r) { return r.stalled; }},
     {"spliced_archive_unsynced_segments_total", T::Counter,
      "Segments published as NAME.unsynced because their fdatasync failed (fsync: on_close).", "",
-     "", TotalsFor::None, [](const R& r) { return r.counters.unsynced_segments; }},
+     "", TotalsFor::None, [](const R& r) { return r.counters.unsynced_segments.get(); }},
     {"spliced_archive_rescued_segments_total", T::Counter,
      "Segments opened under a rescue name (rescue/...) because the configured name could not be "
      "opened, or to write held bytes at exit.",
-     "", "", TotalsFor::None, [](const R& r) { return r.counters.archive_rescued_segments; }},
+     "", "", TotalsFor::None, [](const R& r) { return r.counters.archive_rescued_segments.get(); }},
     {"spliced_archive_unpublished_segments", T::Gauge,
      "Closed segments still NAME.open because their rename failed (retried with back-off).", "", "",
      TotalsFor::None, [](const R& r) { return r.unpublished; }},
     {"spliced_lines_split_total", T::Counter,
      "Lines longer than max_line, cut into marked pieces (a line counts once).", "", "",
-     TotalsFor::None, [](const R& r) { return r.counters.lines_split; }},
+     TotalsFor::None, [](const R& r) { return r.counters.lines_split.get(); }},
     {"spliced_archive_compressed_total", T::Counter, "Closed segments compressed.", "", "",
      TotalsFor::None, [](const R& r) { return r.lifecycle.compressed; }},
     {"spliced_archive_compress_errors_total", T::Counter,
@@ -117,7 +119,7 @@ constexpr std::array<UpstreamMetricDef, 3> kUpstreamMetrics{{
 using P = ProcessStats;
 using S = ServerStatus;
 
-constexpr std::array<ProcessMetricDef, 9> kProcessMetrics{{
+constexpr std::array<ProcessMetricDef, 11> kProcessMetrics{{
     {"spliced_archive_queue_length", T::Gauge,
      "Compression and retention jobs waiting for the archive lifecycle thread (the backlog).",
      [](const S& s, const P&) { return s.archive_queue; }, nullptr},
@@ -125,6 +127,12 @@ constexpr std::array<ProcessMetricDef, 9> kProcessMetrics{{
      [](const S& s, const P&) { return s.pipes_in_use; }, nullptr},
     {"spliced_pipes_pooled", T::Gauge, "Empty pipes kept for reuse.",
      [](const S& s, const P&) { return s.pipes_pooled; }, nullptr},
+    {"spliced_admin_auth_failures_total", T::Counter,
+     "Admin requests refused for wrong, malformed or throttled credentials.",
+     [](const S& s, const P&) { return s.admin.auth_failures; }, nullptr},
+    {"spliced_admin_tls_copy_bytes_total", T::Counter,
+     "Archive bytes the admin endpoint sent over TLS (copied through user space, no sendfile).",
+     [](const S& s, const P&) { return s.admin.tls_copy_bytes; }, nullptr},
     // The value is 1; the version is its label.
     {"spliced_build_info", T::Gauge, "Build information; the value is always 1.",
      [](const S&, const P&) { return uint64_t{1}; }, nullptr},
@@ -193,6 +201,23 @@ std::string renderMetrics(const ServerStatus& status) {
       for (const auto& u : r.upstreams)
         x.sample({{"route", r.name}, {"upstream", u.address}}, m.get(u));
     }
+  }
+  x.family("spliced_workers", Exposition::Type::Gauge, "Workers (event loops) of the process.");
+  x.sample({}, static_cast<uint64_t>(status.workers.size()));
+  x.family("spliced_worker_connections_active", Exposition::Type::Gauge,
+           "Open client connections on each worker, over every route.");
+  for (const auto& w : status.workers) {
+    x.sample({{"worker", std::to_string(w.index)}}, w.connections_active);
+  }
+  x.family("spliced_worker_connections_total", Exposition::Type::Counter,
+           "Client connections accepted by each worker, over every route.");
+  for (const auto& w : status.workers) {
+    x.sample({{"worker", std::to_string(w.index)}}, w.connections_total);
+  }
+  x.family("spliced_worker_pipes_in_use", Exposition::Type::Gauge,
+           "Pipes lent to connections on each worker.");
+  for (const auto& w : status.workers) {
+    x.sample({{"worker", std::to_string(w.index)}}, w.pipes_in_use);
   }
   ProcessStats ps = readProcessStats();
   for (const auto& m : kProcessMetrics) {

@@ -17,16 +17,17 @@ void ArchiveDir::reset(UniqueFd fd) {
   {
     std::lock_guard lock(mu_);
     current_.swap(next);
+    if (next->valid()) retired_.push_back(std::move(next));
   }
   ++generation_;
   gone_ = false;
-  // `next` (the old descriptor) is closed here, or by the last holder.
 }
 
 bool ArchiveDir::checkRemoved() const {
-  if (gone_ || fd_ < 0) return gone_;
+  const int fd = fd_.load();
+  if (gone_ || fd < 0) return gone_;
   struct stat st;
-  if (::fstat(fd_, &st) == 0 && st.st_nlink == 0) gone_ = true;
+  if (::fstat(fd, &st) == 0 && st.st_nlink == 0) gone_ = true;
   return gone_;
 }
 

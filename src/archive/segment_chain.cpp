@@ -142,11 +142,13 @@ void SegmentChain::dropLostSegment() {
 }
 
 void SegmentChain::rescueNext() {
+  ChainLock lock(mu_.get());
   closeSegment();
   rescue_next_ = true;
 }
 
 void SegmentChain::rotate() {
+  ChainLock lock(mu_.get());
   if (!fd_.valid()) return;
   if (incomplete_owner_ != 0) {
     // A record is half written (a write failed in its middle): closing now would split it
@@ -159,6 +161,7 @@ void SegmentChain::rotate() {
 }
 
 void SegmentChain::releaseOwner(uint64_t owner) {
+  ChainLock lock(mu_.get());
   if (owner == 0 || incomplete_owner_ != owner) return;
   incomplete_owner_ = 0;
   if (rotate_pending_) rotate();
@@ -249,6 +252,7 @@ Published publishSegment(SysCalls& sys, int dir_fd, const ArchiveConfig& cfg,
 }
 
 void SegmentChain::closeSegment() {
+  ChainLock lock(mu_.get());
   rotate_pending_ = false;
   if (!fd_.valid()) return;
   if (segmentLost()) return dropLostSegment();
@@ -306,6 +310,7 @@ SinkResult SegmentChain::fail(size_t done, int err) {
 }
 
 SinkResult SegmentChain::fromPipe(Pipe& pipe, size_t n) {
+  ChainLock lock(mu_.get());
   size_t done = 0;
   n = std::min(n, pipe.bytes);
   while (done < n) {
@@ -340,10 +345,12 @@ SinkResult SegmentChain::fromPipe(Pipe& pipe, size_t n) {
 }
 
 SinkResult SegmentChain::fromBuffer(const char* data, size_t n) {
+  ChainLock lock(mu_.get());
   return writeBuffer(data, n, false);
 }
 
 SinkResult SegmentChain::writeLines(uint64_t owner, const char* data, size_t n) {
+  ChainLock lock(mu_.get());
   if (incomplete_owner_ != 0 && incomplete_owner_ != owner) return {0, IoStatus::Blocked, 0};
   SinkResult r = writeBuffer(data, n, true);
   // A record cut short by an error must be completed by its owner before anyone else writes.

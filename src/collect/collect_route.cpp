@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "spliced/archive/recovery.hpp"
 #include "spliced/archive/rotation.hpp"
@@ -75,6 +76,7 @@ std::vector<std::string> CollectRoute::recover() {
 }
 
 Status CollectRoute::start() {
+  home_ = std::this_thread::get_id();
   if (Status s = openDir(); !s) return s;
   if (Status s = lockDir(dir_.fd(), lock_fd_); !s) return s;
   const std::string& route = ctx_.routeName();
@@ -101,6 +103,8 @@ Status CollectRoute::start() {
     vars.pid = ::getpid();
     shared_ =
         std::make_unique<SegmentChain>(cfg_, dir_, std::move(vars), ctx_.sys(), ctx_.metrics());
+    // Every worker's sessions write into it.
+    shared_->shareBetweenThreads();
     shared_->onSegmentClosed(
         [this](const std::string& rel, const UnpublishedSegment& seg) { segmentClosed(rel, seg); });
     shared_->onUnpublished([this](UnpublishedSegment seg) { publishLater(std::move(seg)); });
@@ -208,13 +212,13 @@ bool CollectRoute::reopenDir() {
   return true;
 }
 
-SessionPtr CollectRoute::createSession(Connection conn) {
+SessionPtr CollectRoute::createSession(RouteContext& ctx, Connection conn) {
   // A collect session names and logs the original client when a PROXY header gave one.
   PeerInfo who = describePeer(reinterpret_cast<const sockaddr*>(&conn.peer), conn.peer_len);
   if (conn.origin && conn.origin->family != AF_UNSPEC) {
     who = describePeer(reinterpret_cast<const sockaddr*>(&conn.origin->src), conn.origin->src_len);
   }
-  return std::make_unique<CollectSession>(ctx_, *this, std::move(conn.fd), std::move(who), conn.id);
+  return std::make_unique<CollectSession>(ctx, *this, std::move(conn.fd), std::move(who), conn.id);
 }
 
 void CollectRoute::onMaintenance(evutil_socket_t, short, void* arg) {
@@ -223,6 +227,10 @@ void CollectRoute::onMaintenance(evutil_socket_t, short, void* arg) {
 }
 
 void CollectRoute::segmentClosed(const std::string& rel, const UnpublishedSegment& seg) {
+  if (!onHome()) {
+    ctx_.post([this, rel, seg] { segmentClosed(rel, seg); });
+    return;
+  }
   // /healthz reports a failed data sync until a later close of this route syncs.
   if (isUnsyncedName(rel)) {
     last_unsynced_ = rel;
@@ -252,6 +260,10 @@ void CollectRoute::onInterval(evutil_socket_t, short, void* arg) {
 }
 
 void CollectRoute::publishLater(UnpublishedSegment seg) {
+  if (!onHome()) {
+    ctx_.post([this, seg = std::move(seg)]() mutable { publishLater(std::move(seg)); });
+    return;
+  }
   unpublished_.push_back(std::move(seg));
   if (publish_ev_ && !evtimer_pending(publish_ev_.get(), nullptr)) {
     publish_backoff_ = kFirstPublishRetry;
@@ -330,14 +342,16 @@ void CollectRoute::storageStalled(int err) {
 
 void CollectRoute::storageRecovered() {
   SPLICED_ASSERT(stalled_ > 0, "a recovery follows a stall");
-  if (stalled_ > 0) --stalled_;
+  uint64_t now = stalled_.load();
+  while (now > 0 && !stalled_.compare_exchange_weak(now, now - 1)) {
+  }
 }
 
 void CollectRoute::problems(std::vector<std::string>& out) const {
   const std::string& route = ctx_.routeName();
   if (stalled_ > 0) {
     out.push_back(fmt::format("route {}: archive writes failing ({}) for {} connection(s)", route,
-                              std::strerror(last_storage_err_), stalled_));
+                              std::strerror(last_storage_err_.load()), stalled_.load()));
   }
   if (!unpublished_.empty()) {
     out.push_back(fmt::format(

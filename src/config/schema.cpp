@@ -3,8 +3,13 @@
 #include <fmt/format.h>
 #include <string>
 
+#include "spliced/core/cpus.hpp"
+
 namespace spliced {
 namespace {
+
+// More workers than this is a typo, not a machine.
+constexpr uint64_t kMaxWorkers = 1024;
 
 // The keys of each block, their defaults (in the feature's config struct) and their readers.
 class Schema {
@@ -12,7 +17,16 @@ class Schema {
   explicit Schema(YamlReader& r) : r_(r) {}
 
   void parseRoot(const YAML::Node& root, Config& cfg, std::vector<std::string>& route_paths) {
-    r_.checkMap(root, "", {"log", "admin", "pipes", "drain_timeout", "routes"});
+    r_.checkMap(root, "", {"log", "admin", "pipes", "workers", "drain_timeout", "routes"});
+    cfg.workers = affinityCpus();  // auto, unless the file says a number
+    if (auto n = root["workers"]) {
+      if (n.IsScalar() && !n.Scalar().empty() &&
+          n.Scalar().find_first_not_of("0123456789") != std::string::npos && n.Scalar() != "auto") {
+        r_.add(n, "workers", fmt::format("'{}' is neither auto nor a whole number", n.Scalar()));
+      } else if (!(n.IsScalar() && n.Scalar() == "auto")) {
+        r_.count(n, "workers", cfg.workers, 1, kMaxWorkers);
+      }
+    }
     if (auto n = root["log"]) parseLog(n, cfg.log);
     if (auto n = root["admin"]) parseAdmin(n, cfg.admin);
     if (auto n = root["pipes"]) parsePipes(n, cfg.pipes);
@@ -56,9 +70,67 @@ class Schema {
   }
 
   void parseAdmin(const YAML::Node& n, AdminConfig& admin) {
-    if (!r_.checkMap(n, "admin", {"listen", "allow"})) return;
+    if (!r_.checkMap(n, "admin", {"listen", "allow", "auth", "tls"})) return;
     if (auto v = n["listen"]) admin.listen = r_.address(v, "admin.listen");
     if (auto v = n["allow"]) admin.allow = r_.cidrs(v, "admin.allow");
+    if (auto v = n["auth"]) {
+      AdminAuthConfig auth;
+      if (r_.checkMap(v, "admin.auth", {"basic_file", "open"})) {
+        if (auto f = v["basic_file"]) {
+          if (auto s = r_.scalar(f, "admin.auth.basic_file")) {
+            if (s->empty()) {
+              r_.add(f, "admin.auth.basic_file", "expected the path of an htpasswd file");
+            }
+            auth.basic_file = *s;
+          }
+        } else {
+          r_.add(v, "admin.auth.basic_file", "missing: the htpasswd file of the admin users");
+        }
+        if (auto o = v["open"]) parseOpenPaths(o, auth.open);
+      }
+      admin.auth = std::move(auth);
+    }
+    if (auto v = n["tls"]) {
+      AdminTlsConfig tls;
+      if (r_.checkMap(v, "admin.tls", {"cert", "key"})) {
+        for (const auto& [name, out] : {std::pair{"cert", &tls.cert}, {"key", &tls.key}}) {
+          const std::string key = std::string("admin.tls.") + name;
+          if (auto f = v[name]) {
+            if (auto s = r_.scalar(f, key)) {
+              if (s->empty()) r_.add(f, key, "expected the path of a PEM file");
+              *out = *s;
+            }
+          } else {
+            r_.add(v, key, "missing: admin.tls needs cert and key (PEM files)");
+          }
+        }
+      }
+      admin.tls = std::move(tls);
+    }
+  }
+
+  // admin.auth.open: exact request paths ("/metrics") answered without credentials.
+  void parseOpenPaths(const YAML::Node& n, std::vector<std::string>& out) {
+    out.clear();
+    if (!n.IsSequence()) {
+      r_.add(n, "admin.auth.open", "expected a list of paths, e.g. [/metrics, /healthz]");
+      return;
+    }
+    for (size_t i = 0; i < n.size(); ++i) {
+      const std::string key = fmt::format("admin.auth.open[{}]", i);
+      auto s = r_.scalar(n[i], key);
+      if (!s) continue;
+      if (s->empty() || s->front() != '/' || s->find_first_of("?# \t") != std::string::npos) {
+        r_.add(n[i], key,
+               fmt::format("'{}' is not a request path (it starts with /, without ? or #)", *s));
+        continue;
+      }
+      if (s->starts_with("/archive/")) {
+        r_.add(n[i], key, "archive paths cannot be left open: they serve archived bytes");
+        continue;
+      }
+      out.push_back(*s);
+    }
   }
 
   void parsePipes(const YAML::Node& n, PipesConfig& pipes) {

@@ -10,6 +10,9 @@
 #include <unordered_set>
 #include <utility>
 
+#include "spliced/admin/basic_auth.hpp"
+#include "spliced/admin/tls.hpp"
+
 namespace spliced {
 namespace {
 
@@ -173,6 +176,20 @@ void validate(const Config& cfg, const std::vector<std::string>& route_paths, Ya
   if (cfg.admin.listen && listens.contains(cfg.admin.listen->text)) {
     addAtValue(reader, "admin.listen",
                fmt::format("address {} is already used by a route", cfg.admin.listen->text));
+  }
+  if (cfg.admin.auth && !cfg.admin.auth->basic_file.empty()) {
+    // The same reading as at start (and at a reload): each problem with its FILE:LINE.
+    Htpasswd::Load users = Htpasswd::read(cfg.admin.auth->basic_file);
+    for (const auto& e : users.errors) addAtValue(reader, "admin.auth.basic_file", e);
+  }
+  if (cfg.admin.tls && !cfg.admin.tls->cert.empty() && !cfg.admin.tls->key.empty()) {
+    Result<SslCtxPtr> ctx = makeTlsContext(*cfg.admin.tls);
+    if (!ctx) addAtValue(reader, "admin.tls", ctx.error().message());
+  }
+  if ((cfg.admin.auth || cfg.admin.tls) && !cfg.admin.listen) {
+    auto mark = reader.valueMark(cfg.admin.auth ? "admin.auth" : "admin.tls");
+    reader.addAt(mark ? *mark : YAML::Mark::null_mark(),
+                 cfg.admin.auth ? "admin.auth" : "admin.tls", "has no effect without admin.listen");
   }
 }
 

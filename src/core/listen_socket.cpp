@@ -36,9 +36,64 @@ Error setupError(std::string context) {
   return Error(sourceOfSetupErrno(err), std::move(context), err);
 }
 
+// Binds (and listens on, unless `do_listen` is false) one socket for `addr`.
+Result<UniqueFd> openOne(const SocketAddress& addr, bool reuseport, bool do_listen = true);
+
+uint16_t portOf(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(ss).sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(ss).sin6_port);
+  return 0;
+}
+uint16_t portOf(const SocketAddress& addr) { return portOf(addr.storage); }
+
+void setPort(SocketAddress& addr, uint16_t port) {
+  if (addr.storage.ss_family == AF_INET) {
+    reinterpret_cast<sockaddr_in&>(addr.storage).sin_port = htons(port);
+  } else if (addr.storage.ss_family == AF_INET6) {
+    reinterpret_cast<sockaddr_in6&>(addr.storage).sin6_port = htons(port);
+  }
+}
+
 }  // namespace
 
-Result<UniqueFd> openListenSocket(const SocketAddress& addr) {
+Result<UniqueFd> openListenSocket(const SocketAddress& addr) { return openOne(addr, false); }
+
+Result<std::vector<UniqueFd>> openListenGroup(const SocketAddress& addr, size_t n) {
+  std::vector<UniqueFd> out;
+  if (n <= 1 || addr.isUnix()) {
+    Result<UniqueFd> fd = openOne(addr, false);
+    if (!fd) return std::move(fd).takeError();
+    out.push_back(std::move(fd.value()));
+    return out;
+  }
+  // SO_REUSEPORT would let this group join sockets that another process of the same user has
+  // bound there (a second spliced): the address is first bound alone, without SO_REUSEPORT, which
+  // fails when anything listens there, as a single socket would.
+  SocketAddress at = addr;
+  if (portOf(at) != 0) {
+    Result<UniqueFd> probe = openOne(at, false, /*do_listen=*/false);
+    if (!probe) return std::move(probe).takeError();
+  }
+  for (size_t i = 0; i < n; ++i) {
+    Result<UniqueFd> fd = openOne(at, true);
+    if (!fd) return std::move(fd).takeError();
+    if (i == 0 && portOf(at) == 0) {
+      // Port 0: the others join the port the kernel chose for the first.
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      if (::getsockname(fd.value().get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+        return setupError(fmt::format("cannot read the address bound for {}", addr.text));
+      }
+      setPort(at, portOf(ss));
+    }
+    out.push_back(std::move(fd.value()));
+  }
+  return out;
+}
+
+namespace {
+
+Result<UniqueFd> openOne(const SocketAddress& addr, bool reuseport, bool do_listen) {
   if (addr.isUnix()) {
     if (Status s = clearStaleUnixSocket(addr); !s) return std::move(s).takeError();
   }
@@ -47,6 +102,9 @@ Result<UniqueFd> openListenSocket(const SocketAddress& addr) {
   int one = 1;
   if (!addr.isUnix()) {
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+      return setupError(fmt::format("cannot set SO_REUSEPORT for {}", addr.text));
+    }
     // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt per route, not
     // one per connection (the proxy writes whole chunks; a collect route never writes).
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -58,10 +116,12 @@ Result<UniqueFd> openListenSocket(const SocketAddress& addr) {
     return setupError(fmt::format("cannot bind {}", addr.text));
   }
   if (addr.isUnix()) ::chmod(addr.path.c_str(), 0660);
-  if (::listen(fd.get(), SOMAXCONN) != 0) {
+  if (do_listen && ::listen(fd.get(), SOMAXCONN) != 0) {
     return setupError(fmt::format("cannot listen on {}", addr.text));
   }
   return fd;
 }
+
+}  // namespace
 
 }  // namespace spliced

@@ -35,11 +35,26 @@ Status Listener::open(const SocketAddress& addr) {
   Result<UniqueFd> fd = openListenSocket(addr);
   if (!fd) return std::move(fd).takeError();
   if (addr.isUnix()) unix_path_ = addr.path;
-  fd_ = std::move(fd.value());
-  read_ev_.reset(event_new(base_, fd_.get(), EV_READ | EV_PERSIST, &Listener::onReadable, this));
+  adopt(std::move(fd.value()));
+  return Ok{};
+}
+
+void Listener::adopt(UniqueFd fd) {
+  fd_ = std::move(fd);
+  sock_ = fd_.get();
+  watch();
+}
+
+void Listener::share(int fd, const SocketAddress& addr) {
+  sock_ = fd;
+  if (addr.isUnix()) shared_unix_path_ = addr.path;
+  watch();
+}
+
+void Listener::watch() {
+  read_ev_.reset(event_new(base_, sock_, EV_READ | EV_PERSIST, &Listener::onReadable, this));
   resume_ev_.reset(evtimer_new(base_, &Listener::onResume, this));
   event_add(read_ev_.get(), nullptr);
-  return Ok{};
 }
 
 void Listener::close() {
@@ -47,6 +62,7 @@ void Listener::close() {
   waiting_budget_ = false;
   read_ev_.reset();
   resume_ev_.reset();
+  sock_ = -1;
   if (fd_.valid()) {
     fd_.reset();
     if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
@@ -56,10 +72,11 @@ void Listener::close() {
 std::string Listener::boundAddress() const {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  if (!fd_.valid() || ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+  if (sock_ < 0 || ::getsockname(sock_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
     return {};
   }
-  if (ss.ss_family == AF_UNIX) return "unix:" + unix_path_;
+  if (ss.ss_family == AF_UNIX)
+    return "unix:" + (unix_path_.empty() ? shared_unix_path_ : unix_path_);
   return describePeer(reinterpret_cast<sockaddr*>(&ss), len).display();
 }
 
@@ -69,7 +86,7 @@ void Listener::onReadable(evutil_socket_t, short, void* arg) {
 
 void Listener::onResume(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Listener*>(arg);
-  if (!self->fd_.valid()) return;
+  if (!self->isOpen()) return;
   event_add(self->read_ev_.get(), nullptr);
   self->acceptSome();
 }
@@ -77,7 +94,7 @@ void Listener::onResume(evutil_socket_t, short, void* arg) {
 void Listener::fdsAvailable() {
   // Called from inside whatever gave descriptors back (a session closing): accept from the loop.
   waiting_budget_ = false;
-  if (fd_.valid()) event_active(resume_ev_.get(), EV_TIMEOUT, 0);
+  if (isOpen()) event_active(resume_ev_.get(), EV_TIMEOUT, 0);
 }
 
 void Listener::waitForBudget() {
@@ -100,7 +117,7 @@ void Listener::endPause() {
 }
 
 void Listener::acceptSome() {
-  for (int i = 0; i < kAcceptsPerWakeup && fd_.valid(); ++i) {
+  for (int i = 0; i < kAcceptsPerWakeup && isOpen(); ++i) {
     // What the connection will hold is taken before it is accepted: an accepted connection can
     // always finish. When it is not there, clients wait in the backlog.
     FdCharge charge;
@@ -110,8 +127,8 @@ void Listener::acceptSome() {
     }
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
-    int cfd = sys_.accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
-                           SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int cfd =
+        sys_.accept4(sock_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (cfd < 0) {
       int err = errno;
       if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;

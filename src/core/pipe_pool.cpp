@@ -26,6 +26,7 @@ size_t PipePool::closeIdle(size_t want) {
   size_t freed = 0;
   while (freed < want && !free_.empty()) {
     free_.pop_back();  // closes both ends
+    --pooled_;
     freed += 2;
   }
   if (freed > 0 && budget_ != nullptr) budget_->give(freed);
@@ -36,6 +37,7 @@ std::optional<Pipe> PipePool::acquire() {
   if (!free_.empty()) {
     Pipe p = std::move(free_.back());
     free_.pop_back();
+    --pooled_;
     ++in_use_;
     return p;
   }
@@ -86,6 +88,7 @@ void PipePool::release(Pipe&& pipe) {
   const bool wanted = budget_ != nullptr && budget_->hasWaiters();
   if (pipe.bytes == 0 && free_.size() + in_use_ < max_pipes_ && !wanted) {
     free_.push_back(std::move(pipe));
+    ++pooled_;
     return;
   }
   // A pipe that still holds bytes (or one over the cap) is closed here, never reused.

@@ -99,7 +99,7 @@ void ProxyHeaderSession::handOn(const ProxyAddresses& origin) {
   if (proxied) conn.origin = origin;
   conn.id = ctx_.nextConnectionId();
   // The connection goes on to its session; this one is freed after the callback returns.
-  ctx_.replaceSession(this, next_.createSession(std::move(conn)));
+  ctx_.replaceSession(this, next_.createSession(ctx_, std::move(conn)));
 }
 
 void ProxyHeaderSession::fail(const std::string& why) {

@@ -14,8 +14,8 @@ Status ProxyRoute::start() {
   return Ok{};
 }
 
-SessionPtr ProxyRoute::createSession(Connection conn) {
-  return std::make_unique<ProxySession>(ctx_, pool_, cfg_, std::move(conn));
+SessionPtr ProxyRoute::createSession(RouteContext& ctx, Connection conn) {
+  return std::make_unique<ProxySession>(ctx, pool_, cfg_, std::move(conn));
 }
 
 void ProxyRoute::problems(std::vector<std::string>& out) const {

@@ -182,8 +182,8 @@ void ProxySession::startStreaming() {
   }
   // The client socket has TCP_NODELAY from its listener (openListenSocket).
   state_ = State::Streaming;
-  auto setup = [&](Direction& d, bool to_upstream, int src, int dst, uint64_t* written,
-                   uint64_t* read) {
+  auto setup = [&](Direction& d, bool to_upstream, int src, int dst, Counter* written,
+                   Counter* read) {
     d.owner = this;
     d.to_upstream = to_upstream;
     d.src = src;

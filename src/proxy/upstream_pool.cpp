@@ -75,6 +75,7 @@ void UpstreamPool::start() {
 }
 
 bool UpstreamPool::anyUp() const {
+  std::lock_guard lock(mu_);
   auto now = std::chrono::steady_clock::now();
   for (const auto& u : upstreams_) {
     if (u->up(now)) return true;
@@ -83,6 +84,7 @@ bool UpstreamPool::anyUp() const {
 }
 
 Upstream* UpstreamPool::pick(const sockaddr* client, const std::vector<Upstream*>& tried) {
+  std::lock_guard lock(mu_);
   auto now = std::chrono::steady_clock::now();
   const size_t n = upstreams_.size();
   auto usable = [&](Upstream* u) {
@@ -111,6 +113,7 @@ Upstream* UpstreamPool::pick(const sockaddr* client, const std::vector<Upstream*
 }
 
 void UpstreamPool::connected(Upstream* u) {
+  std::lock_guard lock(mu_);
   if (u->fails_in_row >= cfg_.max_fails) {
     spdlog::info("route={} upstream={} is up again", route_, u->addr.text);
   }
@@ -119,9 +122,18 @@ void UpstreamPool::connected(Upstream* u) {
 }
 
 void UpstreamPool::release(Upstream* u, PeerState state) {
+  std::lock_guard lock(mu_);
   SPLICED_ASSERT(u->active > 0, "release() follows connected()");
   --u->active;
   if (state == PeerState::Failed) ++u->errors;
+}
+
+std::vector<UpstreamView> UpstreamPool::view() const {
+  std::lock_guard lock(mu_);
+  std::vector<UpstreamView> out;
+  const auto now = std::chrono::steady_clock::now();
+  for (const auto& u : upstreams_) out.push_back({u->addr.text, u->errors, u->active, u->up(now)});
+  return out;
 }
 
 int connectResult(int fd, short what) {
@@ -140,6 +152,7 @@ int connectResultReadWrite(int fd, short what) {
 }
 
 void UpstreamPool::connectFailed(Upstream* u, int err) {
+  std::lock_guard lock(mu_);
   ++u->errors;
   ++u->fails_in_row;
   if (u->fails_in_row >= cfg_.max_fails) {
@@ -174,6 +187,7 @@ void UpstreamPool::onProbe(evutil_socket_t fd, short what, void* arg) {
 }
 
 void UpstreamPool::probeResult(Upstream& u, bool ok, int err) {
+  std::lock_guard lock(mu_);
   const HealthCheckConfig& hc = *cfg_.health_check;
   if (ok) {
     u.check_bad_in_row = 0;

@@ -1,15 +1,110 @@
 #include "spliced/server/route.hpp"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
+#include "spliced/core/listen_socket.hpp"
 #include "spliced/proxy/proxy_header_session.hpp"
 #include "spliced/server/server.hpp"
 
 namespace spliced {
 
+// ---- RouteWorker ----
+
+RouteWorker::RouteWorker(Route& route, Worker& worker) : route_(route), worker_(worker) {}
+
+RouteWorker::~RouteWorker() {
+  listener_.reset();
+  sessions_.clear();
+}
+
+SysCalls& RouteWorker::sys() { return route_.sys(); }
+const std::string& RouteWorker::routeName() const { return route_.cfg_.name; }
+std::chrono::milliseconds RouteWorker::idleTimeout() const { return route_.cfg_.idle_timeout; }
+uint64_t RouteWorker::nextConnectionId() { return route_.nextConnectionId(); }
+
+void RouteWorker::stopAccepting() {
+  if (listener_) listener_->close();
+  listening_ = false;
+  for (Session* s : sessions_.snapshot()) s->beginDrain();
+}
+
+void RouteWorker::rotateSessions() {
+  for (Session* s : sessions_.snapshot()) s->rotate();
+}
+
+void RouteWorker::shutdownSweep() {
+  // Sessions remove themselves from the list as they close: walk a copy of the pointers.
+  for (Session* s : sessions_.snapshot()) s->shutdownSweep();
+}
+
+void RouteWorker::closeAll() {
+  listener_.reset();
+  listening_ = false;
+  sessions_.clear();
+}
+
+void RouteWorker::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len,
+                           FdCharge charge) {
+  const RouteConfig& cfg = route_.cfg_;
+  const auto* sa = reinterpret_cast<const sockaddr*>(&peer);
+  // Behind a front load balancer the real client is known only from its PROXY header.
+  if (!cfg.accept_proxy && !allowed(cfg.allow, sa)) {
+    ++metrics_.rejected_denied;
+    spdlog::debug("route={} refused {}: not in allow list", cfg.name,
+                  describePeer(sa, len).display());
+    return;  // fd closes here
+  }
+  // One count for the whole route, over every worker: the limit is exact.
+  if (!route_.admit()) {
+    ++metrics_.rejected_limit;
+    spdlog::debug("route={} refused {}: max_connections ({}) reached", cfg.name,
+                  describePeer(sa, len).display(), cfg.max_connections);
+    return;
+  }
+  // The connection's descriptors stay taken while it is active (sessionDone gives them back).
+  SPLICED_ASSERT(charge.size() == 0 || charge.size() == route_.kind_->descriptorsPerSession(),
+                 "a connection is charged what its kind holds");
+  fds_held_ += charge.release();
+  ++metrics_.connections_total;
+  ++metrics_.connections_active;
+  if (cfg.accept_proxy) {
+    adopt(std::make_unique<ProxyHeaderSession>(*this, *route_.kind_, cfg.allow,
+                                               cfg.accept_proxy_timeout, std::move(fd), peer, len));
+    return;
+  }
+  Connection conn;
+  conn.fd = std::move(fd);
+  conn.peer = peer;
+  conn.peer_len = len;
+  conn.id = nextConnectionId();
+  adopt(route_.kind_->createSession(*this, std::move(conn)));
+}
+
+void RouteWorker::adopt(SessionPtr session) { sessions_.add(std::move(session))->start(); }
+
+void RouteWorker::replaceSession(Session* from, SessionPtr next) {
+  worker_.retire(sessions_.remove(from));
+  adopt(std::move(next));
+}
+
+void RouteWorker::sessionDone(Session* s) {
+  SPLICED_ASSERT(metrics_.connections_active > 0, "every session is counted as active");
+  --metrics_.connections_active;
+  route_.release();
+  const size_t fds = std::min(fds_held_, route_.kind_->descriptorsPerSession());
+  fds_held_ -= fds;
+  worker_.fdBudget().give(fds);
+  worker_.retire(sessions_.remove(s));
+}
+
+// ---- Route ----
+
 Route::Route(Server& server, const RouteConfig& cfg) : server_(server), cfg_(cfg) {
+  for (const auto& w : server_.workers())
+    workers_.push_back(std::make_unique<RouteWorker>(*this, *w));
   if (cfg_.archive) {
     auto kind = std::make_unique<CollectRoute>(*this, *cfg_.archive, server_.lifecycle());
     collect_ = kind.get();
@@ -23,97 +118,128 @@ Route::Route(Server& server, const RouteConfig& cfg) : server_(server), cfg_(cfg
 }
 
 Route::~Route() {
-  listener_.reset();
-  sessions_.clear();
+  workers_.clear();
+  if (shared_fd_.valid()) {
+    shared_fd_.reset();
+    if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+  }
 }
 
 event_base* Route::base() { return server_.base(); }
-PipePool& Route::pipes() { return server_.pipes(); }
+PipePool& Route::pipes() { return workers_.front()->pipes(); }
 SysCalls& Route::sys() { return server_.sys(); }
+RouteMetrics& Route::metrics() { return workers_.front()->metrics(); }
 uint64_t Route::nextConnectionId() { return server_.nextConnectionId(); }
+void Route::post(std::function<void()> fn) { server_.post(std::move(fn)); }
+
+void Route::sessionDone(Session* /*s*/) {
+  SPLICED_ASSERT(false, "a route kind's context has no sessions");
+}
+
+void Route::replaceSession(Session* /*from*/, SessionPtr /*next*/) {
+  SPLICED_ASSERT(false, "a route kind's context has no sessions");
+}
 
 Status Route::start() {
   if (Status s = kind_->start(); !s) return s;
-  listener_ = std::make_unique<Listener>(
-      server_.base(), server_.sys(), cfg_.name,
-      [this](UniqueFd fd, const sockaddr_storage& peer, socklen_t len, FdCharge charge) {
-        onAccept(std::move(fd), peer, len, std::move(charge));
-      },
-      &server_.fdBudget(), kind_->descriptorsPerSession());
-  return listener_->open(cfg_.listen);
+  for (auto& rw : workers_) {
+    RouteWorker* w = rw.get();
+    w->listener_ = std::make_unique<Listener>(
+        w->base(), server_.sys(), cfg_.name,
+        [w](UniqueFd fd, const sockaddr_storage& peer, socklen_t len, FdCharge charge) {
+          w->onAccept(std::move(fd), peer, len, std::move(charge));
+        },
+        &w->worker().fdBudget(), kind_->descriptorsPerSession());
+  }
+  if (workers_.size() == 1) {
+    if (Status s = workers_.front()->listener_->open(cfg_.listen); !s) return s;
+  } else if (cfg_.listen.isUnix()) {
+    // No SO_REUSEPORT for Unix sockets: one socket, in every worker's loop (see docs/DESIGN.md).
+    Result<std::vector<UniqueFd>> group = openListenGroup(cfg_.listen, 1);
+    if (!group) return std::move(group).takeError();
+    shared_fd_ = std::move(group.value().front());
+    unix_path_ = cfg_.listen.path;
+    for (auto& rw : workers_) rw->listener_->share(shared_fd_.get(), cfg_.listen);
+  } else {
+    // One SO_REUSEPORT socket per worker: the kernel spreads connections between them.
+    Result<std::vector<UniqueFd>> group = openListenGroup(cfg_.listen, workers_.size());
+    if (!group) return std::move(group).takeError();
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      workers_[i]->listener_->adopt(std::move(group.value()[i]));
+    }
+  }
+  for (auto& rw : workers_) rw->listening_ = true;
+  listeners_open_ = workers_.size();
+  return Ok{};
 }
 
 void Route::stopAccepting() {
-  if (listener_) listener_->close();
-  for (Session* s : sessions_.snapshot()) s->beginDrain();
+  for (auto& rw : workers_) {
+    RouteWorker* w = rw.get();
+    server_.onWorker(w->worker(), [this, w] {
+      w->stopAccepting();
+      post([this] { listenerClosed(); });
+    });
+  }
+}
+
+void Route::listenerClosed() {
+  if (listeners_open_ == 0 || --listeners_open_ > 0) return;
+  // Every worker has let go of the shared socket: new clients are refused from now on.
+  if (shared_fd_.valid()) {
+    shared_fd_.reset();
+    if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+  }
 }
 
 void Route::rotateAll() {
-  for (Session* s : sessions_.snapshot()) s->rotate();
+  for (auto& rw : workers_) {
+    RouteWorker* w = rw.get();
+    server_.onWorker(w->worker(), [w] { w->rotateSessions(); });
+  }
   kind_->rotate();
 }
 
 void Route::shutdownSweep() {
-  // Sessions remove themselves from the list as they close: walk a copy of the pointers.
-  for (Session* s : sessions_.snapshot()) s->shutdownSweep();
+  for (auto& rw : workers_) {
+    RouteWorker* w = rw.get();
+    server_.onWorker(w->worker(), [w] { w->shutdownSweep(); });
+  }
 }
 
 void Route::closeAll() {
-  listener_.reset();
-  sessions_.clear();
+  for (auto& rw : workers_) rw->closeAll();
   kind_->finish();
 }
 
 void Route::finish() { kind_->finish(); }
 
-void Route::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len, FdCharge charge) {
-  const auto* sa = reinterpret_cast<const sockaddr*>(&peer);
-  // Behind a front load balancer the real client is known only from its PROXY header.
-  if (!cfg_.accept_proxy && !allowed(cfg_.allow, sa)) {
-    ++metrics_.rejected_denied;
-    spdlog::debug("route={} refused {}: not in allow list", cfg_.name,
-                  describePeer(sa, len).display());
-    return;  // fd closes here
+bool Route::admit() {
+  uint64_t now = active_.load();
+  while (true) {
+    if (now >= cfg_.max_connections) return false;
+    if (active_.compare_exchange_weak(now, now + 1)) return true;
   }
-  if (metrics_.connections_active >= cfg_.max_connections) {
-    ++metrics_.rejected_limit;
-    spdlog::debug("route={} refused {}: max_connections ({}) reached", cfg_.name,
-                  describePeer(sa, len).display(), cfg_.max_connections);
-    return;
-  }
-  // The connection's descriptors stay taken while it is active (sessionDone gives them back).
-  SPLICED_ASSERT(charge.size() == 0 || charge.size() == kind_->descriptorsPerSession(),
-                 "a connection is charged what its kind holds");
-  fds_held_ += charge.release();
-  ++metrics_.connections_total;
-  ++metrics_.connections_active;
-  if (cfg_.accept_proxy) {
-    adopt(std::make_unique<ProxyHeaderSession>(*this, *kind_, cfg_.allow, cfg_.accept_proxy_timeout,
-                                               std::move(fd), peer, len));
-    return;
-  }
-  Connection conn;
-  conn.fd = std::move(fd);
-  conn.peer = peer;
-  conn.peer_len = len;
-  conn.id = nextConnectionId();
-  adopt(kind_->createSession(std::move(conn)));
 }
 
-void Route::adopt(SessionPtr session) { sessions_.add(std::move(session))->start(); }
-
-void Route::replaceSession(Session* from, SessionPtr next) {
-  server_.retire(sessions_.remove(from));
-  adopt(std::move(next));
+void Route::release() {
+  SPLICED_ASSERT(active_.load() > 0, "a released connection was admitted");
+  active_.fetch_sub(1);
 }
 
-void Route::sessionDone(Session* s) {
-  SPLICED_ASSERT(metrics_.connections_active > 0, "every session is counted as active");
-  --metrics_.connections_active;
-  const size_t fds = std::min(fds_held_, kind_->descriptorsPerSession());
-  fds_held_ -= fds;
-  server_.fdBudget().give(fds);
-  server_.retire(sessions_.remove(s));
+RouteMetrics Route::counters() const {
+  RouteMetrics sum;
+  for (const auto& rw : workers_) sum += rw->counters();
+  return sum;
+}
+
+std::string Route::boundAddress() const { return workers_.front()->boundAddress(); }
+
+bool Route::listening() const {
+  for (const auto& rw : workers_) {
+    if (rw->listening()) return true;
+  }
+  return false;
 }
 
 std::vector<std::string> Route::problems() const {

@@ -20,30 +20,53 @@ constexpr size_t kDescriptorReserve = 32;
 }  // namespace
 
 Server::Server(ConfigPtr config, SysCalls& sys)
-    : config_(std::move(config)),
-      sys_(sys),
-      base_(event_base_new()),
-      pipes_(sys, config_->pipes.size, config_->pipes.max) {
-  pipes_.useBudget(fds_);
+    : config_(std::move(config)), sys_(sys), base_(event_base_new()) {
+  // pipes.max is the process's: each worker gets its share (at least one pipe when any).
+  const size_t n = std::max<size_t>(config_->workers, 1);
+  const size_t per_worker =
+      config_->pipes.max == 0 ? 0 : std::max<size_t>(config_->pipes.max / n, 1);
+  for (size_t i = 0; i < n; ++i) {
+    workers_.push_back(std::make_unique<Worker>(i, i == 0 ? base_.get() : nullptr, sys,
+                                                config_->pipes, per_worker));
+    // A worker whose session was freed during a shutdown lets the main loop look whether it
+    // was the last.
+    workers_.back()->onCleanup([this] {
+      if (shutting_down_) post([this] { maybeFinishShutdown(); });
+    });
+  }
 }
 
 Server::~Server() {
+  stopWorkers();
   admin_.reset();
   // Sessions still open (an abnormal exit) close their segments now, while the lifecycle thread
   // can still be told; then it is joined before the routes its jobs point into go away.
   for (auto& r : routes_) r->closeAll();
-  graveyard_.clear();
+  for (auto& w : workers_) w->clearGraveyard();
   lifecycle_.reset();
-  graveyard_.clear();
+  for (auto& w : workers_) w->clearGraveyard();
   routes_.clear();
   signal_evs_.clear();
-  cleanup_ev_.reset();
   drain_ev_.reset();
+  workers_.clear();
+}
+
+void Server::stopWorkers() {
+  for (auto& w : workers_) w->stopThread();
+}
+
+void Server::onWorker(Worker& w, std::function<void()> fn) {
+  if (!w.ownThread()) {
+    fn();
+  } else {
+    w.post(std::move(fn));
+  }
 }
 
 Status Server::start() {
   if (!base_) return Error(ErrorSource::Internal, "cannot create the event loop");
   ::signal(SIGPIPE, SIG_IGN);
+  installFatalHandler();
   NofileLimits nofile = raiseNofileLimit();
   if (nofile.now != nofile.before) {
     spdlog::info("descriptor limit raised from {} to its hard limit {}", nofile.before, nofile.now);
@@ -79,9 +102,14 @@ Status Server::start() {
     event_add(ev.get(), nullptr);
     signal_evs_.push_back(std::move(ev));
   }
-  cleanup_ev_.reset(event_new(base_.get(), -1, 0, &Server::onCleanup, this));
   drain_ev_.reset(evtimer_new(base_.get(), &Server::onDrainTimeout, this));
   budgetDescriptors();
+  if (workers_.size() > 1) {
+    spdlog::info("{} workers: worker 0 on the main thread, {} more thread(s)", workers_.size(),
+                 workers_.size() - 1);
+  }
+  // Everything a worker's loop watches exists now: its thread may run it.
+  for (auto& w : workers_) w->startThread();
   return Ok{};
 }
 
@@ -97,10 +125,13 @@ void Server::budgetDescriptors() {
     }
   }
   const size_t open_now = countOpenFds();
-  fds_.configure(static_cast<size_t>(rl.rlim_cur), open_now, reserve);
+  FdBudget whole;
+  whole.configure(static_cast<size_t>(rl.rlim_cur), open_now, reserve);
+  // Each worker gets an equal share (its own budget: no lock between workers).
+  for (auto& w : workers_) w->fdBudget().configureCapacity(whole.capacity() / workers_.size());
   size_t per = 1;
   for (const auto& r : routes_) per = std::max(per, r->descriptorsPerSession());
-  const size_t room = fds_.capacity() / per;
+  const size_t room = workers_.size() * (whole.capacity() / workers_.size()) / per;
   if (room < 64) {
     spdlog::warn(
         "descriptor limit {} leaves room for {} connection(s) at {} descriptors each ({} open, {} "
@@ -142,7 +173,7 @@ void Server::rotateAll() {
 
 size_t Server::sessionCount() const {
   size_t n = 0;
-  for (const auto& r : routes_) n += r->sessionCount();
+  for (const auto& r : routes_) n += r->activeConnections();
   return n;
 }
 
@@ -172,6 +203,13 @@ void Server::onDrainTimeout(evutil_socket_t, short, void* arg) {
 void Server::maybeFinishShutdown() {
   if (!shutting_down_ || finished_ || sessionCount() > 0) return;
   finished_ = true;
+  // Every connection is done: the workers' loops end (what was posted to them runs first), and
+  // their freed sessions are destroyed before the routes close what the sessions wrote into.
+  stopWorkers();
+  for (auto& w : workers_) w->clearGraveyard();
+  // What the workers handed to the main loop last (segments closed by the sessions freed just
+  // now) is done before the routes finish.
+  workers_.front()->runPosted();
   admin_.reset();
   for (auto& r : routes_) r->finish();
   for (const RouteStatus& r : status().routes) {
@@ -196,12 +234,11 @@ std::string Server::boundAddress(const std::string& name) const {
 
 const RouteMetrics* Server::metrics(const std::string& name) const {
   const Route* r = route(name);
-  return r ? &r->counters() : nullptr;
+  return r ? &r->firstCounters() : nullptr;
 }
 
 ServerStatus Server::status() const {
   ServerStatus st;
-  auto now = std::chrono::steady_clock::now();
   for (const auto& r : routes_) {
     RouteStatus rs;
     rs.name = r->config().name;
@@ -220,15 +257,26 @@ ServerStatus Server::status() const {
     }
     if (const ProxyRoute* p = r->proxy()) {
       rs.proxies = true;
-      for (const auto& u : p->pool().upstreams()) {
-        rs.upstreams.push_back({u->addr.text, u->errors, u->active, u->up(now)});
+      for (UpstreamView& u : p->pool().view()) {
+        rs.upstreams.push_back({std::move(u.address), u.errors, u.active, u.up});
       }
     }
     st.routes.push_back(std::move(rs));
   }
   st.archive_queue = lifecycle_ ? lifecycle_->queued() : 0;
-  st.pipes_in_use = pipes_.inUse();
-  st.pipes_pooled = pipes_.pooled();
+  for (const auto& w : workers_) {
+    WorkerStatus ws;
+    ws.index = w->index();
+    for (const auto& r : routes_) {
+      const RouteMetrics& m = r->workers()[w->index()]->counters();
+      ws.connections_active += m.connections_active;
+      ws.connections_total += m.connections_total;
+    }
+    ws.pipes_in_use = w->pipes().inUse();
+    st.pipes_in_use += ws.pipes_in_use;
+    st.pipes_pooled += w->pipes().pooled();
+    st.workers.push_back(ws);
+  }
   st.start_time = start_time_;
   return st;
 }
@@ -246,18 +294,6 @@ int Server::archiveDir(std::string_view name) const {
   const Route* r = route(name);
   if (r == nullptr || r->collect() == nullptr) return -1;
   return r->collect()->dirFd();
-}
-
-void Server::retire(SessionPtr s) {
-  SPLICED_ASSERT(s != nullptr, "a retired session exists");
-  graveyard_.push_back(std::move(s));
-  event_active(cleanup_ev_.get(), EV_TIMEOUT, 0);
-}
-
-void Server::onCleanup(evutil_socket_t, short, void* arg) {
-  auto* self = static_cast<Server*>(arg);
-  self->graveyard_.clear();
-  self->maybeFinishShutdown();
 }
 
 }  // namespace spliced

@@ -484,7 +484,9 @@ TEST_CASE("abuse: 5000 idle clients are closed after idle_timeout, each byte arc
       const auto after = std::chrono::duration_cast<Millis>(closures[i].at - sent_at[i]);
       slowest = std::max(slowest, after);
       if (after < 950ms) ++early;
-      if (after > 6s) ++late;
+      // Late: a session accepted late (the daemon starved of CPU by a parallel test takes
+      // seconds to accept 5000) starts its idle timer late; 7 s was seen under ctest -j2.
+      if (after > 9s) ++late;
     }
     INFO("slowest close " << slowest.count() << " ms after the byte");
     CHECK(not_eof == 0);
@@ -551,7 +553,9 @@ TEST_CASE("abuse: 200 clients reset mid-stream - end=client_error, a prefix arch
   const std::string admin = daemon.waitAdmin();
   const uint16_t port = daemon.port("app");
   const fs::path archive = dir / "archive";
-  for (int i = 0; i < 3; ++i) {
+  // Enough warm-up connections that every worker's pipe pool is warm (the kernel spreads them).
+  constexpr size_t kWarmup = 20;
+  for (size_t i = 0; i < kWarmup; ++i) {
     Conn c = connectTcp(port);
     REQUIRE(c.valid());
     REQUIRE(c.sendAll("warm-up\n") == 0);
@@ -639,7 +643,7 @@ TEST_CASE("abuse: 200 clients reset mid-stream - end=client_error, a prefix arch
             << " reset clients had every byte archived, the others a prefix\n";
 
   bool ok = false;
-  waitConnections(admin, 0, 3 + kClients, 5s, &ok);
+  waitConnections(admin, 0, kWarmup + kClients, 5s, &ok);
   CHECK(ok);
   const Footprint after = settledFootprint(daemon);
   std::cout << "abuse resets: fds " << before.fds << " -> " << after.fds << "\n";

@@ -1,5 +1,7 @@
 #include "harness.hpp"
 
+#include <sched.h>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -29,6 +31,13 @@
 #endif
 
 namespace e2e {
+
+size_t autoWorkers() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  return static_cast<size_t>(std::max(CPU_COUNT(&set), 1));
+}
 namespace {
 
 std::string errnoText(const std::string& what) { return what + ": " + std::strerror(errno); }

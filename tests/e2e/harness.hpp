@@ -69,6 +69,9 @@ std::vector<std::string> sortedSegmentContents(const fs::path& dir);
 std::string withDir(std::string text, const TempDir& dir);
 
 // Segment name template used by per_connection tests: route, connection id, client port, seq.
+// The workers a config without `workers:` runs (auto: the CPUs in the affinity mask).
+size_t autoWorkers();
+
 inline constexpr const char* kPerConnName = "{route}-{conn}-{peer_port}-{seq}.log";
 
 // The closed segments of one connection, ordered by {seq}.

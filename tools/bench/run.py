@@ -189,8 +189,8 @@ class Spliced(System):
     name = "spliced"
 
     def __init__(self, workdir, layout="per_connection", pipe_size="1MiB", pipes_max=1024,
-                 compress="none", name="spliced", binary=None, manifest_hash=None):
-        self.workdir, self.layout = workdir, layout
+                 compress="none", name="spliced", binary=None, workers=1, manifest_hash=None):
+        self.workdir, self.layout, self.workers = workdir, layout, workers
         self.pipe_size, self.pipes_max = pipe_size, pipes_max
         self.compress, self.name = compress, name
         # None: the config has no manifest key (the default hash); else archive.manifest.hash,
@@ -214,6 +214,7 @@ class Spliced(System):
             f.write(f"""log: {{ level: warn }}
 admin: {{ listen: {self.admin} }}
 pipes: {{ size: {self.pipe_size}, max: {self.pipes_max} }}
+workers: {self.workers}
 routes:
   - name: bench
     listen: 127.0.0.1:{self.port}
@@ -387,9 +388,10 @@ class Direct:
 
 
 class SplicedProxy(Spliced):
-    def __init__(self, workdir, pipe_size="1MiB", pipes_max=1024, name="spliced", binary=None):
+    def __init__(self, workdir, pipe_size="1MiB", pipes_max=1024, name="spliced", binary=None,
+                 workers=1):
         super().__init__(workdir, pipe_size=pipe_size, pipes_max=pipes_max, name=name,
-                         binary=binary)
+                         binary=binary, workers=workers)
 
     def start_forward(self, upstream_port):
         cfg = os.path.join(self.workdir, "spliced-proxy.yaml")
@@ -399,6 +401,7 @@ class SplicedProxy(Spliced):
             f.write(f"""log: {{ level: warn }}
 admin: {{ listen: {self.admin} }}
 pipes: {{ size: {self.pipe_size}, max: {self.pipes_max} }}
+workers: {self.workers}
 routes:
   - name: bench
     listen: 127.0.0.1:{self.port}
@@ -410,11 +413,14 @@ routes:
 
 
 class HAProxy(System):
-    """HAProxy mode tcp, one thread (as one spliced worker), 1 MiB pipes as spliced's."""
+    """HAProxy mode tcp, `threads` threads (nbthread, as spliced's workers), 1 MiB pipes as
+    spliced's."""
 
-    def __init__(self, workdir, splice=True):
-        self.workdir, self.splice = workdir, splice
+    def __init__(self, workdir, splice=True, threads=1):
+        self.workdir, self.splice, self.threads = workdir, splice, threads
         self.name = "haproxy+splice" if splice else "haproxy"
+        if threads > 1:
+            self.name += f" nbthread {threads}"
 
     def start_forward(self, upstream_port):
         self.port = free_port()
@@ -422,7 +428,7 @@ class HAProxy(System):
         with open(cfg, "w") as f:
             f.write(f"""global
     maxconn 7000
-    nbthread 1
+    nbthread {self.threads}
     tune.pipesize 1048576
     log stderr format raw local0 err
 defaults
@@ -443,18 +449,19 @@ backend b
 
 
 class NginxStream(System):
-    """nginx stream proxy, one worker, 256 KiB proxy buffers, half-close passed on (as the others)."""
-    name = "nginx"
+    """nginx stream proxy, `workers` worker processes (reuseport with more than one, as spliced),
+    256 KiB proxy buffers, half-close passed on (as the others)."""
 
-    def __init__(self, workdir):
-        self.workdir = workdir
+    def __init__(self, workdir, workers=1):
+        self.workdir, self.workers = workdir, workers
+        self.name = "nginx" if workers == 1 else f"nginx {workers} workers"
 
     def start_forward(self, upstream_port):
         self.port = free_port()
         cfg = os.path.join(self.workdir, "nginx.conf")
         with open(cfg, "w") as f:
             f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes 1;
+worker_processes {self.workers};
 worker_rlimit_nofile 20000;
 daemon off;
 pid {self.workdir}/nginx.pid;
@@ -462,7 +469,7 @@ error_log stderr error;
 events {{ worker_connections 12000; }}
 stream {{
     server {{
-        listen 127.0.0.1:{self.port} backlog=4096;
+        listen 127.0.0.1:{self.port} backlog=4096{" reuseport" if self.workers > 1 else ""};
         proxy_pass 127.0.0.1:{upstream_port};
         proxy_buffer_size 256k;
         proxy_half_close on;
@@ -570,10 +577,17 @@ def baseline_binary(args):
 
 
 def forward_systems(args, work):
+    """One-thread systems, then two-thread ones (spliced workers: 2, HAProxy nbthread 2, nginx
+    worker_processes 2); socat forks a process per connection and uses every core."""
     return lineup(args, [own("spliced", lambda **kw: SplicedProxy(work, **kw)),
                          ("haproxy+splice", lambda: HAProxy(work, splice=True)),
                          ("haproxy", lambda: HAProxy(work, splice=False)),
                          ("nginx", lambda: NginxStream(work)),
+                         own("spliced workers 2", lambda **kw: SplicedProxy(work, workers=2, **kw)),
+                         ("haproxy+splice nbthread 2",
+                          lambda: HAProxy(work, splice=True, threads=2)),
+                         ("haproxy nbthread 2", lambda: HAProxy(work, splice=False, threads=2)),
+                         ("nginx 2 workers", lambda: NginxStream(work, workers=2)),
                          ("socat", lambda: SocatProxy(work))])
 
 
@@ -963,6 +977,9 @@ def scenario_archive(args, where, clients=4, nbytes=500_000_000):
     nbytes -= nbytes % LINE
     systems = [own("spliced", lambda **kw: Spliced(work, **kw)),
                own("spliced lines", lambda **kw: Spliced(work, layout="lines", **kw)),
+               own("spliced workers 2", lambda **kw: Spliced(work, workers=2, **kw)),
+               own("spliced lines workers 2",
+                   lambda **kw: Spliced(work, layout="lines", workers=2, **kw)),
                ("rsyslog", lambda: RSyslog(work)),
                ("socat", lambda: SocatFile(work))]
     if args.compress:
@@ -976,7 +993,8 @@ def scenario_archive(args, where, clients=4, nbytes=500_000_000):
     # cut apart: only its byte total is checked. The compressed segments are not verified (the
     # plain runs are): that figure is the cost of the background compressor.
     verifiers = {"spliced": verify_per_connection, "spliced lines": verify_shared,
-                 "rsyslog": verify_shared}
+                 "spliced workers 2": verify_per_connection,
+                 "spliced lines workers 2": verify_shared, "rsyslog": verify_shared}
     for h in ("none", "xxh3", "sha256"):
         verifiers[f"spliced manifest {h}"] = verify_per_connection
 

@@ -47,8 +47,24 @@ struct RouteStatus {
   std::vector<UpstreamStatus> upstreams;
 };
 
+// One worker's gauges (its share of the process's): imbalance between workers shows here.
+struct WorkerStatus {
+  size_t index = 0;
+  uint64_t connections_active = 0;  // over every route
+  uint64_t connections_total = 0;   // accepted by this worker, over every route
+  uint64_t pipes_in_use = 0;
+};
+
+// The admin endpoint's own counters.
+struct AdminCounters {
+  uint64_t auth_failures = 0;   // requests refused for wrong, malformed or throttled credentials
+  uint64_t tls_copy_bytes = 0;  // archive bytes sent over TLS (read into user space)
+};
+
 struct ServerStatus {
   std::vector<RouteStatus> routes;
+  std::vector<WorkerStatus> workers;
+  AdminCounters admin;  // filled in by the admin endpoint
   uint64_t archive_queue = 0;
   uint64_t pipes_in_use = 0;
   uint64_t pipes_pooled = 0;

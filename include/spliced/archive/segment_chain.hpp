@@ -12,6 +12,8 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "spliced/archive/archive_config.hpp"
@@ -26,6 +28,22 @@
 #include "spliced/core/syscalls.hpp"
 
 namespace spliced {
+
+// Holds a shared chain's lock (nothing for a chain of one thread).
+class ChainLock {
+ public:
+  explicit ChainLock(std::recursive_mutex* m) : m_(m) {
+    if (m_ != nullptr) m_->lock();
+  }
+  ~ChainLock() {
+    if (m_ != nullptr) m_->unlock();
+  }
+  ChainLock(const ChainLock&) = delete;
+  ChainLock& operator=(const ChainLock&) = delete;
+
+ private:
+  std::recursive_mutex* m_;
+};
 
 // A closed segment not published yet: still NAME.open, complete, never written again.
 struct UnpublishedSegment {
@@ -90,6 +108,11 @@ CloseOutcome finishSegment(SysCalls& sys, int dir_fd, const ArchiveConfig& cfg,
 // When the configured name cannot be opened for a reason waiting does not cure (isNameError),
 // the segment is opened under rescueName() instead, logged once per episode and counted
 // (archive_rescued_segments); the next segment tries the configured name again.
+//
+// A shared chain (layout: shared) is written by the sessions of every worker: shareBetweenThreads()
+// gives it a lock that each public call holds for its whole length (a write, a rotation), so
+// chunks and lines interleave only whole, and a size rotation never lets a segment pass
+// max_bytes. A per-connection chain is used by one thread and takes no lock.
 class SegmentChain : public Sink {
  public:
   SegmentChain(const ArchiveConfig& cfg, ArchiveDir& dir, NameVars vars, SysCalls& sys,
@@ -130,6 +153,8 @@ class SegmentChain : public Sink {
   // its owner drains it before the counters and callbacks given here go away). The outcome is
   // counted and handed to the callbacks on the loop, after the chain itself may be gone.
   void syncOffLoop(LoopWorker* worker) { close_worker_ = worker; }
+  // Several threads write into this chain from now on (before any of them does).
+  void shareBetweenThreads() { mu_ = std::make_unique<std::recursive_mutex>(); }
 
  private:
   // Opens the next segment if none is open (dropping one whose directory is gone). Returns 0 or
@@ -166,6 +191,7 @@ class SegmentChain : public Sink {
   SegmentClosedFn on_closed_;
   SegmentUnpublishedFn on_unpublished_;
   LoopWorker* close_worker_ = nullptr;
+  std::unique_ptr<std::recursive_mutex> mu_;  // shareBetweenThreads(): held by each public call
 };
 
 }  // namespace spliced

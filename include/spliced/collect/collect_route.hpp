@@ -1,9 +1,11 @@
 #pragma once
 // The collect kind of route: what a route with an `archive:` block owns besides its listener.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "spliced/archive/archive_config.hpp"
@@ -33,7 +35,7 @@ class CollectRoute : public RouteKind {
   // Creates and locks the archive dir, finalises what a crash left, opens the shared chain
   // (lazily: its first segment comes with the first byte) and arms the timers.
   Status start() override;
-  SessionPtr createSession(Connection conn) override;
+  SessionPtr createSession(RouteContext& ctx, Connection conn) override;
   // The socket, and a per-connection segment (a shared chain's segment is the route's own).
   size_t descriptorsPerSession() const override;
   void rotate() override;
@@ -50,12 +52,13 @@ class CollectRoute : public RouteKind {
   LoopWorker* closeWorker() { return close_worker_.get(); }
   // A segment of this route is complete (published as `rel`): hand it to the lifecycle thread
   // (manifest line, compression but not for NAME.unsynced, on_publish) and queue a retention pass.
+  // Any thread (a worker's is posted to the main loop).
   void segmentClosed(const std::string& rel, const UnpublishedSegment& seg);
   // A closed segment of this route whose rename failed: published by a retry (back-off 100 ms ..
-  // 5 s), or at finish() at the latest.
+  // 5 s), or at finish() at the latest. Any thread (a worker's is posted to the main loop).
   void publishLater(UnpublishedSegment seg);
   // Storage episodes: a session whose archive writes fail marks the route stalled until its
-  // writes succeed again (for /healthz and the stalled gauge).
+  // writes succeed again (for /healthz and the stalled gauge). Any thread.
   void storageStalled(int err);
   void storageRecovered();
 
@@ -82,6 +85,8 @@ class CollectRoute : public RouteKind {
   static void onPublishRetry(evutil_socket_t, short, void* arg);
   // Tries to publish every segment waiting in unpublished_.
   void retryPublishing();
+  // True on the thread that started the route (the main loop's): its timers and lists live there.
+  bool onHome() const { return std::this_thread::get_id() == home_; }
 
   RouteContext& ctx_;
   const ArchiveConfig& cfg_;
@@ -107,8 +112,9 @@ class CollectRoute : public RouteKind {
   EventPtr dir_watch_ev_;
   bool dir_removed_logged_ = false;  // this removal episode was logged
   std::string reopen_error_;         // why the last reopen failed ("" when none did)
-  uint64_t stalled_ = 0;
-  int last_storage_err_ = 0;
+  std::atomic<uint64_t> stalled_{0};
+  std::atomic<int> last_storage_err_{0};
+  std::thread::id home_;
 };
 
 }  // namespace spliced

@@ -38,6 +38,9 @@ struct Config {
   LogConfig log;
   AdminConfig admin;
   PipesConfig pipes;
+  // Event loops (threads). The file's default is `auto`: the CPUs in the process's affinity mask,
+  // resolved when the file is read. A Config made in code runs one.
+  uint64_t workers = 1;
   milliseconds drain_timeout{10000};
   std::vector<RouteConfig> routes;
 };

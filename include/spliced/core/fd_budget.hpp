@@ -7,8 +7,9 @@
 // waiting sessions could give back). Pipes are optional (the pump copies without one): the pool
 // takes them from what is left, and gives idle ones back when a listener is waiting.
 //
-// Single-threaded: the event loop's. A fixed reserve covers what is opened briefly or elsewhere
-// (a segment's parent dir, the lifecycle thread's files, admin clients, health checks).
+// Single-threaded: one event loop's (each worker has its own share of the process's limit). A fixed
+// reserve covers what is opened briefly or elsewhere (a segment's parent dir, the lifecycle
+// thread's files, admin clients, health checks).
 #include <sys/resource.h>
 
 #include <cstddef>
@@ -37,6 +38,11 @@ class FdBudget {
   // `limit` descriptors in all (RLIMIT_NOFILE), `in_use` open now and kept (listeners, dirs,
   // locks, logs), `reserve` kept back for brief and outside uses.
   void configure(size_t limit, size_t in_use, size_t reserve);
+  // A budget of exactly `capacity` descriptors (a worker's share of the process's).
+  void configureCapacity(size_t capacity) {
+    limited_ = true;
+    capacity_ = capacity;
+  }
   bool limited() const { return limited_; }
 
   // Takes `n` descriptors, asking the reclaimer (idle pipes) first when short. False: not

@@ -32,9 +32,14 @@ class Listener final : private FdBudget::Waiter {
 
   // Binds and listens.
   Status open(const SocketAddress& addr);
-  // Stops accepting and closes the socket (graceful shutdown).
+  // Accepts from `fd`, a listening socket it now owns (one of a route's SO_REUSEPORT group).
+  void adopt(UniqueFd fd);
+  // Accepts from `fd`, a listening socket shared with other workers' listeners and owned by the
+  // route, which closes it (and removes a Unix socket's file) once every listener has let go.
+  void share(int fd, const SocketAddress& addr);
+  // Stops accepting and closes the socket (graceful shutdown); a shared socket is let go.
   void close();
-  bool isOpen() const { return fd_.valid(); }
+  bool isOpen() const { return sock_ >= 0; }
   // The bound address (the real port when the config said port 0).
   std::string boundAddress() const;
 
@@ -45,15 +50,18 @@ class Listener final : private FdBudget::Waiter {
   void endPause();  // accept works again: ends the episode with its count
   void fdsAvailable() override;
   void waitForBudget();
+  void watch();
 
   event_base* base_;
   SysCalls& sys_;
   std::string route_;
   AcceptFn on_accept_;
-  UniqueFd fd_;
+  UniqueFd fd_;    // an owned socket
+  int sock_ = -1;  // the socket accepted from: fd_'s, or a shared one
   EventPtr read_ev_;
   EventPtr resume_ev_;
-  std::string unix_path_;
+  std::string unix_path_;         // an owned Unix socket's file, removed at close
+  std::string shared_unix_path_;  // a shared Unix socket's file (the route removes it)
   bool paused_ = false;
   LogLimiter accept_log_{"route accept"};  // one line per episode of failing accepts
   FdBudget* budget_;

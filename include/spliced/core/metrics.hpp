@@ -1,28 +1,86 @@
 #pragma once
-// Plain counters, updated on the data path and formatted only when read (admin /metrics, logs).
+// Counters, updated on the data path and formatted only when read (admin /metrics, logs).
 // One set per route per worker; a scrape sums workers.
+#include <atomic>
 #include <cstdint>
 
 namespace spliced {
 
+// A counter that any thread may add to and read (relaxed atomics: no ordering, no lost updates).
+// Each worker adds to its own set, so the cache line stays on its core; the admin endpoint reads
+// every set from the main thread. Copying takes a snapshot.
+class Counter {
+ public:
+  Counter() = default;
+  Counter(uint64_t v) : v_(v) {}  // NOLINT(google-explicit-constructor): a counter is a number
+  Counter(const Counter& o) : v_(o.get()) {}
+  Counter& operator=(const Counter& o) {
+    v_.store(o.get(), std::memory_order_relaxed);
+    return *this;
+  }
+  Counter& operator=(uint64_t v) {
+    v_.store(v, std::memory_order_relaxed);
+    return *this;
+  }
+  Counter& operator+=(uint64_t n) {
+    v_.fetch_add(n, std::memory_order_relaxed);
+    return *this;
+  }
+  Counter& operator-=(uint64_t n) {
+    v_.fetch_sub(n, std::memory_order_relaxed);
+    return *this;
+  }
+  Counter& operator++() { return *this += 1; }
+  Counter& operator--() { return *this -= 1; }
+  uint64_t operator++(int) { return v_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t operator--(int) { return v_.fetch_sub(1, std::memory_order_relaxed); }
+  operator uint64_t() const { return get(); }  // NOLINT(google-explicit-constructor)
+  uint64_t get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
 struct RouteMetrics {
-  uint64_t connections_active = 0;
-  uint64_t connections_total = 0;
-  uint64_t rejected_limit = 0;
-  uint64_t rejected_denied = 0;
-  uint64_t rejected_no_upstream = 0;  // proxy: no upstream could be reached
-  uint64_t rejected_bad_header = 0;   // accept_proxy: malformed or missing PROXY header
-  uint64_t bytes_in = 0;              // from clients
-  uint64_t bytes_out = 0;             // to clients (proxy)
-  uint64_t upstream_bytes = 0;        // to upstreams (proxy)
-  uint64_t upstream_bytes_in = 0;     // from upstreams (proxy)
-  uint64_t archive_bytes = 0;         // written into segment files
-  uint64_t archive_segments = 0;      // segments closed (renamed to their final name)
-  uint64_t copy_fallback_bytes = 0;   // bytes that passed through user space
-  uint64_t storage_errors = 0;
-  uint64_t unsynced_segments = 0;         // published as NAME.unsynced: their fdatasync failed
-  uint64_t archive_rescued_segments = 0;  // opened under a rescue name (rescue/...)
-  uint64_t lines_split = 0;               // framing: lines, lines longer than max_line
+  Counter connections_active;
+  Counter connections_total;
+  Counter rejected_limit;
+  Counter rejected_denied;
+  Counter rejected_no_upstream;  // proxy: no upstream could be reached
+  Counter rejected_bad_header;   // accept_proxy: malformed or missing PROXY header
+  Counter bytes_in;              // from clients
+  Counter bytes_out;             // to clients (proxy)
+  Counter upstream_bytes;        // to upstreams (proxy)
+  Counter upstream_bytes_in;     // from upstreams (proxy)
+  Counter archive_bytes;         // written into segment files
+  Counter archive_segments;      // segments closed (renamed to their final name)
+  Counter copy_fallback_bytes;   // bytes that passed through user space
+  Counter storage_errors;
+  Counter unsynced_segments;         // published as NAME.unsynced: their fdatasync failed
+  Counter archive_rescued_segments;  // opened under a rescue name (rescue/...)
+  Counter lines_split;               // framing: lines, lines longer than max_line
+
+  // Adds every counter of `o` (summing workers).
+  RouteMetrics& operator+=(const RouteMetrics& o) {
+    connections_active += o.connections_active;
+    connections_total += o.connections_total;
+    rejected_limit += o.rejected_limit;
+    rejected_denied += o.rejected_denied;
+    rejected_no_upstream += o.rejected_no_upstream;
+    rejected_bad_header += o.rejected_bad_header;
+    bytes_in += o.bytes_in;
+    bytes_out += o.bytes_out;
+    upstream_bytes += o.upstream_bytes;
+    upstream_bytes_in += o.upstream_bytes_in;
+    archive_bytes += o.archive_bytes;
+    archive_segments += o.archive_segments;
+    copy_fallback_bytes += o.copy_fallback_bytes;
+    storage_errors += o.storage_errors;
+    unsynced_segments += o.unsynced_segments;
+    archive_rescued_segments += o.archive_rescued_segments;
+    lines_split += o.lines_split;
+    return *this;
+  }
 };
 
 }  // namespace spliced

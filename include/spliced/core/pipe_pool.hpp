@@ -9,6 +9,7 @@
 #include "spliced/core/fd.hpp"
 #include "spliced/core/fd_budget.hpp"
 #include "spliced/core/log_limit.hpp"
+#include "spliced/core/metrics.hpp"
 #include "spliced/core/syscalls.hpp"
 #include "spliced/core/units.hpp"
 
@@ -40,8 +41,9 @@ class PipePool {
   // Takes a pipe back: an empty one is pooled, one that holds bytes is closed.
   void release(Pipe&& pipe);
 
+  // Readable from any thread (the admin endpoint sums workers' pools).
   size_t inUse() const { return in_use_; }
-  size_t pooled() const { return free_.size(); }
+  size_t pooled() const { return pooled_; }
   size_t grantedSize() const { return granted_size_; }
 
  private:
@@ -50,7 +52,8 @@ class PipePool {
   size_t try_size_;  // drops when the kernel refuses larger pipes (pipe-user-pages-soft)
   size_t granted_size_ = 0;
   size_t max_pipes_;
-  size_t in_use_ = 0;
+  Counter in_use_;
+  Counter pooled_;  // free_.size(), readable from any thread
   FdBudget* budget_ = nullptr;
   LogLimiter refused_log_{"pipe refused"};  // the kernel refuses pipes: one line per episode
   std::vector<Pipe> free_;

@@ -61,8 +61,8 @@ struct PumpResult {
 
 // The counters a pump adds to: bytes read from its source, and those that took the copy path.
 struct PumpCounters {
-  uint64_t* read;
-  uint64_t* copied;
+  Counter* read;
+  Counter* copied;
 };
 
 // A Pump owns its pipe (while it holds bytes) and its copy buffer; the source fd, the sink, the

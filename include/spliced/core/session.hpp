@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <optional>
@@ -96,6 +97,9 @@ class RouteContext {
   virtual void replaceSession(Session* from, SessionPtr next) = 0;
   // Rotates every session's active segment and the kind's own (interval rotation).
   virtual void rotateSessions() = 0;
+  // Runs `fn` on this context's loop (from any thread): a worker's for a session's context, the
+  // main loop for a route kind's.
+  virtual void post(std::function<void()> fn) = 0;
 
  protected:
   ~RouteContext() = default;
@@ -108,8 +112,8 @@ class RouteKind {
   // Prepares what the kind owns before the listener opens (archive dir, lock and recovery;
   // upstream health checks).
   virtual Status start() = 0;
-  // The session for a new connection (not yet started).
-  virtual SessionPtr createSession(Connection conn) = 0;
+  // The session for a new connection (not yet started), on the worker whose context is `ctx`.
+  virtual SessionPtr createSession(RouteContext& ctx, Connection conn) = 0;
   // Descriptors one of its sessions holds at most, its client's socket included (a segment, an
   // upstream socket): taken before a connection is accepted. Pipes are not counted (optional).
   virtual size_t descriptorsPerSession() const { return 2; }

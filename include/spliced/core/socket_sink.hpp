@@ -12,7 +12,7 @@ namespace spliced {
 // A SocketSink borrows the socket fd and the counter of bytes written into it.
 class SocketSink : public Sink {
  public:
-  SocketSink(int fd, SysCalls& sys, uint64_t* written) : fd_(fd), sys_(sys), written_(written) {}
+  SocketSink(int fd, SysCalls& sys, Counter* written) : fd_(fd), sys_(sys), written_(written) {}
 
   // EAGAIN is Blocked (wait for EV_WRITE); EPIPE/ECONNRESET and others are Error.
   SinkResult fromPipe(Pipe& pipe, size_t n) override;
@@ -27,7 +27,7 @@ class SocketSink : public Sink {
   int fd_;
   bool close_follows_ = false;
   SysCalls& sys_;
-  uint64_t* written_;
+  Counter* written_;
 };
 
 }  // namespace spliced

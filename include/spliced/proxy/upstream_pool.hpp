@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -42,8 +43,19 @@ struct Upstream {
   EventPtr timer_ev;
 };
 
+// What the admin endpoint reports of one upstream.
+struct UpstreamView {
+  std::string address;
+  uint64_t errors = 0;
+  uint64_t active = 0;
+  bool up = false;
+};
+
 // An UpstreamPool owns its upstreams and their check events; the event_base and the forward
-// config (part of the config snapshot) are borrowed.
+// config (part of the config snapshot) are borrowed. One pool serves every worker of its route:
+// its state is guarded by a mutex (held for a few comparisons per connection), so balancing
+// (least_connections, round_robin) and health are the route's, not a worker's. The health checks
+// run on the main loop (`base`).
 class UpstreamPool {
  public:
   UpstreamPool(event_base* base, const ForwardConfig& cfg, std::string route);
@@ -68,7 +80,10 @@ class UpstreamPool {
   // as an upstream error.
   void release(Upstream* u, PeerState state);
   bool anyUp() const;
+  // The upstreams' addresses (immutable) and configuration order.
   const std::vector<std::unique_ptr<Upstream>>& upstreams() const { return upstreams_; }
+  // A consistent copy of every upstream's state (any thread).
+  std::vector<UpstreamView> view() const;
 
  private:
   static void onCheckTimer(evutil_socket_t, short, void* arg);
@@ -79,7 +94,8 @@ class UpstreamPool {
   const ForwardConfig& cfg_;
   std::string route_;
   std::vector<std::unique_ptr<Upstream>> upstreams_;
-  size_t next_ = 0;  // round-robin position
+  size_t next_ = 0;        // round-robin position
+  mutable std::mutex mu_;  // guards every Upstream's state and next_
 };
 
 // Starts a non-blocking connect to `addr`. Returns the socket (connecting or connected) or an

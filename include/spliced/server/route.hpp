@@ -1,8 +1,11 @@
 #pragma once
-// A route: one listener, its limits and its sessions, plus a route kind (collect or proxy) that
-// owns what the kind needs and makes the sessions.
+// A route: its limits and its route kind (collect or proxy, which owns what the kind needs and
+// makes the sessions), plus one RouteWorker per worker: that worker's listener, sessions and
+// counters.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,33 +17,88 @@
 #include "spliced/core/metrics.hpp"
 #include "spliced/core/session.hpp"
 #include "spliced/proxy/proxy_route.hpp"
+#include "spliced/server/worker.hpp"
 
 namespace spliced {
 
 class Server;
+class Route;
 
-// A Route owns its listener, counters, session list and route kind, and is the RouteContext of
-// its sessions. The Server and the config snapshot are borrowed.
+// What one worker holds of a route: its listener (its own SO_REUSEPORT socket, or the route's
+// one Unix socket shared by every worker), its sessions and its counters. It is the RouteContext
+// of the sessions it accepts. Used only on its worker's thread, except counters(), which any
+// thread may read; the main thread posts what it wants done.
+class RouteWorker final : public RouteContext {
+ public:
+  RouteWorker(Route& route, Worker& worker);
+  ~RouteWorker();
+
+  void stopAccepting();
+  void rotateSessions() override;
+  void shutdownSweep();
+  // Frees every session at once (server teardown).
+  void closeAll();
+  const RouteMetrics& counters() const { return metrics_; }
+  Worker& worker() { return worker_; }
+  std::string boundAddress() const { return listener_ ? listener_->boundAddress() : ""; }
+  bool listening() const { return listening_; }
+
+  // RouteContext: what its sessions may ask.
+  event_base* base() override { return worker_.base(); }
+  PipePool& pipes() override { return worker_.pipes(); }
+  SysCalls& sys() override;
+  RouteMetrics& metrics() override { return metrics_; }
+  const std::string& routeName() const override;
+  std::chrono::milliseconds idleTimeout() const override;
+  uint64_t nextConnectionId() override;
+  void sessionDone(Session* s) override;
+  void replaceSession(Session* from, SessionPtr next) override;
+  void post(std::function<void()> fn) override { worker_.post(std::move(fn)); }
+
+ private:
+  friend class Route;
+  void onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len, FdCharge charge);
+  void adopt(SessionPtr session);
+
+  Route& route_;
+  Worker& worker_;
+  RouteMetrics metrics_;
+  size_t fds_held_ = 0;  // descriptors taken for its active connections (its worker's FdBudget)
+  std::unique_ptr<Listener> listener_;
+  std::atomic<bool> listening_{false};
+  SessionList sessions_;
+};
+
+// A Route owns its route kind, its RouteWorkers and (Unix sockets) the listening socket they
+// share. It is the RouteContext of its kind, on the main thread: the kind's timers run on the main
+// loop, and what it posts runs there. The Server and the config snapshot are borrowed.
 class Route final : public RouteContext {
  public:
   Route(Server& server, const RouteConfig& cfg);
   ~Route();
 
-  // Prepares the route kind and starts listening.
+  // Prepares the route kind and starts listening on every worker.
   Status start();
+  // Every worker stops accepting (its sessions are told the stream is ending); a shared Unix
+  // socket is closed once the last worker has let go of it.
   void stopAccepting();
   void rotateAll();
   void shutdownSweep();
   // The last step of a shutdown: the kind closes what it holds (the shared chain's segment).
   void finish();
-  // Frees every session and closes every segment at once (server teardown).
+  // Frees every session and closes every segment at once (server teardown, workers stopped).
   void closeAll();
 
   const RouteConfig& config() const { return cfg_; }
-  const RouteMetrics& counters() const { return metrics_; }
-  size_t sessionCount() const { return sessions_.size(); }
-  std::string boundAddress() const { return listener_ ? listener_->boundAddress() : ""; }
-  bool listening() const { return listener_ && listener_->isOpen(); }
+  // Every worker's counters summed, and the kind's.
+  RouteMetrics counters() const;
+  // Worker 0's counters (with one worker, the route's).
+  const RouteMetrics& firstCounters() const { return workers_.front()->counters(); }
+  // Connections open now, over every worker (exact: max_connections is checked against it).
+  uint64_t activeConnections() const { return active_.load(); }
+  const std::vector<std::unique_ptr<RouteWorker>>& workers() const { return workers_; }
+  std::string boundAddress() const;
+  bool listening() const;
   // Problems for /healthz, one line each; empty when the route is healthy.
   std::vector<std::string> problems() const;
   // The kind's parts, for the admin endpoint (nullptr when the route is of the other kind).
@@ -48,31 +106,38 @@ class Route final : public RouteContext {
   const ProxyRoute* proxy() const { return proxy_; }
   size_t descriptorsPerSession() const { return kind_->descriptorsPerSession(); }
 
-  // RouteContext: what its sessions and its kind may ask.
+  // RouteContext of the kind (main thread): the main loop, worker 0's pipes and counters.
   event_base* base() override;
   PipePool& pipes() override;
   SysCalls& sys() override;
-  RouteMetrics& metrics() override { return metrics_; }
+  RouteMetrics& metrics() override;
   const std::string& routeName() const override { return cfg_.name; }
   std::chrono::milliseconds idleTimeout() const override { return cfg_.idle_timeout; }
   uint64_t nextConnectionId() override;
   void sessionDone(Session* s) override;
   void replaceSession(Session* from, SessionPtr next) override;
   void rotateSessions() override { rotateAll(); }
+  void post(std::function<void()> fn) override;
 
  private:
-  void onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len, FdCharge charge);
-  void adopt(SessionPtr session);
+  friend class RouteWorker;
+  // Counts a new connection against max_connections; false (nothing counted) at the limit.
+  bool admit();
+  void release();
+  // A worker has closed its listener (main thread).
+  void listenerClosed();
 
   Server& server_;
   const RouteConfig& cfg_;
-  RouteMetrics metrics_;
-  size_t fds_held_ = 0;  // descriptors taken for its active connections (FdBudget)
   std::unique_ptr<RouteKind> kind_;
   CollectRoute* collect_ = nullptr;  // kind_, when it collects
   ProxyRoute* proxy_ = nullptr;      // kind_, when it proxies
-  std::unique_ptr<Listener> listener_;
-  SessionList sessions_;  // after kind_: sessions borrow it, so they are destroyed first
+  std::atomic<uint64_t> active_{0};
+  UniqueFd shared_fd_;         // a Unix socket: one, accepted from by every worker
+  std::string unix_path_;      // removed when the shared socket closes
+  size_t listeners_open_ = 0;  // main thread: workers that have not closed their listener yet
+  // After kind_: sessions borrow it, so they are destroyed first.
+  std::vector<std::unique_ptr<RouteWorker>> workers_;
 };
 
 }  // namespace spliced

@@ -1,8 +1,11 @@
 #pragma once
-// The server: one event loop, its pipe pool, its routes, the archive lifecycle thread, the admin
-// endpoint, signals and shutdown.
+// The server: the main event loop (signals, the admin endpoint, the routes' timers), its workers
+// (worker 0 runs on the main loop, the others on their own threads), its routes, the archive
+// lifecycle thread, and shutdown.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -18,17 +21,19 @@
 #include "spliced/core/pipe_pool.hpp"
 #include "spliced/core/syscalls.hpp"
 #include "spliced/server/route.hpp"
+#include "spliced/server/worker.hpp"
 
 namespace spliced {
 
-// A Server owns its event_base, pipe pool, routes, lifecycle thread and admin endpoint, and holds
-// the config snapshot they borrow.
+// A Server owns its event_base, workers, routes, lifecycle thread and admin endpoint, and holds
+// the config snapshot they borrow. Its methods run on the main thread, except post() and
+// nextConnectionId(), which any thread may call.
 class Server final : public AdminSource {
  public:
   explicit Server(ConfigPtr config, SysCalls& sys = SysCalls::kernel());
   ~Server();
 
-  // Binds every listener and prepares archive dirs.
+  // Binds every listener, prepares archive dirs and starts the workers' threads.
   Status start();
   // Runs the loop until a shutdown has finished. Returns the process exit code.
   int run();
@@ -37,22 +42,26 @@ class Server final : public AdminSource {
   void rotateAll();
 
   event_base* base() { return base_.get(); }
-  PipePool& pipes() { return pipes_; }
-  FdBudget& fdBudget() { return fds_; }
+  // Worker 0's pipes and budget (with one worker, the process's).
+  PipePool& pipes() { return workers_.front()->pipes(); }
+  FdBudget& fdBudget() { return workers_.front()->fdBudget(); }
+  const std::vector<std::unique_ptr<Worker>>& workers() const { return workers_; }
   SysCalls& sys() { return sys_; }
   ArchiveLifecycle& lifecycle() { return *lifecycle_; }
   const Config& config() const { return *config_; }
   bool shuttingDown() const { return shutting_down_; }
   uint64_t nextConnectionId() { return ++last_conn_id_; }
+  // Runs `fn` on the main loop (from any thread).
+  void post(std::function<void()> fn) { workers_.front()->post(std::move(fn)); }
+  // Runs `fn` on `w`'s loop: now when that is the main loop (this thread), else posted.
+  void onWorker(Worker& w, std::function<void()> fn);
 
   // The address each route listens on (the real port when the config said 0), by route name.
   std::string boundAddress(const std::string& route) const;
   std::string adminAddress() const;
-  // A route's counters, or nullptr for an unknown route.
+  // A route's counters on worker 0 (with one worker, the route's), or nullptr for an unknown
+  // route.
   const RouteMetrics* metrics(const std::string& route) const;
-
-  // Frees `s` after the current callback has returned (never inside its own callback).
-  void retire(SessionPtr s);
 
   // AdminSource.
   ServerStatus status() const override;
@@ -61,28 +70,27 @@ class Server final : public AdminSource {
 
  private:
   static void onSignal(evutil_socket_t sig, short, void* arg);
-  static void onCleanup(evutil_socket_t, short, void* arg);
   static void onDrainTimeout(evutil_socket_t, short, void* arg);
   void maybeFinishShutdown();
   void budgetDescriptors();
+  // Connections open now over every route and worker.
   size_t sessionCount() const;
+  void stopWorkers();
   const Route* route(std::string_view name) const;
 
   ConfigPtr config_;
   SysCalls& sys_;
   EventBasePtr base_;
-  FdBudget fds_;  // before pipes_ and routes_: they give back to it as they go
-  PipePool pipes_;
+  // Before routes_: their sessions and listeners live on the workers' loops and budgets.
+  std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<Route>> routes_;
   std::unique_ptr<Admin> admin_;  // after routes_: destroyed first, it reads them
   // After routes_: destroyed (joined) first, its jobs point into routes.
   std::unique_ptr<ArchiveLifecycle> lifecycle_;
   std::vector<EventPtr> signal_evs_;
-  EventPtr cleanup_ev_;
   EventPtr drain_ev_;
-  std::vector<SessionPtr> graveyard_;
-  uint64_t last_conn_id_ = 0;
-  bool shutting_down_ = false;
+  std::atomic<uint64_t> last_conn_id_{0};
+  std::atomic<bool> shutting_down_{false};
   bool finished_ = false;
   std::chrono::system_clock::time_point start_time_ = std::chrono::system_clock::now();
 };

@@ -27,9 +27,10 @@ namespace {
 // `archive_extra` adds keys to its archive block (indented by six spaces).
 ConfigPtr collectConfig(const fs::path& dir, const std::string& name,
                         const std::string& archive_extra = "") {
-  std::string text = "drain_timeout: 2s\nroutes:\n  - name: t\n    listen: 127.0.0.1:0\n" +
-                     std::string("    archive:\n      dir: ") + dir.string() + "\n      name: \"" +
-                     name + "\"\n" + archive_extra;
+  std::string text =
+      "workers: 1\ndrain_timeout: 2s\nroutes:\n  - name: t\n    listen: 127.0.0.1:0\n" +
+      std::string("    archive:\n      dir: ") + dir.string() + "\n      name: \"" + name + "\"\n" +
+      archive_extra;
   auto loaded = loadConfigString(text, "test.yaml");
   for (auto& e : loaded.errors) FAIL(e.format());
   return loaded.config;

@@ -19,9 +19,10 @@ using namespace std::chrono_literals;
 namespace {
 
 ConfigPtr rescueConfig(const fs::path& dir) {
-  std::string text = "drain_timeout: 2s\nroutes:\n  - name: t\n    listen: 127.0.0.1:0\n" +
-                     std::string("    archive:\n      dir: ") + dir.string() +
-                     "\n      name: \"{route}-{conn}-{seq}.log\"\n";
+  std::string text =
+      "workers: 1\ndrain_timeout: 2s\nroutes:\n  - name: t\n    listen: 127.0.0.1:0\n" +
+      std::string("    archive:\n      dir: ") + dir.string() +
+      "\n      name: \"{route}-{conn}-{seq}.log\"\n";
   auto loaded = loadConfigString(text, "test.yaml");
   for (auto& e : loaded.errors) FAIL(e.format());
   return loaded.config;

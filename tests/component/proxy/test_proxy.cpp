@@ -70,7 +70,7 @@ struct EchoUpstream {
 
 ConfigPtr proxyConfig(uint16_t upstream_port) {
   std::string text =
-      "routes:\n  - name: p\n    listen: 127.0.0.1:0\n    forward:\n"
+      "workers: 1\nroutes:\n  - name: p\n    listen: 127.0.0.1:0\n    forward:\n"
       "      upstreams: [127.0.0.1:" +
       std::to_string(upstream_port) + "]\n";
   auto loaded = loadConfigString(text, "test.yaml");

@@ -24,9 +24,9 @@ namespace {
 // route (four spaces), `forward_extra` to its forward block (six), `top` top-level keys.
 ConfigPtr proxyConfig(uint16_t port, const std::string& forward_extra = "",
                       const std::string& route_extra = "", const std::string& top = "") {
-  std::string text = top + "routes:\n  - name: p\n    listen: 127.0.0.1:0\n" + route_extra +
-                     "    forward:\n      upstreams: [127.0.0.1:" + std::to_string(port) + "]\n" +
-                     forward_extra;
+  std::string text =
+      "workers: 1\n" + top + "routes:\n  - name: p\n    listen: 127.0.0.1:0\n" + route_extra +
+      "    forward:\n      upstreams: [127.0.0.1:" + std::to_string(port) + "]\n" + forward_extra;
   auto loaded = loadConfigString(text, "test.yaml");
   for (auto& e : loaded.errors) FAIL(e.format());
   return loaded.config;

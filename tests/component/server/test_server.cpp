@@ -65,9 +65,9 @@ bool loopUntil(Server& server, Pred done, std::chrono::milliseconds limit = 20s)
 }
 
 ConfigPtr collectConfig(const fs::path& dir, const std::string& extra = "") {
-  std::string text = "drain_timeout: 2s\nroutes:\n  - name: t\n    listen: 127.0.0.1:0\n" + extra +
-                     "    archive:\n      dir: " + dir.string() +
-                     "\n      name: \"{route}-{conn}-{seq}.log\"\n";
+  std::string text =
+      "workers: 1\ndrain_timeout: 2s\nroutes:\n  - name: t\n    listen: 127.0.0.1:0\n" + extra +
+      "    archive:\n      dir: " + dir.string() + "\n      name: \"{route}-{conn}-{seq}.log\"\n";
   auto loaded = loadConfigString(text, "test.yaml");
   for (auto& e : loaded.errors) FAIL(e.format());
   return loaded.config;

@@ -104,7 +104,8 @@ const char* const kRoute =
     "    archive:\n"
     "      dir: @DIR@\n";
 
-const std::string kTopKeys = "unknown key (known here: log, admin, pipes, drain_timeout, routes)";
+const std::string kTopKeys =
+    "unknown key (known here: log, admin, pipes, workers, drain_timeout, routes)";
 const std::string kSizeUnits = "(use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)";
 
 }  // namespace
@@ -390,7 +391,7 @@ TEST_CASE("config: unknown keys, top-level and nested", "[config][errors]") {
   expectError(withDir(std::string(kRoute) + "log: {level: info, colour: true}\n", tmp.str()),
               {6, 20, "log.colour", "unknown key (known here: level, format)"});
   expectError(withDir(std::string(kRoute) + "admin: {port: 9180}\n", tmp.str()),
-              {6, 9, "admin.port", "unknown key (known here: listen, allow)"});
+              {6, 9, "admin.port", "unknown key (known here: listen, allow, auth, tls)"});
   expectError(withDir(std::string(kRoute) + "pipes:\n  count: 3\n", tmp.str()),
               {7, 3, "pipes.count", "unknown key (known here: size, max)"});
   expectError(withDir(std::string(kRoute) + "    timeout: 5s\n", tmp.str()),
@@ -1210,4 +1211,52 @@ TEST_CASE("config: manifest and on_publish keys", "[config][errors]") {
                       tmp.str()),
               {6, 50, "routes[0].archive.retain.require_published",
                "needs archive.on_publish (a command whose success marks a segment published)"});
+}
+
+TEST_CASE("config: admin.auth and admin.tls", "[config][admin]") {
+  TempDir tmp;
+  const std::string users = tmp.str() + "/users";
+  {
+    std::ofstream f(users);
+    // htpasswd -nbB -C 4 alice 's3cret:x'
+    f << "alice:$2y$04$LZ0p4KrbuhmqK5yM0eh9B.4iu8/8TJupUWFR.N1g7p6yN1M2Mj/Ce\n";
+  }
+  ConfigPtr c = loadOk(withDir(std::string(kRoute) + "admin:\n  listen: 127.0.0.1:0\n  auth: " +
+                                   "{ basic_file: " + users + " }\n",
+                               tmp.str()));
+  REQUIRE(c->admin.auth);
+  CHECK(c->admin.auth->basic_file == users);
+  CHECK(c->admin.auth->open == std::vector<std::string>{"/metrics", "/healthz"});
+  CHECK_FALSE(c->admin.tls);
+  c = loadOk(withDir(std::string(kRoute) + "admin:\n  listen: 127.0.0.1:0\n  auth: " +
+                         "{ basic_file: " + users + ", open: [] }\n",
+                     tmp.str()));
+  CHECK(c->admin.auth->open.empty());
+
+  const std::string head = std::string(kRoute) + "admin:\n  listen: 127.0.0.1:0\n";
+  expectError(withDir(head + "  auth: { open: [/metrics] }\n", tmp.str()),
+              {8, 9, "admin.auth.basic_file", "missing: the htpasswd file of the admin users"});
+  expectError(
+      withDir(head + "  auth: { basic_file: " + users + ", open: [/archive/app/] }\n", tmp.str()),
+      {8, 32 + static_cast<int>(users.size()), "admin.auth.open[0]",
+       "archive paths cannot be left open: they serve archived bytes"});
+  {
+    std::ofstream f(users, std::ios::app);
+    f << "bob:$apr1$piXYS5Hh$Rt2q/3CUQSO0jMt.HFmYi0\n";
+  }
+  expectError(
+      withDir(head + "  auth: { basic_file: " + users + " }\n", tmp.str()),
+      {8, 23, "admin.auth.basic_file",
+       users + ":2: user bob: Apache MD5 ($apr1$, htpasswd's default) is not supported: "
+               "make the entry with `htpasswd -B` (bcrypt) or `htpasswd -5` (sha512-crypt)"});
+  expectError(withDir(head + "  tls: { cert: /nonexistent/c.pem }\n", tmp.str()),
+              {8, 8, "admin.tls.key", "missing: admin.tls needs cert and key (PEM files)"});
+  expectError(
+      withDir(head + "  tls: { cert: /nonexistent/c.pem, key: /nonexistent/k.pem }\n", tmp.str()),
+      {8, 8, "admin.tls",
+       "cannot read the TLS certificate /nonexistent/c.pem: No such file or directory"});
+  expectError(withDir(head + "  tls: { cert: " + users + ", key: " + users + " }\n", tmp.str()),
+              {8, 8, "admin.tls",
+               "the TLS certificate " + users + " is not a usable PEM certificate: " +
+                   "error:0480006C:PEM routines::no start line"});
 }
