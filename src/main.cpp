@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "spliced/cli/verify.hpp"
 #include "spliced/config/config.hpp"
 #include "spliced/core/log.hpp"
 #include "spliced/server/server.hpp"
@@ -17,6 +18,7 @@ void usage(FILE* out) {
   std::fprintf(out,
                "usage: spliced -c FILE        run in the foreground\n"
                "       spliced -t -c FILE     check the config and exit (0 valid, 1 invalid)\n"
+               "       spliced verify DIR | -c FILE ROUTE   check an archive against its manifest\n"
                "       spliced --version\n"
                "signals: TERM/INT drain and exit, HUP reload the config, USR1 rotate archive segments now\n");
 }
@@ -24,6 +26,7 @@ void usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "verify") return spliced::runVerify(argc - 1, argv + 1);
   std::string config_path;
   bool test_only = false;
   static const option kOptions[] = {{"config", required_argument, nullptr, 'c'},

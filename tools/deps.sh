@@ -5,7 +5,8 @@
 #   tools/deps.sh           build and run spliced (tools/run.sh)
 #   tools/deps.sh test      + the test suite: Catch2, python3 (the layering check), rsyslog
 #                           (a real sender through a restart, e2e/senders_test.cpp), htpasswd,
-#                           openssl and curl (the admin endpoint's auth and TLS)
+#                           openssl and curl (the admin endpoint's auth and TLS), rclone
+#                           (a real upload tool for archive.on_publish, e2e/verify_test.cpp)
 #   tools/deps.sh lint      + clang-tidy (tools/test.sh --lint)
 #   tools/deps.sh fuzz      + clang and its libFuzzer/sanitizer runtimes (tools/fuzz.sh)
 #
@@ -13,11 +14,13 @@
 # modes that use it install it. The sanitized suite needs nothing more: GCC brings ASan and UBSan.
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config libevent-dev libyaml-cpp-dev libspdlog-dev
-  libfmt-dev libzstd-dev zlib1g-dev libssl-dev libcrypt-dev libsystemd-dev netcat-openbsd)
+  libfmt-dev libzstd-dev zlib1g-dev libssl-dev libcrypt-dev libsystemd-dev libxxhash-dev
+  netcat-openbsd)
 for group in "$@"; do
   case "$group" in
-    # rsyslog: e2e/senders_test.cpp; apache2-utils (htpasswd), openssl, curl: e2e/admin_auth_test.cpp
-    test) packages+=(catch2 python3 rsyslog apache2-utils openssl curl) ;;
+    # rsyslog: e2e/senders_test.cpp; apache2-utils (htpasswd), openssl, curl: e2e/admin_auth_test.cpp;
+    # rclone: e2e/verify_test.cpp
+    test) packages+=(catch2 python3 rsyslog apache2-utils openssl curl rclone) ;;
     lint) packages+=(clang-tidy) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     *)

@@ -17,7 +17,11 @@ constexpr const char* kRejectedHelp =
     "Client connections closed at accept (limit: max_connections, denied: allow list).";
 
 // The order of this table is the order of /metrics and of the totals line.
-constexpr std::array<RouteMetricDef, 24> kRouteMetrics{{
+constexpr const char* kPublishRunsHelp =
+    "archive.on_publish command runs (success: exit 0; failure: another exit status, a signal, or "
+    "it could not start; timeout: killed after on_publish.timeout).";
+
+constexpr std::array<RouteMetricDef, 31> kRouteMetrics{{
     {"spliced_connections_active", T::Gauge, "Open client connections.", "", "", TotalsFor::None,
      [](const R& r) { return r.counters.connections_active.get(); }},
     {"spliced_connections_total", T::Counter, "Client connections accepted.", "", "connections",
@@ -78,6 +82,25 @@ constexpr std::array<RouteMetricDef, 24> kRouteMetrics{{
      TotalsFor::None, [](const R& r) { return r.lifecycle.deleted_files; }},
     {"spliced_archive_deleted_bytes_total", T::Counter, "Bytes deleted by retention.", "", "",
      TotalsFor::None, [](const R& r) { return r.lifecycle.deleted_bytes; }},
+    {"spliced_archive_manifest_records_total", T::Counter,
+     "Lines appended to the archive manifest (closed, compressed, deleted, published).", "", "",
+     TotalsFor::None, [](const R& r) { return r.lifecycle.manifest_records; }},
+    {"spliced_archive_manifest_errors_total", T::Counter,
+     "Manifest appends (or opens) that failed: the event is not recorded.", "", "", TotalsFor::None,
+     [](const R& r) { return r.lifecycle.manifest_errors; }},
+    {"spliced_archive_kept_unpublished_total", T::Counter,
+     "Deletions retention put off because the segment's on_publish command has not succeeded yet "
+     "(retain.require_published).",
+     "", "", TotalsFor::None, [](const R& r) { return r.lifecycle.kept_unpublished; }},
+    {"spliced_publish_runs_total", T::Counter, kPublishRunsHelp, "success", "", TotalsFor::None,
+     [](const R& r) { return r.lifecycle.publish_success; }, "result"},
+    {"spliced_publish_runs_total", T::Counter, kPublishRunsHelp, "failure", "", TotalsFor::None,
+     [](const R& r) { return r.lifecycle.publish_failure; }, "result"},
+    {"spliced_publish_runs_total", T::Counter, kPublishRunsHelp, "timeout", "", TotalsFor::None,
+     [](const R& r) { return r.lifecycle.publish_timeout; }, "result"},
+    {"spliced_publish_queue", T::Gauge,
+     "Segments waiting for an on_publish run (new ones, and failed ones waiting for a retry).", "",
+     "", TotalsFor::None, [](const R& r) { return r.lifecycle.publish_queued; }},
     {"spliced_listener_up", T::Gauge, "1 while the route accepts connections.", "", "",
      TotalsFor::None, [](const R& r) { return static_cast<uint64_t>(r.listening ? 1 : 0); }},
 }};
@@ -166,7 +189,7 @@ std::string renderMetrics(const ServerStatus& status) {
       for (size_t k = i; k < end; ++k) {
         const RouteMetricDef& m = kRouteMetrics[k];
         Labels labels{{"route", r.name}};
-        if (!m.reason.empty()) labels.emplace_back("reason", std::string(m.reason));
+        if (!m.reason.empty()) labels.emplace_back(std::string(m.label), std::string(m.reason));
         x.sample(labels, m.get(r));
       }
     }

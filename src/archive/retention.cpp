@@ -111,13 +111,18 @@ std::vector<std::string> selectForDeletion(std::vector<SegmentFile> segments,
 }
 
 RetentionResult applyRetention(int dir_fd, const RetainConfig& policy,
-                               std::chrono::system_clock::time_point now,
-                               const std::string& route) {
+                               std::chrono::system_clock::time_point now, const std::string& route,
+                               const RetentionHooks& hooks) {
   RetentionResult result;
   if (policy.max_files == 0 && policy.max_age.count() <= 0 && policy.max_bytes == 0) return result;
   std::set<std::string> touched_dirs;
   for (const auto& d : pickForDeletion(scanSegments(dir_fd), policy, now)) {
     const SegmentFile& seg = d.segment;
+    if (hooks.keep && hooks.keep(seg.path)) {
+      spdlog::debug("route={} retention: keeping {} until on_publish succeeds for it", route,
+                    seg.path);
+      continue;
+    }
     ParentDir parent = openParentDir(dir_fd, seg.path);
     int err = parent.err;
     if (err == 0 && ::unlinkat(parent.fd.get(), parent.name.c_str(), 0) != 0) err = errno;
@@ -129,6 +134,7 @@ RetentionResult applyRetention(int dir_fd, const RetainConfig& policy,
     }
     spdlog::info("route={} retention: deleted {} size={} reason={}", route, seg.path, seg.size,
                  whyName(d.why));
+    if (hooks.deleted) hooks.deleted(seg.path, whyName(d.why));
     ++result.files;
     result.bytes += seg.size;
     for (std::string dir = parentOf(seg.path); !dir.empty(); dir = parentOf(dir)) {

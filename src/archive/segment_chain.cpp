@@ -88,6 +88,9 @@ int SegmentChain::openNamed(const std::string& first) {
         rel_ = rel;
         size_ = 0;
         seg_generation_ = dir_.generation();
+        opened_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
         return 0;
       }
       if (errno == ENOENT && !remade) {
@@ -214,7 +217,7 @@ void deliverClose(RouteMetrics& metrics, const std::string& route, const Segment
   }
   ++metrics.archive_segments;
   if (o.seg.unsynced) ++metrics.unsynced_segments;
-  if (on_closed) on_closed(o.pub.name, o.seg.bytes);
+  if (on_closed) on_closed(o.pub.name, o.seg);
 }
 
 }  // namespace
@@ -254,6 +257,14 @@ void SegmentChain::closeSegment() {
   if (!fd_.valid()) return;
   if (segmentLost()) return dropLostSegment();
   UnpublishedSegment seg{rel_, size_, false, 0};
+  seg.opened_ms = opened_ms_;
+  seg.closed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  if (vars_.conn != 0) {
+    seg.peer = vars_.peer;
+    seg.conn = vars_.conn;
+  }
   UniqueFd fd = std::move(fd_);
   ++closed_;
   rel_.clear();

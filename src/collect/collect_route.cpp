@@ -61,7 +61,7 @@ Status CollectRoute::openDir() {
   return Ok{};
 }
 
-void CollectRoute::recover() {
+std::vector<std::string> CollectRoute::recover() {
   const std::string& route = ctx_.routeName();
   // Leftovers of a crash: NAME.open segments are finalised, interrupted compressions removed.
   RecoveryResult rec = recoverArchive(dir_.fd(), route, ctx_.sys());
@@ -72,6 +72,7 @@ void CollectRoute::recover() {
         "temporary file(s) removed",
         route, rec.finalized.size(), rec.removed_tmp);
   }
+  return std::move(rec.finalized);
 }
 
 Status CollectRoute::start() {
@@ -79,8 +80,20 @@ Status CollectRoute::start() {
   if (Status s = openDir(); !s) return s;
   if (Status s = lockDir(dir_.fd(), lock_fd_); !s) return s;
   const std::string& route = ctx_.routeName();
-  recover();
-  target_ = ArchiveTarget{route, &dir_, &cfg_, &lifecycle_metrics_, &ctx_.sys()};
+  std::vector<std::string> recovered = recover();
+  manifest_ = std::make_unique<Manifest>(
+      route, cfg_.manifest.hash, cfg_.fsync == FsyncPolicy::OnClose, cfg_.on_publish.enabled());
+  if (cfg_.on_publish.enabled()) {
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(cfg_.dir, ec).lexically_normal().string();
+    while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
+    publisher_ = std::make_unique<PublishRunner>(route, abs, cfg_.on_publish, *manifest_,
+                                                 lifecycle_metrics_.publish);
+  }
+  target_ = ArchiveTarget{route,       &dir_,           &cfg_,           &lifecycle_metrics_,
+                          &ctx_.sys(), manifest_.get(), publisher_.get()};
+  // First in the lifecycle's queue: every later job of this route finds the manifest open.
+  lifecycle_.openManifest(&target_, std::move(recovered));
   if (cfg_.fsync == FsyncPolicy::OnClose) {
     close_worker_ = std::make_unique<LoopWorker>(ctx_.base(), "archive close " + route);
   }
@@ -92,7 +105,8 @@ Status CollectRoute::start() {
         std::make_unique<SegmentChain>(cfg_, dir_, std::move(vars), ctx_.sys(), ctx_.metrics());
     // Every worker's sessions write into it.
     shared_->shareBetweenThreads();
-    shared_->onSegmentClosed([this](const std::string& rel, uint64_t) { segmentClosed(rel); });
+    shared_->onSegmentClosed(
+        [this](const std::string& rel, const UnpublishedSegment& seg) { segmentClosed(rel, seg); });
     shared_->onUnpublished([this](UnpublishedSegment seg) { publishLater(std::move(seg)); });
     shared_->syncOffLoop(close_worker_.get());
   }
@@ -193,7 +207,8 @@ bool CollectRoute::reopenDir() {
   }
   dir_.reset(std::move(fd));
   lock_fd_ = std::move(lock);
-  recover();  // a restored copy may hold NAME.open files
+  // A restored copy may hold NAME.open files; the new directory has its own manifest.
+  lifecycle_.openManifest(&target_, recover());
   return true;
 }
 
@@ -211,9 +226,9 @@ void CollectRoute::onMaintenance(evutil_socket_t, short, void* arg) {
   self->lifecycle_.catchUp(&self->target_);
 }
 
-void CollectRoute::segmentClosed(const std::string& rel) {
+void CollectRoute::segmentClosed(const std::string& rel, const UnpublishedSegment& seg) {
   if (!onHome()) {
-    ctx_.post([this, rel] { segmentClosed(rel); });
+    ctx_.post([this, rel, seg] { segmentClosed(rel, seg); });
     return;
   }
   // /healthz reports a failed data sync until a later close of this route syncs.
@@ -222,8 +237,11 @@ void CollectRoute::segmentClosed(const std::string& rel) {
   } else if (cfg_.fsync == FsyncPolicy::OnClose) {
     last_unsynced_.clear();
   }
-  if (target_.compresses() && !isUnsyncedName(rel)) lifecycle_.compress(&target_, rel);
-  if (target_.retains()) lifecycle_.retain(&target_);
+  UnpublishedSegment closed = seg;
+  closed.rel = rel;
+  // Off the loop: the manifest line (a hash of the whole file), compression, on_publish, then a
+  // retention pass.
+  lifecycle_.segmentClosed(&target_, std::move(closed));
 }
 
 void CollectRoute::armInterval() {
@@ -270,7 +288,7 @@ void CollectRoute::retryPublishing() {
     Published pub = publishSegment(ctx_.sys(), dir_.fd(), cfg_, route, ctx_.metrics(), seg);
     if (pub.err == 0) {
       spdlog::info("route={} published {} after a failed rename", route, pub.name);
-      segmentClosed(pub.name);
+      segmentClosed(pub.name, seg);
       continue;
     }
     const std::string open_name = seg.rel + std::string(kOpenSuffix);
@@ -308,6 +326,10 @@ void CollectRoute::finish() {
   if (!unpublished_.empty()) retryPublishing();  // the last try before exit
   if (publish_ev_) event_del(publish_ev_.get());
   if (dir_watch_ev_) event_del(dir_watch_ev_.get());
+  // A route removed by a reload finishes while the process goes on: nothing more is rotated or
+  // queued for it.
+  if (interval_ev_) event_del(interval_ev_.get());
+  if (maintenance_ev_) event_del(maintenance_ev_.get());
   if (!unpublished_.empty()) {
     spdlog::error(
         "error=storage route={} {} closed segment(s) left as NAME{} (rename failing: {}); the "

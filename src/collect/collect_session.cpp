@@ -52,7 +52,9 @@ CollectSession::CollectSession(RouteContext& ctx, CollectRoute& archive, UniqueF
     own_chain_ = std::make_unique<SegmentChain>(ac, archive_.dir(), std::move(vars), ctx_.sys(),
                                                 ctx_.metrics());
     own_chain_->onSegmentClosed(
-        [&archive = archive_](const std::string& rel, uint64_t) { archive.segmentClosed(rel); });
+        [&archive = archive_](const std::string& rel, const UnpublishedSegment& seg) {
+          archive.segmentClosed(rel, seg);
+        });
     // The route owns a segment whose rename failed: it outlives this session.
     own_chain_->onUnpublished(
         [&archive = archive_](UnpublishedSegment seg) { archive.publishLater(std::move(seg)); });

@@ -229,9 +229,10 @@ class Schema {
   }
 
   void parseArchive(const YAML::Node& n, const std::string& path, ArchiveConfig& a) {
-    if (!r_.checkMap(n, path,
-                     {"dir", "layout", "framing", "name", "localtime", "rotate", "retain",
-                      "compress", "compress_level", "fsync", "max_line"})) {
+    if (!r_.checkMap(
+            n, path,
+            {"dir", "layout", "framing", "name", "localtime", "rotate", "retain", "compress",
+             "compress_level", "fsync", "max_line", "manifest", "on_publish"})) {
       return;
     }
     if (auto v = n["dir"]) {
@@ -293,6 +294,66 @@ class Schema {
     if (auto v = n["max_line"]) {
       r_.size(v, path + ".max_line", a.max_line, 64, 64 * kMiB, false);
     }
+    if (auto v = n["manifest"]) {
+      if (r_.checkMap(v, path + ".manifest", {"hash"})) {
+        if (auto h = v["hash"]) {
+          auto c = r_.choice<ManifestHash>(h, path + ".manifest.hash",
+                                           {{"sha256", ManifestHash::Sha256},
+                                            {"xxh3", ManifestHash::Xxh3},
+                                            {"none", ManifestHash::None}});
+          if (c) a.manifest.hash = *c;
+        }
+      }
+    }
+    if (auto v = n["on_publish"]) parseOnPublish(v, path + ".on_publish", a.on_publish);
+    if (a.retain.require_published && !a.on_publish.enabled()) {
+      YAML::Node at = n["retain"]["require_published"];
+      r_.add(at, path + ".retain.require_published",
+             "needs archive.on_publish (a command whose success marks a segment published)");
+    }
+  }
+
+  void parseOnPublish(const YAML::Node& v, const std::string& path, OnPublishConfig& p) {
+    if (!r_.checkMap(v, path, {"exec", "timeout", "concurrency"})) return;
+    if (auto e = v["exec"]) {
+      if (!e.IsSequence() || e.size() == 0) {
+        r_.add(e, path + ".exec",
+               "expected a non-empty list: the program and its arguments, e.g. [rclone, copy, "
+               "\"{path}\", \"remote:bucket\"]");
+      } else {
+        std::vector<std::string> argv;
+        for (size_t i = 0; i < e.size(); ++i) {
+          const std::string key = fmt::format("{}.exec[{}]", path, i);
+          auto s = r_.scalar(e[i], key);
+          if (!s) return;
+          // Only {path}, {name} and {route} are placeholders: anything else in braces is a typo.
+          std::string rest = *s;
+          for (const char* ph : {"{path}", "{name}", "{route}"}) {
+            for (size_t at; (at = rest.find(ph)) != std::string::npos;)
+              rest.erase(at, std::string_view(ph).size());
+          }
+          if (rest.find('{') != std::string::npos || rest.find('}') != std::string::npos) {
+            r_.add(e[i], key,
+                   fmt::format("\"{}\" has an unknown placeholder: only {{path}}, {{name}} and "
+                               "{{route}} are replaced",
+                               *s));
+            return;
+          }
+          argv.push_back(*s);
+        }
+        if (argv[0].empty()) {
+          r_.add(e[0], path + ".exec[0]", "the program must not be empty");
+          return;
+        }
+        p.exec = std::move(argv);
+      }
+    } else {
+      r_.add(v, path + ".exec", "missing: the command to run for each published segment");
+    }
+    if (auto t = v["timeout"]) {
+      r_.duration(t, path + ".timeout", p.timeout, milliseconds(1000), false);
+    }
+    if (auto c = v["concurrency"]) r_.count(c, path + ".concurrency", p.concurrency, 1, 64);
   }
 
   // The segment name template; its default depends on the layout. False when it was refused.
@@ -331,7 +392,10 @@ class Schema {
   }
 
   void parseRetain(const YAML::Node& v, const std::string& path, RetainConfig& retain) {
-    if (!r_.checkMap(v, path, {"max_files", "max_age", "max_bytes"})) return;
+    if (!r_.checkMap(v, path, {"max_files", "max_age", "max_bytes", "require_published"})) return;
+    if (auto m = v["require_published"]) {
+      r_.boolean(m, path + ".require_published", retain.require_published);
+    }
     if (auto m = v["max_files"]) r_.count(m, path + ".max_files", retain.max_files, 0, 100000000);
     if (auto m = v["max_age"]) {
       r_.duration(m, path + ".max_age", retain.max_age, milliseconds(1000), true);

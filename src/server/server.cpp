@@ -35,8 +35,11 @@ RouteStatus routeStatus(const Route& r) {
     rs.stalled = c->stalledSessions();
     rs.unpublished = c->unpublishedSegments();
     const LifecycleMetrics& lm = c->lifecycle();
-    rs.lifecycle = {lm.compressed.load(), lm.compress_errors.load(), lm.compress_skipped.load(),
-                    lm.deleted_files.load(), lm.deleted_bytes.load()};
+    rs.lifecycle = {
+        lm.compressed.load(),      lm.compress_errors.load(),  lm.compress_skipped.load(),
+        lm.deleted_files.load(),   lm.deleted_bytes.load(),    lm.manifest_records.load(),
+        lm.manifest_errors.load(), lm.kept_unpublished.load(), lm.publish.success.load(),
+        lm.publish.failure.load(), lm.publish.timeout.load(),  lm.publish.queued.load()};
   }
   if (const ProxyRoute* p = r.proxy()) {
     rs.proxies = true;
@@ -78,6 +81,7 @@ Server::~Server() {
   for (auto& w : workers_) w->clearGraveyard();
   routes_.clear();
   draining_.clear();
+  retired_.clear();
   signal_evs_.clear();
   reload_ev_.reset();
   route_drain_ev_.reset();
@@ -390,6 +394,9 @@ void Server::retireQuietRoutes() {
     r->finish();
     spdlog::info("route={} totals: {}", r->config().name, totalsLine(routeStatus(*r)));
     spdlog::info("route={} removed: its last connection has closed", r->config().name);
+    // Kept (finished, holding nothing open but its archive dir) until the lifecycle thread,
+    // whose queued jobs may point into it, is joined at exit.
+    retired_.push_back(std::move(*it));
     it = draining_.erase(it);
   }
   draining_count_ = draining_.size();

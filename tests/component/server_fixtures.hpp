@@ -122,14 +122,15 @@ inline std::string difference(const std::string& a, const std::string& b) {
          ", first difference at byte " + std::to_string(i);
 }
 
-// Every regular file below `dir` not starting with '.' (spliced's own lock file), by relative
-// path, with its content.
+// Every regular file below `dir` with no part of its path starting with '.' (spliced's own lock
+// file and its .spliced/ state), by relative path, with its content.
 inline std::map<std::string, std::string> filesIn(const std::filesystem::path& dir) {
   std::map<std::string, std::string> out;
   for (auto& e : std::filesystem::recursive_directory_iterator(dir)) {
     if (!e.is_regular_file()) continue;
-    if (e.path().filename().string().front() == '.') continue;
-    out[std::filesystem::relative(e.path(), dir).string()] = readFile(e.path());
+    const std::string rel = std::filesystem::relative(e.path(), dir).string();
+    if (rel.front() == '.' || rel.find("/.") != std::string::npos) continue;
+    out[rel] = readFile(e.path());
   }
   return out;
 }

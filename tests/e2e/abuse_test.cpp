@@ -221,14 +221,16 @@ std::string closeLine(const std::string& log, uint16_t port) {
   return lines.size() == 1 ? lines[0] : std::string();
 }
 
-// Entries of `dir` other than the lock file, as "a b c".
+// Entries of `dir` other than the lock file and the manifest's .spliced/, as "a b c".
 std::string entriesBesidesLock(const fs::path& dir) {
   std::string out;
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
        it.increment(ec)) {
     const std::string rel = it->path().lexically_relative(dir).string();
-    if (rel != ".spliced.lock") out += rel + " ";
+    if (rel != ".spliced.lock" && rel != ".spliced" && !rel.starts_with(".spliced/")) {
+      out += rel + " ";
+    }
   }
   return out;
 }

@@ -122,9 +122,13 @@ std::vector<fs::path> listSegments(const fs::path& dir, bool open) {
   if (!fs::exists(dir, ec)) return out;
   for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
        it.increment(ec)) {
-    if (!it->is_regular_file(ec)) continue;
     const std::string name = it->path().filename().string();
-    if (name.front() == '.') continue;  // .spliced.lock is the archive dir's lock, not a segment
+    // .spliced.lock (the archive dir's lock) and .spliced/ (the manifest) are not segments.
+    if (name.front() == '.') {
+      if (it->is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (!it->is_regular_file(ec)) continue;
     const bool is_open = name.size() >= 5 && name.compare(name.size() - 5, 5, ".open") == 0;
     if (is_open == open) out.push_back(it->path());
   }

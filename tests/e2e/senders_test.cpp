@@ -119,7 +119,8 @@ std::vector<std::string> archivedLines(const fs::path& dir) {
   std::vector<std::string> out;
   if (!fs::exists(dir)) return out;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file() || e.path().filename().string().front() == '.') continue;
+    const std::string rel = e.path().lexically_relative(dir).string();
+    if (!e.is_regular_file() || rel.front() == '.' || rel.find("/.") != std::string::npos) continue;
     std::string text;
     try {
       text = readFile(e.path());

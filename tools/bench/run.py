@@ -11,6 +11,7 @@ what is not a rate of bytes: `syscalls` counts the system calls of a short proxi
 (round trips per second, p50/p99/p99.9 and the proxy's CPU per round trip, against no proxy).
 
     tools/bench/run.py [--runs 5] [--scenario archive-tmpfs] [--quick] [--json out.json]
+                       [--manifest] (the cost of archive.manifest.hash: none, xxh3, sha256)
                        [--baseline DIR] [--only-spliced]
 """
 import argparse
@@ -121,8 +122,10 @@ def wait_for(pred, timeout, what, interval=0.005):
 
 
 def files_under(d):
+    """The segment files below d: dot names (spliced's .spliced.lock and .spliced/) left out."""
     out = []
-    for root, _, names in os.walk(d):
+    for root, dirs, names in os.walk(d):
+        dirs[:] = [n for n in dirs if not n.startswith(".")]
         out += [os.path.join(root, n) for n in names if not n.startswith(".")]
     return out
 
@@ -186,10 +189,13 @@ class Spliced(System):
     name = "spliced"
 
     def __init__(self, workdir, layout="per_connection", pipe_size="1MiB", pipes_max=1024,
-                 compress="none", name="spliced", binary=None, workers=1):
+                 compress="none", name="spliced", binary=None, workers=1, manifest_hash=None):
         self.workdir, self.layout, self.workers = workdir, layout, workers
         self.pipe_size, self.pipes_max = pipe_size, pipes_max
         self.compress, self.name = compress, name
+        # None: the config has no manifest key (the default hash); else archive.manifest.hash,
+        # and a run ends only once every segment has its manifest line (the hash is in the time).
+        self.manifest_hash = manifest_hash
         self.binary = binary  # the spliced to run; None: the build's (SPLICED)
 
     def program(self):
@@ -219,6 +225,8 @@ routes:
       rotate: {{ max_bytes: 64MiB }}
       compress: {self.compress}
 """)
+            if self.manifest_hash:
+                f.write(f"      manifest: {{ hash: {self.manifest_hash} }}\n")
         return self.launch([self.program(), "-c", cfg], self.port, stderr=self.log())
 
     log_file = "spliced.log"
@@ -237,6 +245,12 @@ routes:
             return out
 
     def done(self, archive, expected):
+        if self.manifest_hash:  # every segment closed, hashed and recorded
+            m = self.metrics()
+            return (m['spliced_archive_bytes_total{route="bench"}'] == expected
+                    and m['spliced_connections_active{route="bench"}'] == 0
+                    and m['spliced_archive_manifest_records_total{route="bench"}']
+                    == m['spliced_archive_segments_total{route="bench"}'])
         if self.compress != "none":  # segments turn into smaller .zst files: ask spliced
             m = self.metrics()
             return (m['spliced_archive_bytes_total{route="bench"}'] == expected
@@ -248,7 +262,8 @@ routes:
                 and sum(os.path.getsize(f) for f in files) == expected)
 
     def done_interval(self):
-        return 0.02 if self.compress != "none" else 0.005  # scraping costs spliced CPU
+        # Scraping costs spliced CPU.
+        return 0.02 if self.compress != "none" or self.manifest_hash else 0.005
 
     def settle(self):
         if self.compress != "none":  # the background compressor has finished every segment
@@ -969,6 +984,10 @@ def scenario_archive(args, where, clients=4, nbytes=500_000_000):
                ("socat", lambda: SocatFile(work))]
     if args.compress:
         systems.append(own("spliced+zstd", lambda **kw: Spliced(work, compress="zstd", **kw)))
+    if args.manifest:
+        for h in ("none", "xxh3", "sha256"):
+            systems.append(own(f"spliced manifest {h}",
+                               lambda h=h, **kw: Spliced(work, manifest_hash=h, **kw)))
     systems = lineup(args, systems)
     # socat's children append whatever each read returned, so lines of concurrent clients may be
     # cut apart: only its byte total is checked. The compressed segments are not verified (the
@@ -976,6 +995,8 @@ def scenario_archive(args, where, clients=4, nbytes=500_000_000):
     verifiers = {"spliced": verify_per_connection, "spliced lines": verify_shared,
                  "spliced workers 2": verify_per_connection,
                  "spliced lines workers 2": verify_shared, "rsyslog": verify_shared}
+    for h in ("none", "xxh3", "sha256"):
+        verifiers[f"spliced manifest {h}"] = verify_per_connection
 
     def run_one(name, system):
         if not args.quick:
@@ -1334,6 +1355,10 @@ def main():
                          "build.sh's build/test) instead of building Release")
     ap.add_argument("--compress", action="store_true",
                     help="also run spliced with compress: zstd in the archive scenarios")
+    ap.add_argument("--manifest", action="store_true",
+                    help="also run spliced with each archive.manifest.hash (none, xxh3, sha256) "
+                         "in the archive scenarios, each run ending once every segment is hashed "
+                         "and recorded")
     ap.add_argument("--baseline", metavar="DIR",
                     help="also run every spliced system with DIR/spliced (another build, e.g. "
                          "before a change), named with \"%s\" after it, alternating with the "
@@ -1351,6 +1376,7 @@ def main():
         first = next(iter(out[0]["results"].values()))
         args.runs = first["runs"]
         args.compress = any("spliced+zstd" in sc["results"] for sc in out)
+        args.manifest = any("spliced manifest xxh3" in sc["results"] for sc in out)
         args.only_spliced = all(n.startswith("spliced") for sc in out for n in sc["results"])
         if args.markdown:
             write_markdown(args.markdown, out, args)

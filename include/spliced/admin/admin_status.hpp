@@ -26,6 +26,13 @@ struct LifecycleCounts {
   uint64_t compress_skipped = 0;
   uint64_t deleted_files = 0;
   uint64_t deleted_bytes = 0;
+  uint64_t manifest_records = 0;
+  uint64_t manifest_errors = 0;
+  uint64_t kept_unpublished = 0;
+  uint64_t publish_success = 0;
+  uint64_t publish_failure = 0;
+  uint64_t publish_timeout = 0;
+  uint64_t publish_queued = 0;
 };
 
 struct RouteStatus {

@@ -25,6 +25,7 @@ struct RouteMetricDef {
   std::string_view totals;  // the key in the totals line, or empty
   TotalsFor totals_for;
   uint64_t (*get)(const RouteStatus&);
+  std::string_view label = "reason";  // the name of the label whose value `reason` is
 };
 
 // One sample per upstream of each proxy route, labelled route and upstream.

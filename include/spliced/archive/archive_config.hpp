@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "spliced/archive/naming.hpp"
 #include "spliced/core/units.hpp"
@@ -13,6 +15,8 @@ enum class Layout { PerConnection, Shared };
 enum class Framing { Raw, Lines };
 enum class Compress { None, Gzip, Zstd };
 enum class FsyncPolicy { Never, OnClose };
+// How the manifest hashes segments (and links its lines): see archive/manifest.hpp.
+enum class ManifestHash { Sha256, Xxh3, None };
 
 struct RotateConfig {
   uint64_t max_bytes = 256 * kMiB;  // 0 = no size limit
@@ -23,6 +27,19 @@ struct RetainConfig {
   uint64_t max_files = 0;  // 0 = unlimited
   milliseconds max_age{0};
   uint64_t max_bytes = 0;
+  bool require_published = false;  // keep a segment until its on_publish command succeeded
+};
+
+struct ManifestConfig {
+  ManifestHash hash = ManifestHash::Xxh3;
+};
+
+// archive.on_publish: a command run for each published segment, off the event loop.
+struct OnPublishConfig {
+  std::vector<std::string> exec;  // argv; {path} {name} {route} are replaced; empty = off
+  milliseconds timeout{60000};
+  uint64_t concurrency = 1;
+  bool enabled() const { return !exec.empty(); }
 };
 
 struct ArchiveConfig {
@@ -37,6 +54,8 @@ struct ArchiveConfig {
   int compress_level = 0;  // 0 = the codec's default (zstd 3, gzip 6)
   FsyncPolicy fsync = FsyncPolicy::Never;
   uint64_t max_line = kMiB;  // framing: lines only; a longer line is split (and counted)
+  ManifestConfig manifest;
+  OnPublishConfig on_publish;
 };
 
 }  // namespace spliced

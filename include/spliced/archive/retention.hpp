@@ -50,7 +50,14 @@ struct RetentionResult {
 // removes the directories that the deletions left empty, bottom-up, never dir_fd itself. A file
 // that vanished meanwhile (ENOENT) is neither an error nor counted. Other failures are logged
 // (error=storage) and skipped.
+// What the lifecycle adds to a retention pass: `keep` puts a deletion off (require_published),
+// `deleted` hears of each deletion (the manifest's record).
+struct RetentionHooks {
+  std::function<bool(const std::string& rel)> keep;
+  std::function<void(const std::string& rel, const char* reason)> deleted;
+};
 RetentionResult applyRetention(int dir_fd, const RetainConfig& policy,
-                               std::chrono::system_clock::time_point now, const std::string& route);
+                               std::chrono::system_clock::time_point now, const std::string& route,
+                               const RetentionHooks& hooks = {});
 
 }  // namespace spliced

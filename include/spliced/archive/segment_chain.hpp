@@ -45,16 +45,22 @@ class ChainLock {
   std::recursive_mutex* m_;
 };
 
-// Called when a segment is complete: its path relative to the archive dir and its size.
-using SegmentClosedFn = std::function<void(const std::string& rel_path, uint64_t bytes)>;
-
 // A closed segment not published yet: still NAME.open, complete, never written again.
 struct UnpublishedSegment {
   std::string rel;  // its final name (without .open), relative to the archive dir
   uint64_t bytes = 0;
   bool unsynced = false;  // its fdatasync failed: published as NAME.unsynced
   int err = 0;            // the errno of the last failed rename
+  int64_t opened_ms = 0;  // when the segment was opened and closed (Unix ms, for the manifest)
+  int64_t closed_ms = 0;
+  std::string peer;  // per-connection chains: the client's IP and the connection id
+  uint64_t conn = 0;
 };
+
+// Called when a segment is complete: its path relative to the archive dir (its published name)
+// and what the manifest records of it.
+using SegmentClosedFn =
+    std::function<void(const std::string& rel_path, const UnpublishedSegment& seg)>;
 using SegmentUnpublishedFn = std::function<void(UnpublishedSegment)>;
 
 // The last step of a closed segment: NAME.open -> NAME (NAME.unsynced when its data sync failed),
@@ -178,6 +184,7 @@ class SegmentChain : public Sink {
   uint64_t incomplete_owner_ = 0;  // writeLines: owner whose record is half written
   bool rotate_pending_ = false;    // rotate() waits for incomplete_owner_'s record
   uint64_t seg_generation_ = 0;    // dir_.generation() when the active segment was opened
+  int64_t opened_ms_ = 0;          // when the active segment was opened (Unix ms)
   bool rescue_next_ = false;       // rescueNext(): the next segment takes a rescue name
   LogLimiter rescue_log_{"archive rescue"};
   int last_err_ = 0;

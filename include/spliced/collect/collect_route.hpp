@@ -50,9 +50,10 @@ class CollectRoute : public RouteKind {
   // fsync: on_close: the worker that closes (syncs and publishes) this route's segments off the
   // loop; nullptr with fsync: never.
   LoopWorker* closeWorker() { return close_worker_.get(); }
-  // A segment of this route is complete: queue its compression (not for NAME.unsynced) and a
-  // retention pass. Any thread (a worker's is posted to the main loop).
-  void segmentClosed(const std::string& rel);
+  // A segment of this route is complete (published as `rel`): hand it to the lifecycle thread
+  // (manifest line, compression but not for NAME.unsynced, on_publish) and queue a retention pass.
+  // Any thread (a worker's is posted to the main loop).
+  void segmentClosed(const std::string& rel, const UnpublishedSegment& seg);
   // A closed segment of this route whose rename failed: published by a retry (back-off 100 ms ..
   // 5 s), or at finish() at the latest. Any thread (a worker's is posted to the main loop).
   void publishLater(UnpublishedSegment seg);
@@ -70,8 +71,9 @@ class CollectRoute : public RouteKind {
   Status openDir();
   // Opens and locks <dir>/.spliced.lock of the directory `dir_fd` into `out`.
   Status lockDir(int dir_fd, UniqueFd& out);
-  // Finalises what an unclean stop left in the archive dir (start, and a recreated dir).
-  void recover();
+  // Finalises what an unclean stop left in the archive dir (start, and a recreated dir); returns
+  // the segments it published.
+  std::vector<std::string> recover();
   // The dir-watch timer: notices that the archive dir was removed, and reopens it by path once a
   // directory is there again.
   static void onDirWatch(evutil_socket_t, short, void* arg);
@@ -92,6 +94,10 @@ class CollectRoute : public RouteKind {
   ArchiveDir dir_;
   UniqueFd lock_fd_;  // flock on <dir>/.spliced.lock: one process per archive dir
   LifecycleMetrics lifecycle_metrics_;
+  // The manifest (written on the lifecycle thread and by the on_publish runner), then the runner,
+  // which uses it: declared in this order so that the runner stops first.
+  std::unique_ptr<Manifest> manifest_;
+  std::unique_ptr<PublishRunner> publisher_;
   ArchiveTarget target_;  // what the lifecycle thread needs of this route
   // Before shared_: its destructor may still hand a segment over.
   std::vector<UnpublishedSegment> unpublished_;

@@ -111,6 +111,7 @@ class Server final : public AdminSource {
   // Removed by a reload: not accepting, their connections finishing (drain_timeout).
   std::vector<std::unique_ptr<Route>> draining_;
   std::atomic<size_t> draining_count_{0};
+  std::vector<std::unique_ptr<Route>> retired_;  // drained and finished; freed at exit
   ConfigPtr first_config_;        // the admin endpoint's config is the one it started with
   std::unique_ptr<Admin> admin_;  // after routes_: destroyed first, it reads them
   // After routes_: destroyed (joined) first, its jobs point into routes.

@@ -401,13 +401,13 @@ TEST_CASE("config: unknown keys, top-level and nested", "[config][errors]") {
   expectError(withDir(std::string(kRoute) + "      dirs: /x\n", tmp.str()),
               {6, 7, "routes[0].archive.dirs",
                "unknown key (known here: dir, layout, framing, name, localtime, rotate, retain, "
-               "compress, compress_level, fsync, max_line)"});
+               "compress, compress_level, fsync, max_line, manifest, on_publish)"});
   expectError(
       withDir(std::string(kRoute) + "      rotate: { max_bytes: 1MiB, every: 1h }\n", tmp.str()),
       {6, 34, "routes[0].archive.rotate.every", "unknown key (known here: max_bytes, interval)"});
   expectError(withDir(std::string(kRoute) + "      retain:\n        max_count: 3\n", tmp.str()),
               {7, 9, "routes[0].archive.retain.max_count",
-               "unknown key (known here: max_files, max_age, max_bytes)"});
+               "unknown key (known here: max_files, max_age, max_bytes, require_published)"});
 }
 
 TEST_CASE("config: duplicate keys in one mapping", "[config][errors]") {
@@ -1132,6 +1132,85 @@ TEST_CASE("config: an archive dir on a pseudo or read-only filesystem", "[config
                "created"});
   CHECK(checkDirUsable("/proc") ==
         "directory '/proc' is on a proc filesystem, where files cannot be created");
+}
+
+TEST_CASE("config: manifest and on_publish keys", "[config][errors]") {
+  TempDir tmp;
+  {
+    ConfigResult r = load(withDir(R"(routes:
+  - name: app
+    listen: 127.0.0.1:5140
+    archive:
+      dir: @DIR@
+      manifest: { hash: sha256 }
+      on_publish: { exec: [rclone, copy, "{path}", "/backup/{route}/{name}"], timeout: 5m, concurrency: 4 }
+      retain: { max_files: 10, require_published: true }
+)",
+                                  tmp.str()));
+    INFO((r.errors.empty() ? "" : r.errors[0].format()));
+    REQUIRE(r.errors.empty());
+    const ArchiveConfig& a = *r.config->routes[0].archive;
+    CHECK(a.manifest.hash == ManifestHash::Sha256);
+    CHECK(a.on_publish.exec ==
+          std::vector<std::string>{"rclone", "copy", "{path}", "/backup/{route}/{name}"});
+    CHECK(a.on_publish.timeout == std::chrono::minutes(5));
+    CHECK(a.on_publish.concurrency == 4);
+    CHECK(a.retain.require_published);
+  }
+  {
+    ConfigResult r = load(withDir(std::string(kRoute), tmp.str()));
+    REQUIRE(r.errors.empty());
+    const ArchiveConfig& a = *r.config->routes[0].archive;
+    CHECK(a.manifest.hash == ManifestHash::Xxh3);  // the default
+    CHECK_FALSE(a.on_publish.enabled());
+  }
+  expectErrors(
+      withDir(R"(routes:
+  - name: app
+    listen: 127.0.0.1:5140
+    archive:
+      dir: @DIR@
+      manifest: { hash: md5 }
+      on_publish: { exec: [] }
+)",
+              tmp.str()),
+      {
+          {6, 25, "routes[0].archive.manifest.hash", "'md5' is not one of: sha256, xxh3, none"},
+          {7, 27, "routes[0].archive.on_publish.exec",
+           "expected a non-empty list: the program and its arguments, e.g. [rclone, "
+           "copy, \"{path}\", \"remote:bucket\"]"},
+      });
+  expectError(withDir(R"(routes:
+  - name: app
+    listen: 127.0.0.1:5140
+    archive:
+      dir: @DIR@
+      on_publish: { exec: [cp, "{file}", /x] }
+)",
+                      tmp.str()),
+              {6, 32, "routes[0].archive.on_publish.exec[1]",
+               "\"{file}\" has an unknown placeholder: only {path}, {name} and {route} are "
+               "replaced"});
+  expectError(withDir(R"(routes:
+  - name: app
+    listen: 127.0.0.1:5140
+    archive:
+      dir: @DIR@
+      on_publish: { timeout: 10s }
+)",
+                      tmp.str()),
+              {6, 19, "routes[0].archive.on_publish.exec",
+               "missing: the command to run for each published segment"});
+  expectError(withDir(R"(routes:
+  - name: app
+    listen: 127.0.0.1:5140
+    archive:
+      dir: @DIR@
+      retain: { max_files: 3, require_published: true }
+)",
+                      tmp.str()),
+              {6, 50, "routes[0].archive.retain.require_published",
+               "needs archive.on_publish (a command whose success marks a segment published)"});
 }
 
 TEST_CASE("config: admin.auth and admin.tls", "[config][admin]") {
