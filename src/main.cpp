@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "spliced/cli/cat.hpp"
 #include "spliced/config/config.hpp"
 #include "spliced/core/log.hpp"
 #include "spliced/server/server.hpp"
@@ -17,6 +18,7 @@ void usage(FILE* out) {
   std::fprintf(out,
                "usage: spliced -c FILE        run in the foreground\n"
                "       spliced -t -c FILE     check the config and exit (0 valid, 1 invalid)\n"
+               "       spliced cat ...        read an archive back (spliced cat --help)\n"
                "       spliced --version\n"
                "signals: TERM/INT drain and exit, USR1 rotate archive segments now\n");
 }
@@ -24,6 +26,8 @@ void usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Subcommands come first and take the rest of the command line.
+  if (argc >= 2 && std::string(argv[1]) == "cat") return spliced::cli::runCat(argc - 1, argv + 1);
   std::string config_path;
   bool test_only = false;
   static const option kOptions[] = {{"config", required_argument, nullptr, 'c'},

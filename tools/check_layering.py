@@ -31,6 +31,7 @@ RULES = {
     "admin":   ["core", "archive"],
     "config":  ["core", "archive", "proxy", "admin"],
     "server":  ["core", "archive", "collect", "proxy", "admin", "config"],
+    "cli":     ["core", "archive", "config"],
 }
 MAIN = "main"                  # src/main.cpp: may include anything
 TOP_LEVEL_OK = {"version.hpp"}  # generated spliced/version.hpp, usable by anyone
