@@ -15,7 +15,7 @@ packages=(build-essential cmake ninja-build pkg-config libevent-dev libyaml-cpp-
   libfmt-dev libzstd-dev zlib1g-dev netcat-openbsd)
 for group in "$@"; do
   case "$group" in
-    test) packages+=(catch2 python3 rsyslog) ;; # rsyslog: e2e/senders_test.cpp
+    test) packages+=(catch2 python3 rsyslog zstd gzip) ;; # rsyslog: e2e/senders_test.cpp; zstd, gzip: e2e/cat_test.cpp
     lint) packages+=(clang-tidy) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     *)

@@ -61,8 +61,12 @@ class Follower {
     uint64_t offset = 0;
   };
   struct FChain {
-    std::map<uint64_t, Seg> segs;  // by {seq}, or by arrival when the name has none
-    bool ended = false;            // a later run of the same key began: nothing more comes
+    // By {seq}, or by arrival when the name has none. Finished segments are dropped from the
+    // front, so a long follow keeps only what is still to read.
+    std::map<uint64_t, Seg> segs;
+    bool any = false;        // a segment was ever added
+    uint64_t max_order = 0;  // the highest key ever added (a new run starts at or below it)
+    bool ended = false;      // a later run of the same key began: nothing more comes
     std::optional<std::string> peer;
     std::optional<uint64_t> conn;
   };
@@ -190,7 +194,7 @@ void Follower::addFile(const SegmentFile& f) {
   size_t ci = 0;
   if (known != by_key_.end()) {
     FChain& c = *chains_[known->second];
-    const bool new_run = c.ended || (has_seq && !c.segs.empty() && seq <= c.segs.rbegin()->first);
+    const bool new_run = c.ended || (has_seq && c.any && seq <= c.max_order);
     if (new_run) {
       // The daemon started again (connection ids and {seq} restart): the old chain is over.
       c.ended = true;
@@ -209,6 +213,8 @@ void Follower::addFile(const SegmentFile& f) {
   if (!c.conn) c.conn = conn;
   if (!c.peer) c.peer = peer;
   const uint64_t order = has_seq ? seq : arrival_++;
+  c.max_order = c.any ? std::max(c.max_order, order) : order;
+  c.any = true;
   Seg& s = c.segs[order];
   s.stem = f.stem;
   s.seen = f.form;
@@ -219,6 +225,7 @@ void Follower::addFile(const SegmentFile& f) {
 
 bool Follower::pump(size_t ci) {
   FChain& c = *chains_[ci];
+  while (!c.segs.empty() && c.segs.begin()->second.done) c.segs.erase(c.segs.begin());
   for (auto it = c.segs.begin(); it != c.segs.end(); ++it) {
     Seg& s = it->second;
     if (s.done) continue;

@@ -202,10 +202,11 @@ CopyResult Output::copyCompressed(int in, SegmentForm form, uint64_t skip,
       }
       if (len == 0) break;
       ZSTD_inBuffer ib{ibuf.data(), len, 0};
-      // Until the input is used up and the decoder holds nothing more (a full output buffer
-      // means it may hold more).
+      // Until the input is used up and the decoder holds nothing more: a full output buffer
+      // means it may hold more, unless the frame just ended (0: decoded and flushed; a call
+      // after that would start reading the next frame's header and say it needs bytes).
       bool full = false;
-      while (ib.pos < ib.size || full) {
+      while (ib.pos < ib.size || (full && last != 0)) {
         ZSTD_outBuffer ob{obuf.data(), obuf.size(), 0};
         const size_t before = ib.pos;
         last = ZSTD_decompressStream(dctx.get(), &ob, &ib);
@@ -217,7 +218,20 @@ CopyResult Output::copyCompressed(int in, SegmentForm form, uint64_t skip,
         full = ob.pos == ob.size;
       }
     }
-    if (last != 0) return corrupt("the file ends in the middle of a zstd frame (truncated)");
+    // At the end of the input the decoder may still hold output to flush: drain it; a call that
+    // gives nothing while the frame is unfinished means the file was cut.
+    while (last != 0) {
+      ZSTD_outBuffer ob{obuf.data(), obuf.size(), 0};
+      ZSTD_inBuffer none{nullptr, 0, 0};
+      last = ZSTD_decompressStream(dctx.get(), &ob, &none);
+      if (ZSTD_isError(last)) {
+        return corrupt(fmt::format("corrupt zstd data ({})", ZSTD_getErrorName(last)));
+      }
+      if (ob.pos > 0 && !emit(obuf.data(), ob.pos)) return r;
+      if (ob.pos == 0 && last != 0) {
+        return corrupt("the file ends in the middle of a zstd frame (truncated)");
+      }
+    }
     return r;
   }
   // gzip, possibly several members one after the other (as gzip -d reads them).

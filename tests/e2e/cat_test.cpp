@@ -406,9 +406,15 @@ TEST_CASE("cat orders chains and segments by the name, filters by time, conn and
   putSegment(s, "2026/12/02/web-235959-000000.log", "a|");
   putSegment(s, "2026/12/03/web-000001-000001.log", "b|");
   putSegment(s, "2026/12/03/web-000002-000002.log.open", "c|");
+  // A file named after no template: a chain of its own, by its modification time, reported.
+  putSegment(s, "README", "r|");
+  setMtime(s / "README", at(-86400));
   CommandResult shared = runSpliced(dir, {"cat", "shared"});
   REQUIRE(shared.exit_code == 0);
-  REQUIRE(shared.out == "a|b|c|");
+  REQUIRE(shared.out == "r|a|b|c|");
+  REQUIRE(shared.err ==
+          "spliced cat: shared: 1 file(s) are not named like segments of this archive (first: "
+          "'README'); each is read as a chain of its own, by modification time\n");
   const fs::path t = dir / "custom";
   fs::create_directories(t);
   putSegment(t, "x-7-3.log", "3|");
@@ -664,5 +670,37 @@ TEST_CASE("cat refuses bad input with a clear message and the documented exit co
                        "zstd frame (truncated) at byte 1000") != std::string::npos);
     // Everything decodable was written, in order, and the chains went on.
     REQUIRE(r.out.starts_with("before|" + good + "|after"));
+  }
+}
+
+TEST_CASE("cat decodes segments compressed by the zstd and gzip programs", "[cat]") {
+  // Bigger than the decoders' buffers, several gzip members: the streams end where the files do.
+  TempDir dir;
+  const fs::path a = dir / "archive";
+  fs::create_directories(a / "2026/12/02");
+  writeFile(a / ".spliced.lock", "1\n");
+  std::string text;
+  for (int i = 0; text.size() < 24 * kMiB; ++i) {
+    text += "<134>line " + std::to_string(i) + " " + randomPayload(i, 40) + "\n";
+  }
+  // A whole number of 128 KiB blocks: the frame's last output fills the decoder's buffer exactly
+  // (the decoder then says "done" with a full buffer, and nothing more may be asked of it).
+  text.resize(24 * kMiB);
+  const fs::path z = a / "2026/12/02/app-10.0.0.2-1-100000-000000.log";
+  const fs::path g = a / "2026/12/02/app-10.0.0.2-2-100001-000000.log";
+  writeFile(z, text);
+  writeFile(g, text.substr(0, 10 * kMiB));
+  writeFile(dir / "tail", text.substr(10 * kMiB));
+  const std::string cmd = "zstd -q -3 -T1 --rm '" + z.string() + "' && gzip '" + g.string() +
+                          "' && gzip -c '" + (dir / "tail").string() + "' >> '" + g.string() +
+                          ".gz'";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  REQUIRE(fs::exists(z.string() + ".zst"));
+  for (const char* conn : {"1", "2"}) {
+    CommandResult r = runSpliced(dir, {"cat", "--conn", conn, "archive"}, Millis(60000));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    REQUIRE(r.err.empty());
+    REQUIRE(firstDifference(r.out, text).empty());
   }
 }
