@@ -1,5 +1,6 @@
 #include "spliced/cli/cat_output.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
@@ -22,6 +23,11 @@ namespace {
 constexpr size_t kSendfileChunk = 1u << 30;
 // Compressed input is read in pieces of this size.
 constexpr size_t kCompressedIn = 256u << 10;
+// Decoded bytes are written in pieces of up to this size: fewer writes, and fewer wake-ups of a
+// reader on the other end of a pipe.
+constexpr size_t kDecodedOut = 1u << 20;
+// The pipe buffer asked for when the output is a pipe (the kernel's default is 64 KiB).
+constexpr int kPipeSize = 1 << 20;
 
 // Waits until `fd` takes more (a non-blocking output that said EAGAIN).
 void waitWritable(int fd) {
@@ -48,7 +54,12 @@ struct ZstdFree {
 
 }  // namespace
 
-Output::Output(int fd, bool force_mmap) : fd_(fd), use_sendfile_(!force_mmap) {}
+Output::Output(int fd, bool force_mmap) : fd_(fd), use_sendfile_(!force_mmap) {
+  // A pipe: a bigger buffer halves the wake-ups per MiB on both ends. Refused (an unprivileged
+  // user past pipe-user-pages-soft) means the default stays; nothing else changes.
+  struct stat st {};
+  if (::fstat(fd_, &st) == 0 && S_ISFIFO(st.st_mode)) (void)::fcntl(fd_, F_SETPIPE_SZ, kPipeSize);
+}
 
 CopyResult Output::writeAll(const char* data, size_t n) {
   CopyResult r;
@@ -190,7 +201,7 @@ CopyResult Output::copyCompressed(int in, SegmentForm form, uint64_t skip,
   if (form == SegmentForm::Zstd) {
     std::unique_ptr<ZSTD_DCtx, ZstdFree> dctx(ZSTD_createDCtx());
     if (!dctx) return corrupt("zstd: cannot create a decoder");
-    std::vector<char> obuf(ZSTD_DStreamOutSize());
+    std::vector<char> obuf(kDecodedOut);
     size_t last = 1;  // 0 once a frame is complete
     for (;;) {
       size_t len = 0;
@@ -241,7 +252,7 @@ CopyResult Output::copyCompressed(int in, SegmentForm form, uint64_t skip,
     z_stream* z;
     ~InflateEnd() { inflateEnd(z); }
   } end_guard{&zs};
-  std::vector<char> obuf(256u << 10);
+  std::vector<char> obuf(kDecodedOut);
   bool member_done = false;
   bool any = false;
   for (;;) {
