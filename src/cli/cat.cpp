@@ -239,7 +239,8 @@ int runCat(int argc, char** argv) {
     std::string names;
     for (const auto& r : loaded.config->routes) {
       if (r.name == o.target) route = &r;
-      names += (names.empty() ? "" : ", ") + r.name;
+      if (!names.empty()) names += ", ";
+      names += r.name;
     }
     if (route == nullptr) {
       return fail(fmt::format("{}: no route named '{}' (routes: {})", *o.config, o.target, names));
@@ -292,8 +293,12 @@ int runCat(int argc, char** argv) {
       std::string hint;
       if (auto below = archivesBelow(dir.get()); !below.empty()) {
         hint = "; archive dirs below it: ";
-        for (size_t i = 0; i < below.size(); ++i)
-          hint += (i ? ", " : "") + dir_path + "/" + below[i];
+        for (size_t i = 0; i < below.size(); ++i) {
+          if (i > 0) hint += ", ";
+          hint += dir_path;
+          hint += '/';
+          hint += below[i];
+        }
       } else if (!files.empty() && !o.name && !o.config) {
         hint = "; if the route sets archive.name, give it with --name or use -c FILE ROUTE";
       }
