@@ -571,6 +571,9 @@ bool segmentSelected(const SegmentFile& f, const Selection& sel) {
 
 namespace {
 
+// Times are kept as int64 nanoseconds: about 292 years either side of 1970.
+constexpr int64_t kMaxSeconds = INT64_MAX / 1000000000 - 1;
+
 bool digits(std::string_view s, size_t pos, size_t n, int& out) {
   if (pos + n > s.size()) return false;
   out = 0;
@@ -614,6 +617,7 @@ Parsed<int64_t> parseTimeArg(std::string_view text) {
     }
     int64_t ns = fraction(text, pos);
     if (pos != text.size()) return {Fail{bad}};
+    if (secs > kMaxSeconds) return {Fail{fmt::format("'{}' is out of range", text)}};
     return {secs * 1000000000 + ns};
   }
   std::tm tm{};
@@ -658,6 +662,9 @@ Parsed<int64_t> parseTimeArg(std::string_view text) {
     if (pos != text.size()) return {Fail{bad}};
   }
   const int64_t secs = static_cast<int64_t>(::timegm(&tm)) - offset;
+  if (secs > kMaxSeconds || secs < -kMaxSeconds) {
+    return {Fail{fmt::format("'{}' is out of range (years 1678 to 2262)", text)}};
+  }
   return {secs * 1000000000 + ns};
 }
 
