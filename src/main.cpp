@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "spliced/cli/cat.hpp"
 #include "spliced/cli/verify.hpp"
 #include "spliced/config/config.hpp"
 #include "spliced/core/log.hpp"
@@ -19,13 +20,17 @@ void usage(FILE* out) {
                "usage: spliced -c FILE        run in the foreground\n"
                "       spliced -t -c FILE     check the config and exit (0 valid, 1 invalid)\n"
                "       spliced verify DIR | -c FILE ROUTE   check an archive against its manifest\n"
+               "       spliced cat ...        read an archive back (spliced cat --help)\n"
                "       spliced --version\n"
-               "signals: TERM/INT drain and exit, HUP reload the config, USR1 rotate archive segments now\n");
+               "signals: TERM/INT drain and exit, HUP reload the config, USR1 rotate archive "
+               "segments now\n");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Subcommands come first and take the rest of the command line.
+  if (argc >= 2 && std::string(argv[1]) == "cat") return spliced::cli::runCat(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "verify") return spliced::runVerify(argc - 1, argv + 1);
   std::string config_path;
   bool test_only = false;

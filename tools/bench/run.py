@@ -9,6 +9,8 @@ the end shows new/baseline ratios; --only-spliced leaves the peers out. Two scen
 what is not a rate of bytes: `syscalls` counts the system calls of a short proxied connection
 (strace -c), `latency` ping-pongs 64 B and 16 KiB over 1 and 16 connections to an echo upstream
 (round trips per second, p50/p99/p99.9 and the proxy's CPU per round trip, against no proxy).
+`cat` reads a 1 GiB segment with `spliced cat` against cat (plain) and zstdcat (.zst), into a
+pipe and into /dev/null, and the peak RSS of reading a 4 GiB sparse segment.
 
     tools/bench/run.py [--runs 5] [--scenario archive-tmpfs] [--quick] [--json out.json]
                        [--manifest] (the cost of archive.manifest.hash: none, xxh3, sha256)
@@ -814,6 +816,130 @@ def scenario_latency(args, clients, size):
                                "runs": len(rs), "all": rs} for name, rs in results.items()}}
 
 
+CAT_BYTES = 1 << 30  # the plain segment the cat scenario reads (16 MiB of log lines, 64 times)
+CAT_SPARSE = 4 << 30  # the sparse segment of the peak-RSS rows
+
+
+def make_cat_archive(work, nbytes):
+    """An archive dir with one plain segment of nbytes of log lines (default name template), one
+    with the same bytes as a .zst segment (zstd -3, the compressor's default level), and one with
+    a CAT_SPARSE sparse segment. Returns (plain_dir, plain_file, zst_dir, zst_file, sparse_dir)."""
+    import random
+    rnd = random.Random(7)
+    lines = []
+    size = 0
+    while size < min(nbytes, 16 << 20):
+        line = (f"<134>2026-12-02T12:{rnd.randrange(60):02d}:{rnd.randrange(60):02d}Z host-"
+                f"{rnd.randrange(40)} app[{rnd.randrange(1, 65536)}]: user={rnd.randrange(10**6)} "
+                f"action={rnd.choice(['login', 'logout', 'get', 'put', 'delete'])} "
+                f"bytes={rnd.randrange(10**7)} id={rnd.randbytes(16).hex()}\n").encode()
+        lines.append(line)
+        size += len(line)
+    block = b"".join(lines)
+    name = "2026/12/02/app-127.0.0.1-1-120000-000000.log"
+    dirs = []
+    for sub in ["plain", "zst", "sparse"]:
+        d = os.path.join(work, sub)
+        os.makedirs(os.path.join(d, "2026/12/02"))
+        open(os.path.join(d, ".spliced.lock"), "w").close()
+        dirs.append(d)
+    plain = os.path.join(dirs[0], name)
+    with open(plain, "wb") as f:
+        left = nbytes
+        while left > 0:
+            f.write(block[:left])
+            left -= min(left, len(block))
+    zst = os.path.join(dirs[1], name + ".zst")
+    subprocess.run(["zstd", "-q", "-3", "-T1", plain, "-o", zst], check=True)
+    with open(os.path.join(dirs[2], name), "wb") as f:
+        f.truncate(CAT_SPARSE)
+    return dirs[0], plain, dirs[1], zst, dirs[2]
+
+
+def run_cat(cmd, sink, nbytes):
+    """Runs cmd with stdout into sink ("pipe": a pipe drained by cat into /dev/null; "null":
+    /dev/null) and returns GB/s (wall, to the reader's end), CPU-s per GB of cmd (utime+stime
+    from wait4) and its peak RSS (VmHWM after its exec, sampled every 2 ms)."""
+    devnull = open(os.devnull, "wb")
+    reader = None
+    t0 = time.perf_counter()
+    if sink == "pipe":
+        r, w = os.pipe()
+        reader = subprocess.Popen(["cat"], stdin=r, stdout=devnull)
+        proc = subprocess.Popen(cmd, stdout=w)
+        os.close(r)
+        os.close(w)
+    else:
+        proc = subprocess.Popen(cmd, stdout=devnull)
+    exe = os.path.realpath(shutil.which(cmd[0]) or cmd[0])
+    hwm = 0
+    while True:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        try:
+            if os.path.realpath(f"/proc/{proc.pid}/exe") == exe:
+                with open(f"/proc/{proc.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            hwm = max(hwm, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.002)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if reader is not None:
+        reader.wait()
+    wall = time.perf_counter() - t0
+    devnull.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}")
+    cpu = ru.ru_utime + ru.ru_stime
+    return {"gbps": nbytes / wall / 1e9, "cpu_per_gb": cpu / (nbytes / 1e9),
+            "rss_mib": hwm / 1024}
+
+
+def scenario_cat(args):
+    """spliced cat against cat (a plain segment) and zstdcat (a .zst one), into a pipe and into
+    /dev/null; then the peak RSS of reading a 4 GiB sparse segment."""
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
+    nbytes = 64 << 20 if args.quick else CAT_BYTES
+    out = []
+    try:
+        plain_dir, plain, zst_dir, zst, sparse_dir = make_cat_archive(work, nbytes)
+        for sink, where in [("pipe", "into a pipe"), ("null", "into /dev/null")]:
+            systems = lineup(args, [
+                own("spliced cat", lambda binary=None, **kw: [binary or SPLICED, "cat", plain_dir]),
+                ("cat", lambda: ["cat", plain]),
+                own("spliced cat .zst",
+                    lambda binary=None, **kw: [binary or SPLICED, "cat", zst_dir]),
+                ("zstdcat", lambda: ["zstdcat", "-q", zst])])
+            results = run_rounds(args, systems, lambda _, cmd: run_cat(cmd, sink, nbytes),
+                                 lambda r: f"{show_throughput(r)}  {r['rss_mib']:.1f} MiB")
+            out.append({"scenario": f"cat: a {nbytes >> 20} MiB segment {where}", "kind": "cat",
+                        "results": {name: {k: statistics.median(r[k] for r in rs)
+                                           for k in ["gbps", "cpu_per_gb", "rss_mib"]}
+                                    | {"runs": len(rs), "all": rs}
+                                    for name, rs in results.items()}})
+        for sink, where in [("pipe", "into a pipe"), ("null", "into /dev/null")]:
+            systems = lineup(args, [
+                own("spliced cat", lambda binary=None, **kw: [binary or SPLICED, "cat",
+                                                                sparse_dir]),
+                ("cat", lambda: ["cat", os.path.join(
+                    sparse_dir, "2026/12/02/app-127.0.0.1-1-120000-000000.log")])])
+            runs = argparse.Namespace(**{**vars(args), "runs": 1 if args.quick else 3})
+            results = run_rounds(runs, systems, lambda _, cmd: run_cat(cmd, sink, CAT_SPARSE),
+                                 lambda r: f"{show_throughput(r)}  {r['rss_mib']:.1f} MiB")
+            out.append({"scenario": f"cat: a 4 GiB sparse segment {where}: peak RSS",
+                        "kind": "cat",
+                        "results": {name: {k: statistics.median(r[k] for r in rs)
+                                           for k in ["gbps", "cpu_per_gb", "rss_mib"]}
+                                    | {"runs": len(rs), "all": rs}
+                                    for name, rs in results.items()}})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 def show_throughput(r):
     return f"{r['gbps']:.3f} GB/s  {r['cpu_per_gb']:.3f} CPU-s/GB"
 
@@ -1105,6 +1231,13 @@ def table(sc):
                         f"| {r['p999_us']:.0f} ({spread(r, 'p999_us', '.0f')}) | "
                         f"{r['max_us']:.0f} | {r['cpu_us_per_rt']:.1f} |")
         return rows
+    if kind == "cat":
+        rows = ["| system | GB/s | runs (min–max) | CPU-s per GB | peak RSS MiB |",
+                "|---|---|---|---|---|"]
+        for name, r in sc["results"].items():
+            rows.append(f"| {name} | {r['gbps']:.3f} | {spread(r, 'gbps', '.2f')} | "
+                        f"{r['cpu_per_gb']:.3f} | {r['rss_mib']:.1f} |")
+        return rows
     if kind == "syscalls":
         rows = ["| system | system calls per connection | the calls, per connection |",
                 "|---|---|---|"]
@@ -1135,7 +1268,8 @@ COMPARED = {"throughput": (("GB/s", "gbps"), ("CPU-s/GB", "cpu_per_gb")),
             "idle": (("KiB/conn", "kib_per_conn"), ("fds/conn", "fds_per_conn")),
             "latency": (("rt/s", "rt_per_s"), ("CPU-µs/rt", "cpu_us_per_rt")),
             "syscalls": (("syscalls/conn", "syscalls_per_conn"),
-                         ("syscalls/conn", "syscalls_per_conn"))}
+                         ("syscalls/conn", "syscalls_per_conn")),
+            "cat": (("GB/s", "gbps"), ("CPU-s/GB", "cpu_per_gb"))}
 
 
 def baseline_table(out):
@@ -1345,7 +1479,7 @@ def main():
     ap.add_argument("--scenario", action="append",
                     choices=["archive-tmpfs", "archive-disk", "archive-1000x1", "forward-4x500",
                              "forward-100x20", "idle", "rate", "syscalls", "latency",
-                             "study"])
+                             "study", "cat"])
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--markdown", help="write the tables here (and a PNG chart beside it)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -1409,6 +1543,8 @@ def main():
             out.append(scenario_rate(args))
         elif sc == "syscalls":
             out.append(scenario_syscalls(args))
+        elif sc == "cat":
+            out += scenario_cat(args)
         elif sc == "latency":
             for clients, size in [(1, 64), (16, 64), (1, 16384), (16, 16384)]:
                 out.append(scenario_latency(args, clients, size))
