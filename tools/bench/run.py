@@ -1453,7 +1453,9 @@ def plot(png, out):
                "rsyslog": "#2a9d8f", "socat": "#e9a23b", "haproxy+splice": "#3a7bd5",
                "haproxy": "#9ec3f0", "nginx": "#3d3d3d", "spliced pipes 64KiB": "#d9c3ef",
                "spliced pipes 256KiB": "#b58ae0", "spliced pipes 1MiB": "#8e3bd1",
-               "spliced copy path": "#e76f51"}
+               "spliced copy path": "#e76f51", "spliced workers 2": "#6a1fb0",
+               "spliced lines workers 2": "#a77bd6", "haproxy+splice nbthread 2": "#1f5fb8",
+               "haproxy nbthread 2": "#7aa9e6", "nginx 2 workers": "#777777"}
     for panels, y0, h in [(top, 0.45, 0.55), (bottom, 0, 0.45)]:
         for k, (title, ylabel, path, systems) in enumerate(panels):
             # A baseline (--baseline) has its system's colour, hatched.
