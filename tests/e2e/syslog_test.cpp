@@ -245,3 +245,32 @@ TEST_CASE("syslog: rsyslog omfwd with TCP_Framing=octet-counted: every message o
   CHECK(t.malformed.empty());
   CHECK(t.exactlyOnce());
 }
+
+TEST_CASE("syslog: a malformed header closes that connection only", "[e2e][syslog]") {
+  TempDir dir;
+  Daemon d(dir, config(dir, "framing: octet_counted"));
+  const uint16_t port = d.port("app");
+  Conn bad = connectTcp(port);
+  Conn good = connectTcp(port);
+  REQUIRE(bad.valid());
+  REQUIRE(good.valid());
+  REQUIRE(good.sendAll("5 first") == 0);
+  REQUIRE(bad.sendAll("6 before3 a\nbx9 garbage") == 0);
+  const int closed = bad.waitClosed(Millis(10000));
+  CHECK((closed == 0 || closed == ECONNRESET));
+  CHECK(d.waitLog("malformed octet-count header at byte 13 of the stream: \"x9 garbage\"",
+                  Millis(5000)));
+  REQUIRE(good.sendAll("6 second") == 0);
+  good.shutdownWrite();
+  CHECK(good.waitClosed(Millis(10000)) == 0);
+  d.signal(SIGTERM);
+  REQUIRE(d.waitExit(Millis(10000)) == 0);
+  CHECK(d.log().find("end=bad_frame") != std::string::npos);
+  const auto chains = chainsByConn(dir / "archive");
+  const Chain* b = findByPort(chains, bad.localPort());
+  const Chain* g = findByPort(chains, good.localPort());
+  REQUIRE(b != nullptr);
+  REQUIRE(g != nullptr);
+  CHECK(concatFiles(b->files()) == "6 before3 a\nb");  // the records before the bad header
+  CHECK(concatFiles(g->files()) == "5 first6 second");
+}

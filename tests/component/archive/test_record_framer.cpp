@@ -262,7 +262,8 @@ TEST_CASE("octet counted: oversize: close refuses the connection after the recor
 
 TEST_CASE("octet counted: a malformed header refuses the connection, records before it stay",
           "[records]") {
-  for (const std::string bad : {"x5 hello", "05 hello", "12345678901 x", "5\nhello", "-1 a"}) {
+  for (const std::string& bad :
+       std::vector<std::string>{"x5 hello", "05 hello", "12345678901 x", "5\nhello", "-1 a"}) {
     INFO(bad);
     for (size_t slice : {size_t{0}, size_t{1}}) {
       Rig rig;
@@ -307,7 +308,7 @@ TEST_CASE("framing: auto chooses per connection from the first bytes, and counts
     CHECK(rig.metrics.framing_auto_octet == 1);
     CHECK(rig.metrics.framing_auto_lines == 0);
   }
-  for (const std::string text :
+  for (const std::string& text :
        {"<13>hello\nworld\n", "Dec  2 host app: x\n", "12345678901 x\n", "0 zero\n", "42\n"}) {
     INFO(text);
     for (size_t slice : {size_t{0}, size_t{1}}) {
