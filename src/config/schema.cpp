@@ -235,7 +235,7 @@ class Schema {
           v, path + ".output",
           {{"as_received", RecordOutput::AsReceived}, {"lines", RecordOutput::Lines}});
       if (o) a.output = *o;
-      if (!records) {
+      if (o && !records) {
         r_.add(v, path + ".output", "applies to framing: octet_counted or auto only");
       }
     }
@@ -243,7 +243,7 @@ class Schema {
       auto o = r_.choice<Oversize>(v, path + ".oversize",
                                    {{"split", Oversize::Split}, {"close", Oversize::Close}});
       if (o) a.oversize = *o;
-      if (!records) {
+      if (o && !records) {
         r_.add(v, path + ".oversize",
                "applies to framing: octet_counted or auto only (lines are always split)");
       }

@@ -308,8 +308,8 @@ TEST_CASE("framing: auto chooses per connection from the first bytes, and counts
     CHECK(rig.metrics.framing_auto_octet == 1);
     CHECK(rig.metrics.framing_auto_lines == 0);
   }
-  for (const std::string& text :
-       {"<13>hello\nworld\n", "Dec  2 host app: x\n", "12345678901 x\n", "0 zero\n", "42\n"}) {
+  for (const std::string& text : std::vector<std::string>{
+           "<13>hello\nworld\n", "Dec  2 host app: x\n", "12345678901 x\n", "0 zero\n", "42\n"}) {
     INFO(text);
     for (size_t slice : {size_t{0}, size_t{1}}) {
       Rig rig;

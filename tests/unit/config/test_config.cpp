@@ -622,23 +622,21 @@ TEST_CASE("config: octet-counted framing, output and oversize", "[config]") {
 TEST_CASE("config: output and oversize need octet-counted framing", "[config][errors]") {
   TempDir tmp;
   expectErrors(
-      withDir(R"(routes:
-  - name: app
-    listen: 127.0.0.1:5140
-    archive:
-      dir: @DIR@
-      framing: lines
-      output: json
-      oversize: truncate
-)",
+      withDir(std::string(kRoute) +
+                  "      framing: lines\n      output: lines\n      oversize: close\n",
               tmp.str()),
       {
-          {7, 15, "routes[0].archive.output", "'json' is not one of: as_received, lines"},
           {7, 15, "routes[0].archive.output", "applies to framing: octet_counted or auto only"},
-          {8, 17, "routes[0].archive.oversize", "'truncate' is not one of: split, close"},
           {8, 17, "routes[0].archive.oversize",
            "applies to framing: octet_counted or auto only (lines are always split)"},
       });
+  expectErrors(withDir(std::string(kRoute) + "      framing: octet_counted\n      output: json\n"
+                                             "      oversize: truncate\n",
+                       tmp.str()),
+               {
+                   {7, 15, "routes[0].archive.output", "'json' is not one of: as_received, lines"},
+                   {8, 17, "routes[0].archive.oversize", "'truncate' is not one of: split, close"},
+               });
 }
 
 TEST_CASE("config: route names", "[config][errors]") {
