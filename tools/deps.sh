@@ -16,8 +16,9 @@ packages=(build-essential cmake ninja-build pkg-config libevent-dev libyaml-cpp-
   libfmt-dev libzstd-dev zlib1g-dev libssl-dev libcrypt-dev netcat-openbsd)
 for group in "$@"; do
   case "$group" in
-    # rsyslog: e2e/senders_test.cpp; apache2-utils (htpasswd), openssl, curl: e2e/admin_auth_test.cpp
-    test) packages+=(catch2 python3 rsyslog apache2-utils openssl curl) ;;
+    # rsyslog: e2e/senders_test.cpp, e2e/syslog_test.cpp; bsdutils (logger): e2e/syslog_test.cpp;
+    # apache2-utils (htpasswd), openssl, curl: e2e/admin_auth_test.cpp
+    test) packages+=(catch2 python3 rsyslog bsdutils apache2-utils openssl curl) ;;
     lint) packages+=(clang-tidy) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     *)
