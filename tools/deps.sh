@@ -18,9 +18,10 @@ packages=(build-essential cmake ninja-build pkg-config libevent-dev libyaml-cpp-
   netcat-openbsd)
 for group in "$@"; do
   case "$group" in
-    # rsyslog: e2e/senders_test.cpp; apache2-utils (htpasswd), openssl, curl: e2e/admin_auth_test.cpp;
-    # rclone: e2e/verify_test.cpp; zstd, gzip: e2e/cat_test.cpp
-    test) packages+=(catch2 python3 rsyslog apache2-utils openssl curl rclone zstd gzip) ;;
+    # rsyslog: e2e/senders_test.cpp, e2e/syslog_test.cpp; bsdutils (logger): e2e/syslog_test.cpp;
+    # apache2-utils (htpasswd), openssl, curl: e2e/admin_auth_test.cpp; rclone: e2e/verify_test.cpp;
+    # zstd, gzip: e2e/cat_test.cpp
+    test) packages+=(catch2 python3 rsyslog bsdutils apache2-utils openssl curl rclone zstd gzip) ;;
     lint) packages+=(clang-tidy) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     *)

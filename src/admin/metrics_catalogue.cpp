@@ -21,7 +21,7 @@ constexpr const char* kPublishRunsHelp =
     "archive.on_publish command runs (success: exit 0; failure: another exit status, a signal, or "
     "it could not start; timeout: killed after on_publish.timeout).";
 
-constexpr std::array<RouteMetricDef, 31> kRouteMetrics{{
+constexpr std::array<RouteMetricDef, 36> kRouteMetrics{{
     {"spliced_connections_active", T::Gauge, "Open client connections.", "", "", TotalsFor::None,
      [](const R& r) { return r.counters.connections_active.get(); }},
     {"spliced_connections_total", T::Counter, "Client connections accepted.", "", "connections",
@@ -70,6 +70,20 @@ constexpr std::array<RouteMetricDef, 31> kRouteMetrics{{
     {"spliced_lines_split_total", T::Counter,
      "Lines longer than max_line, cut into marked pieces (a line counts once).", "", "",
      TotalsFor::None, [](const R& r) { return r.counters.lines_split.get(); }},
+    {"spliced_framing_auto_total", T::Counter,
+     "Connections of framing: auto routes, by the framing chosen from their first bytes.",
+     "octet_counted", "", TotalsFor::None,
+     [](const R& r) { return r.counters.framing_auto_octet.get(); }},
+    {"spliced_framing_auto_total", T::Counter, "", "lines", "", TotalsFor::None,
+     [](const R& r) { return r.counters.framing_auto_lines.get(); }},
+    {"spliced_frame_errors_total", T::Counter,
+     "Octet-counted frames: longer than max_line (split or closed, per archive.oversize), "
+     "malformed headers (connection closed), cut short by the end of the stream.",
+     "oversize", "", TotalsFor::None, [](const R& r) { return r.counters.frames_oversize.get(); }},
+    {"spliced_frame_errors_total", T::Counter, "", "malformed", "", TotalsFor::None,
+     [](const R& r) { return r.counters.frames_malformed.get(); }},
+    {"spliced_frame_errors_total", T::Counter, "", "incomplete", "", TotalsFor::None,
+     [](const R& r) { return r.counters.frames_incomplete.get(); }},
     {"spliced_archive_compressed_total", T::Counter, "Closed segments compressed.", "", "",
      TotalsFor::None, [](const R& r) { return r.lifecycle.compressed; }},
     {"spliced_archive_compress_errors_total", T::Counter,

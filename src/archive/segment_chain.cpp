@@ -350,9 +350,20 @@ SinkResult SegmentChain::fromBuffer(const char* data, size_t n) {
 }
 
 SinkResult SegmentChain::writeLines(uint64_t owner, const char* data, size_t n) {
+  return writeOwned(owner, data, n, true, {});
+}
+
+SinkResult SegmentChain::writeRecords(uint64_t owner, const char* data, size_t n,
+                                      std::span<const size_t> ends) {
+  SPLICED_ASSERT(!ends.empty() && ends.back() == n, "the bytes written are whole records");
+  return writeOwned(owner, data, n, false, ends);
+}
+
+SinkResult SegmentChain::writeOwned(uint64_t owner, const char* data, size_t n, bool whole_lines,
+                                    std::span<const size_t> ends) {
   ChainLock lock(mu_.get());
   if (incomplete_owner_ != 0 && incomplete_owner_ != owner) return {0, IoStatus::Blocked, 0};
-  SinkResult r = writeBuffer(data, n, true);
+  SinkResult r = writeBuffer(data, n, whole_lines, ends);
   // A record cut short by an error must be completed by its owner before anyone else writes.
   if (r.bytes < n && r.bytes > 0) {
     incomplete_owner_ = owner;
@@ -363,7 +374,8 @@ SinkResult SegmentChain::writeLines(uint64_t owner, const char* data, size_t n) 
   return r;
 }
 
-SinkResult SegmentChain::writeBuffer(const char* data, size_t n, bool whole_lines) {
+SinkResult SegmentChain::writeBuffer(const char* data, size_t n, bool whole_lines,
+                                     std::span<const size_t> ends) {
   size_t done = 0;
   while (done < n) {
     if (int err = ensureOpen()) return fail(done, err);
@@ -382,6 +394,15 @@ SinkResult SegmentChain::writeBuffer(const char* data, size_t n, bool whole_line
         chunk = static_cast<size_t>(nl - (data + done)) + 1;
       } else if (size_ > 0) {
         closeSegment();  // only a line longer than a whole segment is split
+        continue;
+      }
+    } else if (!ends.empty() && chunk < n - done) {
+      // The same at record ends: the last one that fits, or a new segment.
+      auto it = std::upper_bound(ends.begin(), ends.end(), done + chunk);
+      if (it != ends.begin() && *(it - 1) > done) {
+        chunk = *(it - 1) - done;
+      } else if (size_ > 0) {
+        closeSegment();  // only a record longer than a whole segment is split
         continue;
       }
     }

@@ -38,6 +38,8 @@ const char* toString(EndReason r) {
       return "shutdown";
     case EndReason::Internal:
       return "internal_error";
+    case EndReason::BadFrame:
+      return "bad_frame";
   }
   return "?";
 }
@@ -60,6 +62,9 @@ CollectSession::CollectSession(RouteContext& ctx, CollectRoute& archive, UniqueF
         [&archive = archive_](UnpublishedSegment seg) { archive.publishLater(std::move(seg)); });
     own_chain_->syncOffLoop(archive_.closeWorker());
     sink = own_chain_.get();
+  } else if (ac.framing == Framing::OctetCounted || ac.framing == Framing::Auto) {
+    SPLICED_ASSERT(archive_.sharedChain() != nullptr, "layout: shared has a shared chain");
+    sink = archive_.sharedChain();
   } else {
     SPLICED_ASSERT(archive_.sharedChain() != nullptr, "layout: shared has a shared chain");
     if (ac.framing == Framing::Lines) {
@@ -70,7 +75,21 @@ CollectSession::CollectSession(RouteContext& ctx, CollectRoute& archive, UniqueF
       sink = archive_.sharedChain();
     }
   }
+  if (ac.framing == Framing::OctetCounted || ac.framing == Framing::Auto) {
+    // Records are framed whatever the layout: whole across rotations, max_line enforced.
+    SegmentChain* chain = own_chain_ ? own_chain_.get() : archive_.sharedChain();
+    records_ = std::make_unique<RecordFramer>(*chain, id_, ac, ctx_.metrics());
+    sink = records_.get();
+  }
   pump_ = std::make_unique<Pump>(fd_.get(), *sink, ctx_.pipes(), ctx_.sys(), ctx_.metrics());
+}
+
+bool CollectSession::checkRefused() {
+  if (!records_ || records_->refused().empty() || ending_ || state_ == State::Closed) return false;
+  spdlog::warn("error=downstream route={} conn={} peer={} {}; closing the connection",
+               ctx_.routeName(), id_, peer_.display(), records_->refused());
+  finishStream(EndReason::BadFrame, 0);
+  return true;
 }
 
 CollectSession::~CollectSession() = default;
@@ -93,6 +112,7 @@ void CollectSession::onEvent(evutil_socket_t, short what, void* arg) {
     // are written first.
     PumpResult r = self->pump_->run(kBudgetPerWakeup);
     self->bytes_ += r.moved;
+    if (self->checkRefused()) return;
     if (r.moved > 0 && r.status != PumpStatus::Eof && r.status != PumpStatus::SourceError &&
         r.status != PumpStatus::SinkError && r.status != PumpStatus::SinkBlocked) {
       return;  // not idle after all: the timeout starts again
@@ -109,6 +129,7 @@ void CollectSession::onEvent(evutil_socket_t, short what, void* arg) {
 void CollectSession::advance(size_t budget) {
   PumpResult r = pump_->run(budget);
   bytes_ += r.moved;
+  if (checkRefused()) return;
   handle(r);
 }
 

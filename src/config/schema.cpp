@@ -229,10 +229,10 @@ class Schema {
   }
 
   void parseArchive(const YAML::Node& n, const std::string& path, ArchiveConfig& a) {
-    if (!r_.checkMap(
-            n, path,
-            {"dir", "layout", "framing", "name", "localtime", "rotate", "retain", "compress",
-             "compress_level", "fsync", "max_line", "manifest", "on_publish"})) {
+    if (!r_.checkMap(n, path,
+                     {"dir", "layout", "framing", "name", "localtime", "rotate", "retain",
+                      "compress", "compress_level", "fsync", "max_line", "output", "oversize",
+                      "manifest", "on_publish"})) {
       return;
     }
     if (auto v = n["dir"]) {
@@ -254,8 +254,30 @@ class Schema {
     }
     if (auto v = n["framing"]) {
       auto f = r_.choice<Framing>(v, path + ".framing",
-                                  {{"raw", Framing::Raw}, {"lines", Framing::Lines}});
+                                  {{"raw", Framing::Raw},
+                                   {"lines", Framing::Lines},
+                                   {"octet_counted", Framing::OctetCounted},
+                                   {"auto", Framing::Auto}});
       if (f) a.framing = *f;
+    }
+    const bool records = a.framing == Framing::OctetCounted || a.framing == Framing::Auto;
+    if (auto v = n["output"]) {
+      auto o = r_.choice<RecordOutput>(
+          v, path + ".output",
+          {{"as_received", RecordOutput::AsReceived}, {"lines", RecordOutput::Lines}});
+      if (o) a.output = *o;
+      if (o && !records) {
+        r_.add(v, path + ".output", "applies to framing: octet_counted or auto only");
+      }
+    }
+    if (auto v = n["oversize"]) {
+      auto o = r_.choice<Oversize>(v, path + ".oversize",
+                                   {{"split", Oversize::Split}, {"close", Oversize::Close}});
+      if (o) a.oversize = *o;
+      if (o && !records) {
+        r_.add(v, path + ".oversize",
+               "applies to framing: octet_counted or auto only (lines are always split)");
+      }
     }
     const bool name_ok = parseName(n, path, a);
     if (auto v = n["localtime"]) r_.boolean(v, path + ".localtime", a.localtime);

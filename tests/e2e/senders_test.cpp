@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "harness.hpp"
+#include "rsyslogd.hpp"
 
 using namespace e2e;
 
@@ -23,20 +24,6 @@ namespace {
 
 const fs::path kSource = SPLICED_SOURCE_DIR;
 constexpr int kMessages = 20000;
-
-// rsyslogd on PATH or in /usr/sbin; "" when not installed.
-std::string findRsyslogd() {
-  std::vector<std::string> dirs{"/usr/sbin", "/sbin"};
-  if (const char* path = std::getenv("PATH")) {
-    std::istringstream in(path);
-    for (std::string d; std::getline(in, d, ':');) dirs.push_back(d);
-  }
-  for (const auto& d : dirs) {
-    const fs::path p = fs::path(d) / "rsyslogd";
-    if (::access(p.c_str(), X_OK) == 0) return p.string();
-  }
-  return "";
-}
 
 // The code block that follows the line "<!-- sender: NAME -->" in docs/OPERATIONS.md.
 std::string senderSnippet(const std::string& name) {
@@ -52,67 +39,6 @@ std::string senderSnippet(const std::string& name) {
   }
   return doc.substr(body + 1, close - body);
 }
-
-// A foreground `rsyslogd -n -f CONF -i PIDFILE`, its output in `log`. Owns the process: the
-// destructor kills (SIGKILL) and reaps it if it still runs.
-class Rsyslogd {
- public:
-  Rsyslogd(const std::string& bin, const fs::path& conf, const fs::path& pidfile,
-           const fs::path& log) {
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    REQUIRE(fd >= 0);
-    std::vector<std::string> args{bin, "-n", "-f", conf.string(), "-i", pidfile.string()};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      ::dup2(fd, STDOUT_FILENO);
-      ::dup2(fd, STDERR_FILENO);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    ::close(fd);
-  }
-  ~Rsyslogd() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      reap();
-    }
-  }
-  Rsyslogd(const Rsyslogd&) = delete;
-  Rsyslogd& operator=(const Rsyslogd&) = delete;
-
-  // SIGTERM, then waits for the exit; true when it exited (SIGKILL after `timeout`).
-  bool stop(Millis timeout) {
-    if (pid_ <= 0) return true;
-    ::kill(pid_, SIGTERM);
-    const bool exited = waitUntil(
-        [&] {
-          int status = 0;
-          return ::waitpid(pid_, &status, WNOHANG) == pid_;
-        },
-        timeout);
-    if (exited) {
-      pid_ = -1;
-      return true;
-    }
-    ::kill(pid_, SIGKILL);
-    reap();
-    return false;
-  }
-
- private:
-  void reap() {
-    int status = 0;
-    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = -1;
-  }
-  pid_t pid_ = -1;
-};
 
 // The archive's lines (all files below `dir`, closed or open, dot files left out).
 std::vector<std::string> archivedLines(const fs::path& dir) {

@@ -12,7 +12,11 @@
 namespace spliced {
 
 enum class Layout { PerConnection, Shared };
-enum class Framing { Raw, Lines };
+enum class Framing { Raw, Lines, OctetCounted, Auto };
+// How octet-counted records are written: as they came ("LEN SP MSG"), or each MSG plus '\n'.
+enum class RecordOutput { AsReceived, Lines };
+// An octet-counted record longer than max_line: cut into marked pieces, or close the connection.
+enum class Oversize { Split, Close };
 enum class Compress { None, Gzip, Zstd };
 enum class FsyncPolicy { Never, OnClose };
 // How the manifest hashes segments (and links its lines): see archive/manifest.hpp.
@@ -53,7 +57,12 @@ struct ArchiveConfig {
   Compress compress = Compress::None;
   int compress_level = 0;  // 0 = the codec's default (zstd 3, gzip 6)
   FsyncPolicy fsync = FsyncPolicy::Never;
-  uint64_t max_line = kMiB;  // framing: lines only; a longer line is split (and counted)
+  // The longest record written (lines: '\n' included; octet counted: as written, header or '\n'
+  // included); a longer one is split with the continuation marker (and counted) or, for octet
+  // counted records with oversize: close, ends its connection.
+  uint64_t max_line = kMiB;
+  RecordOutput output = RecordOutput::AsReceived;  // octet_counted / auto only
+  Oversize oversize = Oversize::Split;             // octet_counted / auto only
   ManifestConfig manifest;
   OnPublishConfig on_publish;
 };

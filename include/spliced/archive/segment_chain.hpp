@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 
 #include "spliced/archive/archive_config.hpp"
@@ -126,6 +127,11 @@ class SegmentChain : public Sink {
   // owner's record is half written (a write error) other owners are told to wait.
   SinkResult writeLines(uint64_t owner, const char* data, size_t n);
 
+  // Writes whole records of `owner`: `ends` (ascending, relative to `data`, the last one `n`)
+  // says where each record ends; a size split falls only at one of them (a record longer than a
+  // whole segment is split). Otherwise as writeLines.
+  SinkResult writeRecords(uint64_t owner, const char* data, size_t n, std::span<const size_t> ends);
+
   // An owner that goes away gives up its claim on a half-written record (and a rotation that
   // waited for it happens now).
   void releaseOwner(uint64_t owner);
@@ -168,7 +174,11 @@ class SegmentChain : public Sink {
     return fd_.valid() && (dir_.gone() || dir_.generation() != seg_generation_);
   }
   void dropLostSegment();
-  SinkResult writeBuffer(const char* data, size_t n, bool whole_lines);
+  // whole_lines: size splits fall after a '\n'; else, with `ends`, only at a record end.
+  SinkResult writeBuffer(const char* data, size_t n, bool whole_lines,
+                         std::span<const size_t> ends = {});
+  SinkResult writeOwned(uint64_t owner, const char* data, size_t n, bool whole_lines,
+                        std::span<const size_t> ends);
   SinkResult fail(size_t done, int err);
 
   const ArchiveConfig& cfg_;

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "spliced/archive/line_framer.hpp"
+#include "spliced/archive/record_framer.hpp"
 #include "spliced/archive/segment_chain.hpp"
 #include "spliced/core/address.hpp"
 #include "spliced/core/event.hpp"
@@ -18,7 +19,7 @@ namespace spliced {
 class CollectRoute;
 
 // How a session ended, for the close log line.
-enum class EndReason { Eof, IdleTimeout, Reset, Shutdown, Internal };
+enum class EndReason { Eof, IdleTimeout, Reset, Shutdown, Internal, BadFrame };
 const char* toString(EndReason r);
 
 // A CollectSession owns the client socket, its events, its pump, and (layout: per_connection)
@@ -63,6 +64,9 @@ class CollectSession : public Session {
   // sink refuses, waits in Backoff and closes once the retry has written it.
   void finishStream(EndReason why, int err);
   void close(EndReason why, int err);
+  // The record framer refused the stream (malformed header; oversize: close): true when the
+  // session is ending because of it.
+  bool checkRefused();
 
   RouteContext& ctx_;
   CollectRoute& archive_;
@@ -71,6 +75,7 @@ class CollectSession : public Session {
   uint64_t id_;
   std::unique_ptr<SegmentChain> own_chain_;  // layout: per_connection
   std::unique_ptr<LineFramer> framer_;       // layout: shared, framing: lines
+  std::unique_ptr<RecordFramer> records_;    // framing: octet_counted or auto (either layout)
   std::unique_ptr<Pump> pump_;               // after the sinks it borrows: destroyed first
   EventPtr read_ev_;
   EventPtr retry_ev_;

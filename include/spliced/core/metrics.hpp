@@ -59,6 +59,11 @@ struct RouteMetrics {
   Counter unsynced_segments;         // published as NAME.unsynced: their fdatasync failed
   Counter archive_rescued_segments;  // opened under a rescue name (rescue/...)
   Counter lines_split;               // framing: lines, lines longer than max_line
+  Counter framing_auto_octet;        // framing: auto chose octet counting for a connection
+  Counter framing_auto_lines;        // framing: auto chose lines for a connection
+  Counter frames_oversize;           // octet-counted records longer than max_line
+  Counter frames_malformed;          // connections refused for a malformed octet-count header
+  Counter frames_incomplete;         // octet-counted frames cut short by the end of the stream
 
   // Adds every counter of `o` (summing workers).
   RouteMetrics& operator+=(const RouteMetrics& o) {
@@ -79,6 +84,11 @@ struct RouteMetrics {
     unsynced_segments += o.unsynced_segments;
     archive_rescued_segments += o.archive_rescued_segments;
     lines_split += o.lines_split;
+    framing_auto_octet += o.framing_auto_octet;
+    framing_auto_lines += o.framing_auto_lines;
+    frames_oversize += o.frames_oversize;
+    frames_malformed += o.frames_malformed;
+    frames_incomplete += o.frames_incomplete;
     return *this;
   }
 };

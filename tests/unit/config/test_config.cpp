@@ -401,7 +401,8 @@ TEST_CASE("config: unknown keys, top-level and nested", "[config][errors]") {
   expectError(withDir(std::string(kRoute) + "      dirs: /x\n", tmp.str()),
               {6, 7, "routes[0].archive.dirs",
                "unknown key (known here: dir, layout, framing, name, localtime, rotate, retain, "
-               "compress, compress_level, fsync, max_line, manifest, on_publish)"});
+               "compress, compress_level, fsync, max_line, output, oversize, manifest, "
+               "on_publish)"});
   expectError(
       withDir(std::string(kRoute) + "      rotate: { max_bytes: 1MiB, every: 1h }\n", tmp.str()),
       {6, 34, "routes[0].archive.rotate.every", "unknown key (known here: max_bytes, interval)"});
@@ -593,7 +594,8 @@ routes:
           {2, 10, "log.level", "'verbose' is not one of: trace, debug, info, warn, error"},
           {3, 11, "log.format", "'xml' is not one of: text, json"},
           {9, 15, "routes[0].archive.layout", "'mixed' is not one of: per_connection, shared"},
-          {10, 16, "routes[0].archive.framing", "'json' is not one of: raw, lines"},
+          {10, 16, "routes[0].archive.framing",
+           "'json' is not one of: raw, lines, octet_counted, auto"},
           {11, 17, "routes[0].archive.compress", "'lz4' is not one of: none, gzip, zstd"},
           {12, 14, "routes[0].archive.fsync", "'always' is not one of: never, on_close"},
           {13, 18, "routes[0].archive.localtime", "'maybe' is not one of: true, false, yes, no"},
@@ -601,6 +603,41 @@ routes:
   // Enum values are case-sensitive.
   expectError(withDir("log: { level: Info }\n" + std::string(kRoute), tmp.str()),
               {1, 15, "log.level", "'Info' is not one of: trace, debug, info, warn, error"});
+}
+
+TEST_CASE("config: octet-counted framing, output and oversize", "[config]") {
+  TempDir tmp;
+  auto c =
+      loadOk(withDir(std::string(kRoute) + "      framing: octet_counted\n      output: lines\n"
+                                           "      oversize: close\n",
+                     tmp.str()));
+  CHECK(c->routes[0].archive->framing == Framing::OctetCounted);
+  CHECK(c->routes[0].archive->output == RecordOutput::Lines);
+  CHECK(c->routes[0].archive->oversize == Oversize::Close);
+  auto d = loadOk(withDir(std::string(kRoute) + "      framing: auto\n", tmp.str()));
+  CHECK(d->routes[0].archive->framing == Framing::Auto);
+  CHECK(d->routes[0].archive->output == RecordOutput::AsReceived);
+  CHECK(d->routes[0].archive->oversize == Oversize::Split);
+}
+
+TEST_CASE("config: output and oversize need octet-counted framing", "[config][errors]") {
+  TempDir tmp;
+  expectErrors(
+      withDir(std::string(kRoute) +
+                  "      framing: lines\n      output: lines\n      oversize: close\n",
+              tmp.str()),
+      {
+          {7, 15, "routes[0].archive.output", "applies to framing: octet_counted or auto only"},
+          {8, 17, "routes[0].archive.oversize",
+           "applies to framing: octet_counted or auto only (lines are always split)"},
+      });
+  expectErrors(withDir(std::string(kRoute) + "      framing: octet_counted\n      output: json\n"
+                                             "      oversize: truncate\n",
+                       tmp.str()),
+               {
+                   {7, 15, "routes[0].archive.output", "'json' is not one of: as_received, lines"},
+                   {8, 17, "routes[0].archive.oversize", "'truncate' is not one of: split, close"},
+               });
 }
 
 TEST_CASE("config: route names", "[config][errors]") {
