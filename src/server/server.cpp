@@ -243,9 +243,11 @@ ServerStatus Server::status() const {
     RouteStatus rs;
     rs.name = r->config().name;
     rs.listening = r->listening();
+    rs.listen = r->boundAddress();
     rs.counters = r->counters();
     if (const CollectRoute* c = r->collect()) {
       rs.collects = true;
+      if (r->config().archive) rs.archive_dir = r->config().archive->dir.string();
       rs.stalled = c->stalledSessions();
       rs.unpublished = c->unpublishedSegments();
       const LifecycleMetrics& lm = c->lifecycle();

@@ -33,6 +33,8 @@ struct RouteStatus {
   bool collects = false;  // an archive: block
   bool proxies = false;   // a forward: block
   bool listening = false;
+  std::string listen;       // the bound address ("127.0.0.1:5140", "unix:/run/x.sock")
+  std::string archive_dir;  // collect routes: the configured archive dir
   RouteMetrics counters;
   uint64_t stalled = 0;      // connections paused because archive writes fail
   uint64_t unpublished = 0;  // closed segments whose rename failed, waiting for a retry
@@ -62,6 +64,10 @@ struct ServerStatus {
   uint64_t pipes_in_use = 0;
   uint64_t pipes_pooled = 0;
   std::chrono::system_clock::time_point start_time;
+  // The config in force: 1 for the file read at start, one more for each reload that succeeded;
+  // the error of the last reload that failed (empty when none has).
+  uint64_t config_generation = 1;
+  std::string last_reload_error;
 };
 
 // What the admin endpoint may ask of the daemon that runs it.
