@@ -6,6 +6,9 @@
 #   tools/deps.sh test      + the test suite: Catch2, python3 (the layering check), rsyslog
 #                           (a real sender through a restart, e2e/senders_test.cpp), htpasswd,
 #                           openssl and curl (the admin endpoint's auth and TLS)
+#                           chromium and chromium-driver (the status page, e2e/status_page_test),
+#                           prometheus (a real scrape and promtool, e2e/prometheus_test)
+#   tools/deps.sh package   + lintian, zstd (tools/test.sh --package: build, install and purge the .deb)
 #   tools/deps.sh lint      + clang-tidy (tools/test.sh --lint)
 #   tools/deps.sh fuzz      + clang and its libFuzzer/sanitizer runtimes (tools/fuzz.sh)
 #
@@ -17,11 +20,13 @@ packages=(build-essential cmake ninja-build pkg-config libevent-dev libyaml-cpp-
 for group in "$@"; do
   case "$group" in
     # rsyslog: e2e/senders_test.cpp; apache2-utils (htpasswd), openssl, curl: e2e/admin_auth_test.cpp
-    test) packages+=(catch2 python3 rsyslog apache2-utils openssl curl) ;;
+    test) packages+=(catch2 python3 rsyslog apache2-utils openssl curl chromium chromium-driver
+      prometheus) ;;
+    package) packages+=(lintian zstd man-db systemd) ;;
     lint) packages+=(clang-tidy) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     *)
-      echo "tools/deps.sh: unknown group '$group' (test, lint or fuzz)" >&2
+      echo "tools/deps.sh: unknown group '$group' (test, package, lint or fuzz)" >&2
       exit 2
       ;;
   esac
