@@ -120,7 +120,8 @@ constexpr std::string_view kScript = R"(
 var U=['B','KiB','MiB','GiB','TiB','PiB'];
 function fmtBytes(v){var u=0;while(v>=1024&&u<U.length-1){v/=1024;u++;}return u?v.toFixed(1)+' '+U[u]:Math.round(v)+' B';}
 function fmtUptime(s){var o='';if(s>=86400)o+=Math.floor(s/86400)+'d ';if(s>=3600)o+=Math.floor(s/3600)%24+'h ';if(s>=60)o+=Math.floor(s/60)%60+'m ';return o+(s%60)+'s';}
-var F={n:String,r:function(v){return fmtBytes(v)+'/s';},b:fmtBytes,u:fmtUptime,t:String,
+var F={n:String,r:function(v){return fmtBytes(v)+'/s';},b:fmtBytes,u:fmtUptime,
+ t:function(v){return v===''?'none':v;},
  h:function(v){return v?'up':'down';}};
 var gen=document.body.getAttribute('data-generation');
 function get(o,k){var p=k.split('.');for(var i=0;i<p.length&&o!=null;i++)o=o[p[i]];return o;}
