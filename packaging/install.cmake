@@ -49,7 +49,7 @@ add_custom_command(OUTPUT ${CMAKE_BINARY_DIR}/packaging/changelog.gz
 add_custom_target(changelog ALL DEPENDS ${CMAKE_BINARY_DIR}/packaging/changelog.gz)
 
 install(TARGETS spliced RUNTIME DESTINATION ${CMAKE_INSTALL_SBINDIR})
-install(FILES ${PROJECT_SOURCE_DIR}/packaging/spliced.yaml DESTINATION ${SPLICED_CONFDIR})
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/spliced.yaml DESTINATION ${CMAKE_INSTALL_SYSCONFDIR}/spliced)
 install(FILES ${CMAKE_BINARY_DIR}/packaging/spliced.service DESTINATION ${SPLICED_SYSTEMD_UNIT_DIR})
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/spliced.sysusers DESTINATION ${SPLICED_SYSUSERS_DIR}
         RENAME spliced.conf)

@@ -11,7 +11,8 @@ build=build/package
   exec 9>/tmp/spliced-build.lock
   flock 9
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPLICED_TESTS=OFF \
-    -DCMAKE_INSTALL_PREFIX=/usr -DSPLICED_SYSTEMD_UNIT_DIR=/lib/systemd/system \
+    -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_INSTALL_SYSCONFDIR=/etc \
+    -DSPLICED_SYSTEMD_UNIT_DIR=/lib/systemd/system \
     -DSPLICED_SYSUSERS_DIR=/usr/lib/sysusers.d >/dev/null
   cmake --build "$build" >/dev/null
   (cd "$build" && cpack -G DEB >/dev/null)
