@@ -3,6 +3,8 @@
 #include <getopt.h>
 #include <spdlog/spdlog.h>
 
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <string>
 
@@ -16,14 +18,45 @@
 namespace {
 
 void usage(FILE* out) {
-  std::fprintf(out,
-               "usage: spliced -c FILE        run in the foreground\n"
-               "       spliced -t -c FILE     check the config and exit (0 valid, 1 invalid)\n"
-               "       spliced verify DIR | -c FILE ROUTE   check an archive against its manifest\n"
-               "       spliced cat ...        read an archive back (spliced cat --help)\n"
-               "       spliced --version\n"
-               "signals: TERM/INT drain and exit, HUP reload the config, USR1 rotate archive "
-               "segments now\n");
+  std::fprintf(
+      out,
+      "spliced %s: a zero-copy log collector and TCP proxy built on splice(2)\n"
+      "Usage: spliced [-t] -c FILE\n"
+      "       spliced cat [--follow] [--since T] [--until T] [--peer IP] [--conn N] DIR | -c FILE "
+      "ROUTE\n"
+      "       spliced verify DIR | -c FILE ROUTE\n"
+      "       spliced -v | --version | -h | --help\n"
+      "Options:\n"
+      "  -c, --config FILE   the configuration file (YAML; see spliced.yaml(5))\n"
+      "  -t, --test          check the configuration and exit: 0 valid, 1 invalid\n"
+      "  -v, -V, --version   print the version and exit\n"
+      "  -h, --help          print this help and exit\n"
+      "Subcommands:\n"
+      "  cat                 print archived bytes of a route, in order (filters: time, peer, "
+      "connection)\n"
+      "  verify              check an archive's segments against its manifest\n"
+      "Signals:\n"
+      "  SIGHUP              reload the configuration (an invalid one is refused, the old stays)\n"
+      "  SIGUSR1             rotate: close every open archive segment now\n"
+      "  SIGUSR2             binary upgrade: not in this version (logged and ignored)\n"
+      "  SIGTERM, SIGINT     stop accepting, drain open streams (drain_timeout), exit\n"
+      "Exit status: 0 success, 1 invalid configuration or runtime failure, 2 usage error.\n",
+      spliced::kVersion);
+}
+
+// A usage error: one line naming the problem, a pointer to --help, exit status 2.
+int usageError(const std::string& what) {
+  std::fprintf(stderr, "spliced: %s (see spliced --help)\n", what.c_str());
+  return 2;
+}
+
+// The option getopt refused, as the user typed it: "-x", or the long option "--xyz".
+std::string optionName(char** argv, int opt) {
+  if (opt != 0) return std::string("-") + static_cast<char>(opt);
+  const char* arg = argv[optind - 1];
+  std::string name = arg;
+  if (size_t eq = name.find('='); eq != std::string::npos) name.resize(eq);
+  return name;
 }
 
 }  // namespace
@@ -39,8 +72,10 @@ int main(int argc, char** argv) {
                                     {"version", no_argument, nullptr, 'V'},
                                     {"help", no_argument, nullptr, 'h'},
                                     {nullptr, 0, nullptr, 0}};
+  // getopt's own messages ("invalid option") are replaced by one clear line and the exit status 2.
+  opterr = 0;
   int opt;
-  while ((opt = getopt_long(argc, argv, "c:tVh", kOptions, nullptr)) != -1) {
+  while ((opt = getopt_long(argc, argv, ":c:tvVh", kOptions, nullptr)) != -1) {
     switch (opt) {
       case 'c':
         config_path = optarg;
@@ -48,21 +83,21 @@ int main(int argc, char** argv) {
       case 't':
         test_only = true;
         break;
+      case 'v':
       case 'V':
         std::printf("spliced %s\n", spliced::kVersion);
         return 0;
       case 'h':
         usage(stdout);
         return 0;
+      case ':':
+        return usageError(fmt::format("option {} needs an argument", optionName(argv, optopt)));
       default:
-        usage(stderr);
-        return 2;
+        return usageError(fmt::format("unknown option {}", optionName(argv, optopt)));
     }
   }
-  if (config_path.empty() || optind != argc) {
-    usage(stderr);
-    return 2;
-  }
+  if (optind != argc) return usageError(fmt::format("unexpected argument '{}'", argv[optind]));
+  if (config_path.empty()) return usageError("no configuration file: give -c FILE");
   spliced::ConfigResult loaded = spliced::loadConfigFile(config_path);
   if (test_only) {
     for (const auto& e : loaded.errors) std::fprintf(stderr, "%s\n", e.format().c_str());

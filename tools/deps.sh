@@ -6,7 +6,10 @@
 #   tools/deps.sh test      + the test suite: Catch2, python3 (the layering check), rsyslog
 #                           (a real sender through a restart, e2e/senders_test.cpp), htpasswd,
 #                           openssl and curl (the admin endpoint's auth and TLS), rclone
-#                           (a real upload tool for archive.on_publish, e2e/verify_test.cpp)
+#                           (a real upload tool for archive.on_publish, e2e/verify_test.cpp),
+#                           chromium and chromium-driver (the status page, e2e/status_page_test),
+#                           prometheus (a real scrape and promtool, e2e/prometheus_test)
+#   tools/deps.sh package   + lintian, zstd (tools/test.sh --package: build, install and purge the .deb)
 #   tools/deps.sh lint      + clang-tidy (tools/test.sh --lint)
 #   tools/deps.sh fuzz      + clang and its libFuzzer/sanitizer runtimes (tools/fuzz.sh)
 #
@@ -20,12 +23,14 @@ for group in "$@"; do
   case "$group" in
     # rsyslog: e2e/senders_test.cpp, e2e/syslog_test.cpp; bsdutils (logger): e2e/syslog_test.cpp;
     # apache2-utils (htpasswd), openssl, curl: e2e/admin_auth_test.cpp; rclone: e2e/verify_test.cpp;
-    # zstd, gzip: e2e/cat_test.cpp
-    test) packages+=(catch2 python3 rsyslog bsdutils apache2-utils openssl curl rclone zstd gzip) ;;
+    # zstd, gzip: e2e/cat_test.cpp; chromium, chromium-driver, prometheus: e2e/ops_test.cpp
+    test) packages+=(catch2 python3 rsyslog bsdutils apache2-utils openssl curl rclone zstd gzip
+      chromium chromium-driver prometheus) ;;
+    package) packages+=(lintian zstd man-db systemd) ;;
     lint) packages+=(clang-tidy) ;;
     fuzz) packages+=(clang libclang-rt-14-dev) ;;
     *)
-      echo "tools/deps.sh: unknown group '$group' (test, lint or fuzz)" >&2
+      echo "tools/deps.sh: unknown group '$group' (test, package, lint or fuzz)" >&2
       exit 2
       ;;
   esac

@@ -6,25 +6,30 @@
 #   tools/test.sh --release    the whole suite built as a user builds it (Release, build/release-tests)
 #   tools/test.sh --lint       clang-tidy over src/ with .clang-tidy; any finding fails
 #   tools/test.sh --fuzz [S]   every libFuzzer target for S seconds (default 20), regressions first
+#   tools/test.sh --package    build the .deb, lintian, install it (root), check it, purge it
 # Extra arguments after the mode go to ctest (e.g. -R proxy). Tests labelled `long` (full-size
 # runs) are left out; run them with `cd build/test && ctest -L long`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-}"
 case "$mode" in
-  --sanitize | --release | --lint | --fuzz) shift ;;
+  --sanitize | --release | --lint | --fuzz | --package) shift ;;
   *) mode="" ;;
 esac
 # Each mode installs what it uses: the clang toolchain only for --lint and --fuzz.
 case "$mode" in
   --lint) tools/deps.sh test lint ;;
   --fuzz) ;; # tools/fuzz.sh installs its own
+  --package) tools/deps.sh test package ;;
   *) tools/deps.sh test ;;
 esac
 
 case "$mode" in
   --fuzz)
     exec tools/fuzz.sh "${1:-20}"
+    ;;
+  --package)
+    exec tools/test_package.sh
     ;;
   --lint)
     tools/build.sh >/dev/null

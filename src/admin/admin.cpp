@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -232,6 +233,7 @@ Admin::~Admin() {
     std::erase_if(g_admins, [this](const auto& e) { return e.second == this; });
   }
   resume_ev_.reset();
+  rate_ev_.reset();
   http_.reset();  // closes the listening socket
   if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
 }
@@ -284,6 +286,9 @@ Status Admin::start() {
     g_admins.emplace_back(listener_, this);
   }
   evconnlistener_set_error_cb(listener_, &Admin::onAcceptError);
+  rates_.sample(source_.status(), RateSampler::Clock::now());
+  rate_ev_.reset(event_new(base_, -1, EV_PERSIST, &Admin::onRateTimer, this));
+  addEvent(rate_ev_.get(), kRateInterval);
   if (cfg_.listen->isUnix()) unix_path_ = cfg_.listen->path;
   return Ok{};
 }
@@ -383,6 +388,8 @@ void Admin::dispatch(evhttp_request* req) {
   std::string path = p ? p : "";
   if (path == "/metrics") return metrics(req);
   if (path == "/healthz") return health(req);
+  if (path == "/") return statusPage(req, false);
+  if (path == "/status.json") return statusPage(req, true);
   if (path.starts_with("/archive/")) {
     return archive(req, path.substr(9), uri ? evhttp_uri_get_query(uri) : nullptr);
   }
@@ -393,6 +400,39 @@ void Admin::metrics(evhttp_request* req) {
   ServerStatus status = source_.status();
   status.admin = counters_;
   reply(req, 200, "OK", renderMetrics(status), "text/plain; version=0.0.4; charset=utf-8");
+}
+
+void Admin::onRateTimer(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Admin*>(arg);
+  self->rates_.sample(self->source_.status(), RateSampler::Clock::now());
+}
+
+void Admin::statusPage(evhttp_request* req, bool json) {
+  ServerStatus status = source_.status();
+  status.admin = counters_;
+  StatusExtras extras;
+  extras.now = std::chrono::system_clock::now();
+  extras.rates = rates_.rates();
+  for (const RouteStatus& r : status.routes) {
+    std::optional<DiskUsage> disk;
+    const int dir = r.collects ? source_.archiveDir(r.name) : -1;
+    struct statvfs vfs {};
+    if (dir >= 0 && ::fstatvfs(dir, &vfs) == 0) {
+      disk = DiskUsage{static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize,
+                       static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize};
+    }
+    extras.disks.push_back(disk);
+  }
+  evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+  if (json) {
+    return reply(req, 200, "OK", renderStatusJson(status, extras),
+                 "application/json; charset=utf-8");
+  }
+  // The page runs only its own inline script and loads nothing from elsewhere.
+  evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Security-Policy",
+                    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+                    "connect-src 'self'; img-src 'self'");
+  reply(req, 200, "OK", renderStatusHtml(status, extras), "text/html; charset=utf-8");
 }
 
 uint64_t Admin::addPending(Pending p) {

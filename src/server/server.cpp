@@ -29,9 +29,11 @@ RouteStatus routeStatus(const Route& r) {
   RouteStatus rs;
   rs.name = r.config().name;
   rs.listening = r.listening();
+  rs.listen = r.boundAddress();
   rs.counters = r.counters();
   if (const CollectRoute* c = r.collect()) {
     rs.collects = true;
+    if (r.config().archive) rs.archive_dir = r.config().archive->dir.string();
     rs.stalled = c->stalledSessions();
     rs.unpublished = c->unpublishedSegments();
     const LifecycleMetrics& lm = c->lifecycle();
@@ -149,7 +151,7 @@ Status Server::start() {
     if (Status s = admin_->start(); !s) return std::move(s).takeError().withContext("admin");
     spdlog::info("admin listening on {}", admin_->boundAddress());
   }
-  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) {
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP}) {
     EventPtr ev(evsignal_new(base_.get(), sig, &Server::onSignal, this));
     event_add(ev.get(), nullptr);
     signal_evs_.push_back(std::move(ev));
@@ -493,6 +495,9 @@ void Server::onSignal(evutil_socket_t sig, short, void* arg) {
     case SIGUSR1:
       spdlog::info("SIGUSR1: rotating every active segment");
       self->rotateAll();
+      break;
+    case SIGUSR2:
+      spdlog::warn("SIGUSR2: binary upgrade is not supported by this version; ignored");
       break;
     case SIGHUP:
       // Activating an active event is a no-op: SIGHUPs that arrive together make one reload.

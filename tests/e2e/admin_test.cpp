@@ -1290,8 +1290,8 @@ TEST_CASE("admin: methods other than GET and HEAD get 405 with Allow, unknown pa
     CHECK(r.header("Allow") == "GET, HEAD");
   }
 
-  for (const char* target :
-       {"/", "/metricsx", "/metrics/", "/healthzx", "/archive/", "/archive", "/favicon.ico"}) {
+  for (const char* target : {"/index.html", "/status.jsonx", "/status.json/", "/metricsx",
+                             "/metrics/", "/healthzx", "/archive/", "/archive", "/favicon.ico"}) {
     INFO("GET " << target);
     HttpResponse r = httpGet(admin, target);
     INFO(r.error);

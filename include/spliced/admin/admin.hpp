@@ -1,10 +1,10 @@
 #pragma once
 // The admin endpoint on the server's event loop (libevent's evhttp): GET /metrics (Prometheus),
-// GET /healthz, GET /archive/<route>/ (closed segments as JSON, a page at a time:
-// ?limit=N&after=NAME, with a Link: rel="next" header while more remain) and
-// GET /archive/<route>/<path> (one closed segment by sendfile, with Range). HEAD is answered like
-// GET, without a body. This file is the HTTP dispatch; the pages come from the metrics catalogue,
-// the AdminSource and the archive's file rules.
+// GET /healthz, GET / (the status page, HTML) and GET /status.json (its data), GET
+// /archive/<route>/ (closed segments as JSON, a page at a time: ?limit=N&after=NAME, with a Link:
+// rel="next" header while more remain) and GET /archive/<route>/<path> (one closed segment by
+// sendfile, with Range). HEAD is answered like GET, without a body. This file is the HTTP dispatch;
+// the pages come from the metrics catalogue, the AdminSource and the archive's file rules.
 //
 // A listing walks a whole archive dir (100,000 files take about a second): it runs on the admin's
 // listing thread (a LoopWorker), never on the loop, and its reply is sent from the loop when the
@@ -32,6 +32,7 @@
 #include "spliced/admin/admin_status.hpp"
 #include "spliced/admin/auth_throttle.hpp"
 #include "spliced/admin/basic_auth.hpp"
+#include "spliced/admin/status_page.hpp"
 #include "spliced/admin/tls.hpp"
 #include "spliced/archive/loop_worker.hpp"
 #include "spliced/core/error.hpp"
@@ -62,6 +63,8 @@ class Admin {
   // GET /archive/<route>/: entries per page without ?limit=, and the largest limit accepted.
   static constexpr size_t kDefaultListLimit = 1000;
   static constexpr size_t kMaxListLimit = 10000;
+  // The status page's rates are over this interval (a timer samples the byte counters).
+  static constexpr std::chrono::milliseconds kRateInterval{2000};
   // An archive download over TLS is read and encrypted this much at a time.
   static constexpr size_t kTlsChunk = 256 * 1024;
 
@@ -122,6 +125,9 @@ class Admin {
   uint64_t addPending(Pending p);
   void health(evhttp_request* req);
   void metrics(evhttp_request* req);
+  // GET / and GET /status.json.
+  void statusPage(evhttp_request* req, bool json);
+  static void onRateTimer(evutil_socket_t fd, short what, void* arg);
   void archive(evhttp_request* req, const std::string& raw_path, const char* query);
   void listSegments(evhttp_request* req, int dir_fd, const std::string& route, const char* query);
   // On the loop, when the walk of listing `id` is done.
@@ -141,6 +147,8 @@ class Admin {
   int fd_ = -1;                         // owned by http_ (closed by evhttp_free)
   evconnlistener* listener_ = nullptr;  // owned by http_
   EventPtr resume_ev_;                  // re-enables the paused listener, then ends the episode
+  EventPtr rate_ev_;                    // samples the byte counters for the status page's rates
+  RateSampler rates_;
   bool paused_ = false;
   LogLimiter accept_log_{"admin accept"};
   std::string unix_path_;

@@ -40,6 +40,8 @@ struct RouteStatus {
   bool collects = false;  // an archive: block
   bool proxies = false;   // a forward: block
   bool listening = false;
+  std::string listen;       // the bound address ("127.0.0.1:5140", "unix:/run/x.sock")
+  std::string archive_dir;  // collect routes: the configured archive dir
   RouteMetrics counters;
   uint64_t stalled = 0;      // connections paused because archive writes fail
   uint64_t unpublished = 0;  // closed segments whose rename failed, waiting for a retry
