@@ -350,6 +350,14 @@ void Server::reload() {
   if (!removed.empty())
     addEvent(route_drain_ev_.get(), std::max(nc.drain_timeout, milliseconds(1)));
   setLogLevel(nc.log.level);
+  // The admin endpoint's users (admin.auth.basic_file) are read again: a password changed with
+  // htpasswd applies without a restart. The file was checked with the rest of the config.
+  if (admin_) {
+    if (Status s = admin_->loadUsers(); !s) {
+      spdlog::error("error=config reload: {}; the users read before stay in force",
+                    s.error().message());
+    }
+  }
   config_ = next.config;
   ++generation_;
   ++reloads_ok_;

@@ -7,6 +7,7 @@
 // several MiB and a Range), and plain HTTP on the TLS port refused; -t errors for bad files.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -377,4 +378,27 @@ TEST_CASE("admin tls and auth: spliced -t names the bad file", "[e2e][admin][tls
   writeFile(dir / "spliced.yaml", readFile(dir / "t.yaml"));
   CommandResult run = runSpliced(dir, {"-c", (dir / "t.yaml").string()});
   CHECK(run.exit_code != 0);
+}
+
+TEST_CASE("admin auth: a reload (SIGHUP) reads the users file again", "[e2e][admin][auth]") {
+  TempDir dir;
+  REQUIRE(sh(dir, "htpasswd -c -b -B -C 5 users alice first\n").exit_code == 0);
+  Daemon d(dir, withDir("admin: { listen: 127.0.0.1:0, auth: { basic_file: @DIR@/users } }\n"
+                        "routes:\n  - name: app\n    listen: 127.0.0.1:0\n    archive:\n"
+                        "      dir: @DIR@/a\n",
+                        dir));
+  const std::string admin = d.waitAdmin();
+  CHECK(httpGet(admin, "/archive/app/", basic("alice", "first")).status == 200);
+  // The password changes in the file: the old one works until the reload, the new one after.
+  REQUIRE(sh(dir, "htpasswd -b -B -C 5 users alice second\n").exit_code == 0);
+  d.signal(SIGHUP);
+  REQUIRE(d.waitLog("reload applied", 10s));
+  REQUIRE(waitUntil(
+      [&] {
+        return d.log().find("admin authentication: 1 user(s)") !=
+               d.log().rfind("admin authentication: 1 user(s)");
+      },
+      5s));
+  CHECK(httpGet(admin, "/archive/app/", basic("alice", "second")).status == 200);
+  CHECK(httpGet(admin, "/archive/app/", basic("alice", "first")).status == 401);
 }
