@@ -442,7 +442,9 @@ TEST_CASE("cat --follow sees every byte once while segments rotate and get compr
   REQUIRE(waitUntil([&] { return countFiles(dir / "archive", ".open") == 1; }, Millis(10000)));
   Conn c2 = connectTcp(port);
   REQUIRE(c2.valid());
-  std::string p1 = "x" + randomPayload(1, 3 * kMiB);
+  // Built piece by piece: GCC 12 at -O3 reports a false -Wstringop-overflow for "x" + string.
+  std::string p1 = "x";
+  p1 += randomPayload(1, 3 * kMiB);
   std::string p2 = randomPayload(2, 3 * kMiB + 12345);
   std::atomic<bool> sending{true};
   // SIGUSR1 rotation on top of the size rotation, while both stream.
