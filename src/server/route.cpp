@@ -206,19 +206,14 @@ Status Route::start() {
 }
 
 void Route::stopAccepting() {
+  // Each worker closes its listener on its own thread; this waits for all of them, so that once
+  // it returns (and "shutting down" or a route's removal is logged) new clients are refused.
   for (auto& rw : workers_) {
     RouteWorker* w = rw.get();
-    server_.onWorker(w->worker(), [this, w] {
-      w->stopAccepting();
-      post([this] { listenerClosed(); });
-    });
+    server_.onWorkerWait(w->worker(), [w] { w->stopAccepting(); });
   }
-}
-
-void Route::listenerClosed() {
-  if (listeners_open_ == 0 || --listeners_open_ > 0) return;
-  server_.routeQuiet();
-  // Every worker has let go of the shared socket: new clients are refused from now on.
+  listeners_open_ = 0;
+  // Every worker has let go of the shared socket.
   if (shared_fd_.valid()) {
     shared_fd_.reset();
     if (!unix_path_.empty()) ::unlink(unix_path_.c_str());

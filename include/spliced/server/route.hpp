@@ -80,8 +80,8 @@ class Route final : public RouteContext {
 
   // Prepares the route kind and starts listening on every worker.
   Status start();
-  // Every worker stops accepting (its sessions are told the stream is ending); a shared Unix
-  // socket is closed once the last worker has let go of it.
+  // Every worker stops accepting (its sessions are told the stream is ending), and this waits
+  // until each has: new clients are refused when it returns. A shared socket is closed then.
   void stopAccepting();
   void rotateAll();
   void shutdownSweep();
@@ -127,8 +127,6 @@ class Route final : public RouteContext {
   // Counts a new connection against max_connections; false (nothing counted) at the limit.
   bool admit();
   void release();
-  // A worker has closed its listener (main thread).
-  void listenerClosed();
 
   Server& server_;
   ConfigPtr snapshot_;
