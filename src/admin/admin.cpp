@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "spliced/admin/byte_range.hpp"
+#include "spliced/admin/exposition.hpp"
 #include "spliced/admin/metrics_catalogue.hpp"
 #include "spliced/archive/listing.hpp"
 #include "spliced/archive/naming.hpp"
@@ -33,21 +34,6 @@
 
 namespace spliced {
 namespace {
-
-std::string jsonEscape(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      out += fmt::format("\\u{:04x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
 
 std::string httpDate(time_t t) {
   std::tm tm{};

@@ -1,5 +1,7 @@
 #include "spliced/admin/status_page.hpp"
 
+#include "spliced/admin/exposition.hpp"
+
 #include <fmt/format.h>
 
 #include <cmath>
@@ -10,20 +12,7 @@
 namespace spliced {
 namespace {
 
-std::string jsonString(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      out += fmt::format("\\u{:04x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
+std::string jsonString(std::string_view s) { return "\"" + jsonEscape(s) + "\""; }
 
 std::string html(std::string_view s) {
   std::string out;

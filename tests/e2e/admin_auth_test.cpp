@@ -27,25 +27,6 @@ namespace {
 
 const fs::path kSource = SPLICED_SOURCE_DIR;
 
-struct Shell {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr
-};
-
-// Runs `script` with bash in `dir` (popen); the output and exit status.
-Shell sh(const TempDir& dir, const std::string& script) {
-  writeFile(dir / "script.sh", script);
-  const std::string cmd = "cd '" + dir.path().string() + "' && bash ./script.sh 2>&1";
-  Shell r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
-  int status = ::pclose(p);
-  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  return r;
-}
-
 std::string base64(std::string_view in) {
   static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;

@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <cstdio>
 
 #include <algorithm>
 #include <atomic>
@@ -31,6 +32,19 @@
 #endif
 
 namespace e2e {
+
+Shell sh(const TempDir& dir, const std::string& script) {
+  writeFile(dir / "script.sh", script);
+  const std::string cmd = "cd '" + dir.path().string() + "' && bash ./script.sh 2>&1";
+  Shell r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
 
 size_t autoWorkers() {
   cpu_set_t set;

@@ -154,6 +154,14 @@ class Daemon {
   int exit_status_ = -1;
 };
 
+// What a shell script printed (stdout and stderr together) and its exit status (-1: killed).
+struct Shell {
+  int exit_code = -1;
+  std::string out;
+};
+// Runs `script` with bash in `dir` (written there as script.sh).
+Shell sh(const TempDir& dir, const std::string& script);
+
 struct CommandResult {
   int exit_code = -1;  // -1 when killed by a signal or timed out
   std::string out;     // stdout

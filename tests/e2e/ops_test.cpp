@@ -20,25 +20,6 @@ namespace {
 
 const fs::path kSource = SPLICED_SOURCE_DIR;
 
-struct Shell {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr
-};
-
-// Runs `script` with bash in `dir`; the output and exit status.
-Shell sh(const TempDir& dir, const std::string& script) {
-  writeFile(dir / "script.sh", script);
-  const std::string cmd = "cd '" + dir.path().string() + "' && bash ./script.sh 2>&1";
-  Shell r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
 bool have(const TempDir& dir, const std::string& program) {
   return sh(dir, "command -v " + program + " >/dev/null").exit_code == 0;
 }

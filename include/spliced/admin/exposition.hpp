@@ -9,6 +9,9 @@
 
 namespace spliced {
 
+// `s` as the inside of a JSON string: `"` and `\\` escaped, control characters as \\u00XX.
+std::string jsonEscape(std::string_view s);
+
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
 class Exposition {
