@@ -377,6 +377,18 @@ bool Daemon::waitLog(const std::string& needle, Millis timeout) const {
   return waitUntil([&] { return log().find(needle) != std::string::npos; }, timeout);
 }
 
+size_t Daemon::countLogLines(const std::vector<std::string>& needles, size_t expected,
+                             Millis timeout) const {
+  size_t n = 0;
+  waitUntil(
+      [&] {
+        n = logLines(log(), needles).size();
+        return n >= expected;
+      },
+      timeout);
+  return n;
+}
+
 size_t Daemon::fdCount() const {
   size_t n = 0;
   std::error_code ec;

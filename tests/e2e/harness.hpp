@@ -137,6 +137,11 @@ class Daemon {
   std::string log() const;
   // Polls the log until it contains `needle`; false on timeout.
   bool waitLog(const std::string& needle, Millis timeout) const;
+  // The number of log lines holding every one of `needles`, once it reaches `expected` or
+  // `timeout` (5 s) has passed. A session's line is written after its sockets close, and another
+  // worker thread may write it, so a client that has seen EOF may be a moment ahead of the log.
+  size_t countLogLines(const std::vector<std::string>& needles, size_t expected,
+                       Millis timeout = Millis(5000)) const;
 
   // Entries in /proc/PID/fd, and their targets (for a failure message).
   size_t fdCount() const;

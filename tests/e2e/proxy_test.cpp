@@ -329,7 +329,7 @@ TEST_CASE("proxy: 64 concurrent clients x 4 MiB each way through an echo upstrea
   CHECK(m.get("spliced_upstream_active_connections", upstreamLabels("web", echo->address())) == 0);
   CHECK(echo->served() == kClients);
   CHECK(echo->bytesReceived() == kClients * kBytes);
-  CHECK(logLines(daemon.log(), {"proxy route=web ", " end=eof"}).size() == kClients);
+  CHECK(daemon.countLogLines({"proxy route=web ", " end=eof"}, kClients) == kClients);
 
   daemon.signal(SIGTERM);
   REQUIRE(daemon.waitExit(10s) == 0);
@@ -654,7 +654,7 @@ TEST_CASE("proxy: a refusing upstream is skipped, counted and marked down after 
   CHECK(m.get("spliced_upstream_errors_total", upstreamLabels("web", echo->address())) == 0);
   CHECK(m.get("spliced_connections_rejected_total", reasonLabels("web", "no_upstream")) == 0);
   CHECK(httpGet(admin, "/healthz").status == 200);
-  CHECK(logLines(daemon.log(), {"proxy route=web ", " end=eof"}).size() == 50);
+  CHECK(daemon.countLogLines({"proxy route=web ", " end=eof"}, 50) == 50);
   CHECK(logLines(daemon.log(), {"upstream=" + refusing, "marked down"}).size() == 1);
 }
 
@@ -689,7 +689,7 @@ TEST_CASE("proxy: with every upstream down clients are closed quickly, counted, 
   CHECK(m.get("spliced_upstream_errors_total", upstreamLabels("web", b)) == 3);
   CHECK(m.get("spliced_upstream_up", upstreamLabels("web", a)) == 0);
   CHECK(m.get("spliced_upstream_up", upstreamLabels("web", b)) == 0);
-  CHECK(logLines(daemon.log(), {"proxy route=web ", " end=no_upstream"}).size() == 6);
+  CHECK(daemon.countLogLines({"proxy route=web ", " end=no_upstream"}, 6) == 6);
   HttpResponse h = httpGet(admin, "/healthz");
   INFO(h.body);
   CHECK(h.status == 503);
@@ -709,7 +709,7 @@ TEST_CASE("proxy: with every upstream down clients are closed quickly, counted, 
                    1));
   CHECK(metric(admin, "spliced_upstream_errors_total", upstreamLabels("hole", hole.address())) ==
         1);
-  CHECK(logLines(daemon.log(), {"proxy route=hole ", " end=no_upstream"}).size() == 1);
+  CHECK(daemon.countLogLines({"proxy route=hole ", " end=no_upstream"}, 1) == 1);
 }
 
 TEST_CASE(
@@ -1223,5 +1223,6 @@ TEST_CASE("proxy: 2000 short sessions leave the daemon's fd count at its baselin
   CHECK(settled);
   CHECK(echo->served() == kWarmup + kSessions);
   CHECK(metric(admin, "spliced_connections_total", routeLabel("web")) == kWarmup + kSessions);
-  CHECK(logLines(daemon.log(), {"proxy route=web ", " end=eof"}).size() == kWarmup + kSessions);
+  CHECK(daemon.countLogLines({"proxy route=web ", " end=eof"}, kWarmup + kSessions) ==
+        kWarmup + kSessions);
 }

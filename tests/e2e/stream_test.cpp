@@ -117,7 +117,7 @@ TEST_CASE("16 concurrent clients x 8 MiB: each connection's chain is byte-identi
   CHECK(totals["archive_bytes"] == kClients * kBytes);
   CHECK(totals["segments"] == kClients * ((kBytes + kMaxBytes - 1) / kMaxBytes));
   if (copy) CHECK(totals["copy_fallback_bytes"] == kClients * kBytes);
-  CHECK(logLines(daemon.log(), {"close route=app", "end=eof"}).size() == kClients);
+  CHECK(daemon.countLogLines({"close route=app", "end=eof"}, kClients) == kClients);
 }
 
 TEST_CASE("size rotation: no segment above max_bytes, all but the last exactly max_bytes",
@@ -217,8 +217,8 @@ TEST_CASE("idle_timeout: a silent connection is closed and its bytes are in a cl
   CHECK(chains.size() == 2);
   CHECK(firstDifference(concatFiles(s->files()), payload) == "");
   CHECK(firstDifference(concatFiles(t->files()), trickled) == "");
-  CHECK(logLines(daemon.log(), {"close route=app", "end=idle_timeout"}).size() == 2);
-  CHECK(logLines(daemon.log(), {"close route=app", "end=eof"}).size() == 1);
+  CHECK(daemon.countLogLines({"close route=app", "end=idle_timeout"}, 2) == 2);
+  CHECK(daemon.countLogLines({"close route=app", "end=eof"}, 1) == 1);
 
   daemon.signal(SIGTERM);
   CHECK(daemon.waitExit(10s) == 0);

@@ -366,7 +366,7 @@ TEST_CASE("on_publish: rclone copies each published segment; the manifest record
     CHECK(std::system(cmp.c_str()) == 0);
   }
   CHECK(countLines(manifestLines(archive), "\"event\":\"published\"") == 5);
-  CHECK(logLines(daemon.log(), {"on_publish", "result=success"}).size() == 5);
+  CHECK(daemon.countLogLines({"on_publish", "result=success"}, 5) == 5);
   daemon.signal(SIGTERM);
   REQUIRE(daemon.waitExit(10s) == 0);
   CommandResult r = verify(dir, archive);
