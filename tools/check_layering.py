@@ -26,11 +26,12 @@ from pathlib import Path
 RULES = {
     "core":    [],
     "archive": ["core"],
-    "collect": ["core", "archive"],
+    "collect": ["core", "archive", "proxy", "ship"],
     "proxy":   ["core"],
+    "ship":    ["core", "archive", "proxy"],
     "admin":   ["core", "archive"],
     "config":  ["core", "archive", "proxy", "admin"],
-    "server":  ["core", "archive", "collect", "proxy", "admin", "config"],
+    "server":  ["core", "archive", "collect", "proxy", "ship", "admin", "config"],
     "cli":     ["core", "archive", "config"],
 }
 MAIN = "main"                  # src/main.cpp: may include anything

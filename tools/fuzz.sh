@@ -13,12 +13,12 @@ seconds=${1:-20}
 
 build=build/fuzz
 targets=(fuzz_config fuzz_units fuzz_address fuzz_naming fuzz_proxy_header fuzz_range fuzz_auth
-  fuzz_manifest fuzz_cat_names fuzz_octet_framer)
+  fuzz_manifest fuzz_cat_names fuzz_octet_framer fuzz_ship_cursor)
 # Longest input tried per target: room for a config file; a PROXY header (536 bytes at most) plus
 # stream bytes; a template plus its values; a manifest line; short texts for the rest.
 declare -A max_len=([fuzz_config]=4096 [fuzz_units]=64 [fuzz_address]=256 [fuzz_naming]=512
   [fuzz_proxy_header]=600 [fuzz_range]=128 [fuzz_auth]=1024 [fuzz_manifest]=1024
-  [fuzz_cat_names]=512 [fuzz_octet_framer]=4096)
+  [fuzz_cat_names]=512 [fuzz_octet_framer]=4096 [fuzz_ship_cursor]=1024)
 
 tools/deps.sh fuzz
 

@@ -130,6 +130,38 @@ constexpr std::array<UpstreamMetricDef, 3> kUpstreamMetrics{{
      [](const UpstreamStatus& u) { return u.active; }},
 }};
 
+// Shipping routes only (archive: and forward: together).
+struct ShipMetricDef {
+  std::string_view family;
+  MetricType type;
+  std::string_view help;
+  double (*get)(const RouteStatus&);
+};
+
+constexpr std::array<ShipMetricDef, 7> kShipMetrics{{
+    {"spliced_ship_bytes_total", T::Counter,
+     "Archived bytes sent to the upstream (sent again after a broken connection included).",
+     [](const R& r) { return static_cast<double>(r.ship.sent); }},
+    {"spliced_ship_acked_bytes_total", T::Counter,
+     "Shipped bytes the upstream's kernel acknowledged.",
+     [](const R& r) { return static_cast<double>(r.ship.acked); }},
+    {"spliced_ship_lag_bytes", T::Gauge, "Archived bytes the upstream has not acknowledged yet.",
+     [](const R& r) { return static_cast<double>(r.ship.lag_bytes); }},
+    {"spliced_ship_lag_seconds", T::Gauge,
+     "Age of the oldest archived byte the upstream has not acknowledged (0: none waits).",
+     [](const R& r) { return r.ship.lag_seconds; }},
+    {"spliced_ship_resent_bytes_total", T::Counter,
+     "Bytes sent again because a connection broke before the upstream acknowledged them.",
+     [](const R& r) { return static_cast<double>(r.ship.resent); }},
+    {"spliced_ship_dropped_bytes_total", T::Counter,
+     "Archived bytes that will never be shipped: deleted by retention (retain.unshipped: drop), "
+     "or truncated or removed before they were shipped.",
+     [](const R& r) { return static_cast<double>(r.ship.dropped); }},
+    {"spliced_ship_cursor_errors_total", T::Counter,
+     "Failed saves of the shipping cursor or appends to its segment journal.",
+     [](const R& r) { return static_cast<double>(r.ship.cursor_errors); }},
+}};
+
 using P = ProcessStats;
 using S = ServerStatus;
 
@@ -214,6 +246,21 @@ std::string renderMetrics(const ServerStatus& status) {
     for (const auto& r : status.routes) {
       for (const auto& u : r.upstreams)
         x.sample({{"route", r.name}, {"upstream", u.address}}, m.get(u));
+    }
+  }
+  for (const auto& m : kShipMetrics) {
+    x.family(m.family, toExposition(m.type), m.help);
+    for (const auto& r : status.routes) {
+      if (r.ships) x.sample({{"route", r.name}}, m.get(r));
+    }
+  }
+  x.family("spliced_ship_reconnects_total", Exposition::Type::Counter,
+           "Connections to an upstream a shipping route set up after its first one (failover, "
+           "resets, restarts of the upstream).");
+  for (const auto& r : status.routes) {
+    if (!r.ships) continue;
+    for (const auto& u : r.upstreams) {
+      x.sample({{"route", r.name}, {"upstream", u.address}}, u.ship_reconnects);
     }
   }
   x.family("spliced_config_generation", Exposition::Type::Gauge,

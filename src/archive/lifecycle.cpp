@@ -263,7 +263,9 @@ void ArchiveLifecycle::doClosed(ArchiveTarget* t, const UnpublishedSegment& seg)
     auto dir = t->dir->hold();
     if (!recordClosed(t, dir->get(), seg, "")) return;
   }
-  if (t->compresses() && !isUnsyncedName(seg.rel) && !draining_.load()) {
+  // A shipping route compresses a segment once it is shipped (the shipper queues it then).
+  if (t->compresses() && !isUnsyncedName(seg.rel) && !draining_.load() &&
+      !(t->unshipped && t->unshipped(seg.rel))) {
     final_name = doCompress(t, seg.rel);
   }
   if (t->publisher != nullptr && t->manifest->unpublished(final_name)) {
@@ -393,27 +395,34 @@ void ArchiveLifecycle::doRetain(ArchiveTarget* t) {
   auto dir = t->dir->hold();
   RetentionHooks hooks;
   Manifest* m = t->manifest != nullptr && t->manifest->isOpen() ? t->manifest : nullptr;
-  if (m != nullptr) {
-    hooks.deleted = [this, t](const std::string& rel, const char* reason) {
-      ManifestRecord rec;
-      rec.event = ManifestEvent::Deleted;
-      rec.name = rel;
-      rec.reason = reason;
-      rec.time = manifestTime(nowUnixMs());
-      appendRecord(t, rec);
+  const bool require_published =
+      m != nullptr && t->cfg->retain.require_published && t->publisher != nullptr;
+  const bool keep_unshipped = t->unshipped && !t->cfg->retain.drop_unshipped;
+  if (require_published || keep_unshipped) {
+    hooks.keep = [t, m, require_published, keep_unshipped](const std::string& rel) {
+      if (keep_unshipped && t->unshipped(rel)) return true;
+      if (!require_published || !m->unpublished(rel)) return false;
+      t->metrics->kept_unpublished.fetch_add(1, std::memory_order_relaxed);
+      return true;
     };
-    if (t->cfg->retain.require_published && t->publisher != nullptr) {
-      hooks.keep = [t, m](const std::string& rel) {
-        if (!m->unpublished(rel)) return false;
-        t->metrics->kept_unpublished.fetch_add(1, std::memory_order_relaxed);
-        return true;
-      };
-    }
   }
+  // With retain.unshipped: drop, whether a segment was unshipped is asked before it goes.
+  std::set<std::string> unshipped_deleted;
+  hooks.deleted = [this, t, m, &unshipped_deleted](const std::string& rel, const char* reason) {
+    if (t->dropped_unshipped && t->unshipped && t->unshipped(rel)) unshipped_deleted.insert(rel);
+    if (m == nullptr) return;
+    ManifestRecord rec;
+    rec.event = ManifestEvent::Deleted;
+    rec.name = rel;
+    rec.reason = reason;
+    rec.time = manifestTime(nowUnixMs());
+    appendRecord(t, rec);
+  };
   RetentionResult r =
       applyRetention(dir->get(), t->cfg->retain, std::chrono::system_clock::now(), t->route, hooks);
   t->metrics->deleted_files.fetch_add(r.files, std::memory_order_relaxed);
   t->metrics->deleted_bytes.fetch_add(r.bytes, std::memory_order_relaxed);
+  for (const auto& rel : unshipped_deleted) t->dropped_unshipped(rel);
 }
 
 void ArchiveLifecycle::doCatchUp(ArchiveTarget* t) {
@@ -422,6 +431,7 @@ void ArchiveLifecycle::doCatchUp(ArchiveTarget* t) {
       if (draining_.load()) return;
       // NAME.unsynced stays as written (its fdatasync failed): never compressed.
       if (isCompressedName(seg.path) || isUnsyncedName(seg.path)) continue;
+      if (t->unshipped && t->unshipped(seg.path)) continue;  // compressed once shipped
       doCompress(t, seg.path);
     }
   }

@@ -87,10 +87,12 @@ int SegmentChain::openNamed(const std::string& first) {
         fd_.reset(fd);
         rel_ = rel;
         size_ = 0;
+        observed_size_ = 0;
         seg_generation_ = dir_.generation();
         opened_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();
+        if (observer_ != nullptr) observer_->segmentOpened(rel_, fd_.get());
         return 0;
       }
       if (errno == ENOENT && !remade) {
@@ -135,6 +137,8 @@ void SegmentChain::dropLostSegment() {
       "what follows goes to a new segment",
       vars_.route, vars_.conn, rel_, kOpenSuffix, size_);
   ++metrics_.storage_errors;
+  // An observer holding its own descriptor can still read what the segment holds.
+  if (observer_ != nullptr) observer_->segmentDone(size_);
   fd_.reset();
   rel_.clear();
   size_ = 0;
@@ -265,6 +269,7 @@ void SegmentChain::closeSegment() {
     seg.peer = vars_.peer;
     seg.conn = vars_.conn;
   }
+  if (observer_ != nullptr) observer_->segmentDone(size_);
   UniqueFd fd = std::move(fd_);
   ++closed_;
   rel_.clear();
@@ -304,6 +309,7 @@ void SegmentChain::closeSegment() {
 }
 
 SinkResult SegmentChain::fail(size_t done, int err) {
+  notifyAppended();
   last_err_ = err;
   ++metrics_.storage_errors;
   return {done, IoStatus::Error, err};
@@ -335,11 +341,17 @@ SinkResult SegmentChain::fromPipe(Pipe& pipe, size_t n) {
     }
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
-      return {done, IoStatus::Unsupported, errno};
+      int err = errno;
+      notifyAppended();
+      return {done, IoStatus::Unsupported, err};
     }
-    if (w < 0 && errno == EAGAIN) return {done, IoStatus::Blocked, EAGAIN};
+    if (w < 0 && errno == EAGAIN) {
+      notifyAppended();
+      return {done, IoStatus::Blocked, EAGAIN};
+    }
     return fail(done, w == 0 ? EIO : errno);
   }
+  notifyAppended();
   last_err_ = 0;
   return {done, IoStatus::Ok, 0};
 }
@@ -417,6 +429,7 @@ SinkResult SegmentChain::writeBuffer(const char* data, size_t n, bool whole_line
     if (w < 0 && errno == EINTR) continue;
     return fail(done, w == 0 ? EIO : errno);
   }
+  notifyAppended();
   last_err_ = 0;
   return {done, IoStatus::Ok, 0};
 }

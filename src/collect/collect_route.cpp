@@ -21,8 +21,9 @@
 
 namespace spliced {
 
-CollectRoute::CollectRoute(RouteContext& ctx, const ArchiveConfig& cfg, ArchiveLifecycle& lifecycle)
-    : ctx_(ctx), cfg_(cfg), lifecycle_(lifecycle) {}
+CollectRoute::CollectRoute(RouteContext& ctx, const ArchiveConfig& cfg, ArchiveLifecycle& lifecycle,
+                           const ForwardConfig* forward)
+    : ctx_(ctx), cfg_(cfg), lifecycle_(lifecycle), forward_(forward) {}
 
 namespace {
 constexpr std::chrono::milliseconds kFirstPublishRetry{100};
@@ -109,6 +110,23 @@ Status CollectRoute::start() {
         [this](const std::string& rel, const UnpublishedSegment& seg) { segmentClosed(rel, seg); });
     shared_->onUnpublished([this](UnpublishedSegment seg) { publishLater(std::move(seg)); });
     shared_->syncOffLoop(close_worker_.get());
+  }
+  if (forward_ != nullptr && shared_) {
+    // Store-and-forward: the shipper reads the cursor (after recovery published what a crash
+    // left) and follows the shared chain from its first segment on.
+    pool_ = std::make_unique<UpstreamPool>(ctx_.base(), *forward_, route);
+    pool_->start();
+    shipper_ = std::make_unique<Shipper>(
+        ctx_.base(), ctx_.sys(), route, "shared", *forward_, cfg_.framing == Framing::Lines, *pool_,
+        dir_, [this](std::function<void()> fn) { ctx_.post(std::move(fn)); },
+        [this](const std::string& rel) { segmentShipped(rel); });
+    Shipper* s = shipper_.get();
+    target_.unshipped = [s](const std::string& rel) { return s->unshipped(rel); };
+    if (cfg_.retain.drop_unshipped) {
+      target_.dropped_unshipped = [s](const std::string& rel) { s->dropped(rel); };
+    }
+    shipper_->start();
+    shared_->observe(s);
   }
   publish_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onPublishRetry, this));
   interval_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onInterval, this));
@@ -309,6 +327,11 @@ void CollectRoute::retryPublishing() {
   }
 }
 
+void CollectRoute::segmentShipped(const std::string& rel) {
+  if (target_.compresses() && !isUnsyncedName(rel)) lifecycle_.compress(&target_, rel);
+  if (target_.retains()) lifecycle_.retain(&target_);
+}
+
 void CollectRoute::rotate() {
   if (shared_) shared_->rotate();
 }
@@ -316,6 +339,8 @@ void CollectRoute::rotate() {
 void CollectRoute::finish() {
   // Every session has ended: no record can still be completed, so close at once.
   if (shared_) shared_->closeSegment();
+  // What the upstream acknowledged goes into the cursor; the rest ships after the next start.
+  if (shipper_) shipper_->stop();
   // Segments still being synced and published (fsync: on_close): their outcomes come back now.
   if (close_worker_ && !close_worker_->drain(kCloseDrainLimit)) {
     spdlog::error(
@@ -366,6 +391,9 @@ void CollectRoute::problems(std::vector<std::string>& out) const {
     out.push_back(fmt::format(
         "route {}: fdatasync failed: {} is not proven on disk ({} unsynced segment(s) so far)",
         route, last_unsynced_, ctx_.metrics().unsynced_segments));
+  }
+  if (shipper_) {
+    if (std::string p = shipper_->problem(); !p.empty()) out.push_back(std::move(p));
   }
   // Checked here too, so that /healthz says it at once (and the chains stop writing into the
   // removed dir's segments from their next write), not only at the next dir-watch tick.

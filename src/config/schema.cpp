@@ -220,10 +220,31 @@ class Schema {
       r.forward = std::move(f);
     }
     if (archive && forward) {
-      r_.add(forward, path + ".forward",
-             "a route with both archive and forward (collect + ship) is not supported yet");
+      // Collect + ship: the archive is written as for a collect route and shipped from there.
+      if (archive.IsMap() && r.archive && r.archive->layout != Layout::Shared) {
+        r_.add(archive["layout"] ? archive["layout"] : archive, path + ".archive.layout",
+               "shipping (archive and forward together) takes layout: shared in this version");
+      }
+      if (forward.IsMap() && r.forward && r.forward->proxy_protocol != ProxyProtocol::Off) {
+        r_.add(forward["proxy_protocol"], path + ".forward.proxy_protocol",
+               "a shipping route carries many clients' bytes in one stream: there is no client to "
+               "name in a PROXY header; use off");
+      }
     } else if (!archive && !forward) {
       r_.add(n, path, "a route needs an archive block (collect) or a forward block (proxy)");
+    }
+    if (forward && forward.IsMap() && !archive) {
+      for (const char* key : {"checkpoint_interval", "max_lag"}) {
+        if (auto v = forward[key]) {
+          r_.add(v, path + ".forward." + key,
+                 "applies to a shipping route (archive and forward together) only");
+        }
+      }
+    }
+    if (archive && archive.IsMap() && !forward && archive["retain"] && archive["retain"].IsMap() &&
+        archive["retain"]["unshipped"]) {
+      r_.add(archive["retain"]["unshipped"], path + ".archive.retain.unshipped",
+             "applies to a shipping route (archive and forward together) only");
     }
     return true;
   }
@@ -414,7 +435,14 @@ class Schema {
   }
 
   void parseRetain(const YAML::Node& v, const std::string& path, RetainConfig& retain) {
-    if (!r_.checkMap(v, path, {"max_files", "max_age", "max_bytes", "require_published"})) return;
+    if (!r_.checkMap(v, path,
+                     {"max_files", "max_age", "max_bytes", "require_published", "unshipped"})) {
+      return;
+    }
+    if (auto m = v["unshipped"]) {
+      auto u = r_.choice<bool>(m, path + ".unshipped", {{"keep", false}, {"drop", true}});
+      if (u) retain.drop_unshipped = *u;
+    }
     if (auto m = v["require_published"]) {
       r_.boolean(m, path + ".require_published", retain.require_published);
     }
@@ -428,9 +456,10 @@ class Schema {
   }
 
   void parseForward(const YAML::Node& n, const std::string& path, ForwardConfig& f) {
-    if (!r_.checkMap(n, path,
-                     {"upstreams", "balance", "connect_timeout", "proxy_protocol", "retries",
-                      "max_fails", "fail_timeout", "health_check"})) {
+    if (!r_.checkMap(
+            n, path,
+            {"upstreams", "balance", "connect_timeout", "proxy_protocol", "retries", "max_fails",
+             "fail_timeout", "health_check", "checkpoint_interval", "max_lag"})) {
       return;
     }
     if (auto v = n["upstreams"]) {
@@ -457,6 +486,10 @@ class Schema {
       r_.duration(v, path + ".connect_timeout", f.connect_timeout, milliseconds(1), false);
     }
     if (auto v = n["retries"]) r_.count(v, path + ".retries", f.retries, 0, 100);
+    if (auto v = n["checkpoint_interval"]) {
+      r_.duration(v, path + ".checkpoint_interval", f.checkpoint_interval, milliseconds(10), false);
+    }
+    if (auto v = n["max_lag"]) r_.duration(v, path + ".max_lag", f.max_lag, milliseconds(1), true);
     if (auto v = n["max_fails"]) r_.count(v, path + ".max_fails", f.max_fails, 1, 1000);
     if (auto v = n["fail_timeout"]) {
       r_.duration(v, path + ".fail_timeout", f.fail_timeout, milliseconds(100), false);

@@ -1,8 +1,16 @@
 #include "spliced/core/syscalls.hpp"
 
+#include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
 
 namespace spliced {
 
@@ -40,6 +48,25 @@ int SysCalls::unlinkat(int dirfd, const char* path, int flags) {
 }
 int SysCalls::fdatasync(int fd) { return ::fdatasync(fd); }
 int SysCalls::fsync(int fd) { return ::fsync(fd); }
+
+ssize_t SysCalls::sendfile(int out_fd, int in_fd, off_t* offset, size_t count) {
+  return ::sendfile(out_fd, in_fd, offset, count);
+}
+
+int SysCalls::sendQueue(int fd, int* bytes) { return ::ioctl(fd, SIOCOUTQ, bytes); }
+
+int SysCalls::tcpBytesAcked(int fd, uint64_t* bytes) {
+  struct tcp_info info {};
+  socklen_t len = sizeof info;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -1;
+  // Kernels before 4.1 have no tcpi_bytes_acked: a shorter answer is refused, not misread.
+  if (len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof info.tcpi_bytes_acked) {
+    errno = EOPNOTSUPP;
+    return -1;
+  }
+  *bytes = info.tcpi_bytes_acked;
+  return 0;
+}
 
 SysCalls& SysCalls::kernel() {
   static SysCalls instance;

@@ -109,7 +109,8 @@ Route::Route(Server& server, ConfigPtr snapshot, const RouteConfig& cfg)
   for (const auto& w : server_.workers())
     workers_.push_back(std::make_unique<RouteWorker>(*this, *w));
   if (cfg_.archive) {
-    auto kind = std::make_unique<CollectRoute>(*this, *cfg_.archive, server_.lifecycle());
+    auto kind = std::make_unique<CollectRoute>(*this, *cfg_.archive, server_.lifecycle(),
+                                               cfg_.forward ? &*cfg_.forward : nullptr);
     collect_ = kind.get();
     kind_ = std::move(kind);
   } else {

@@ -42,6 +42,20 @@ RouteStatus routeStatus(const Route& r) {
         lm.deleted_files.load(),   lm.deleted_bytes.load(),    lm.manifest_records.load(),
         lm.manifest_errors.load(), lm.kept_unpublished.load(), lm.publish.success.load(),
         lm.publish.failure.load(), lm.publish.timeout.load(),  lm.publish.queued.load()};
+    if (const Shipper* s = c->shipper()) {
+      const ShipMetrics& sm = s->metrics();
+      rs.ships = true;
+      rs.ship = {sm.sent.load(),         sm.acked.load(),
+                 sm.lag_bytes.load(),    std::chrono::duration<double>(s->lag()).count(),
+                 sm.resent.load(),       sm.dropped.load(),
+                 sm.cursor_errors.load()};
+      const auto views = c->pool()->view();
+      for (size_t i = 0; i < views.size(); ++i) {
+        const UpstreamView& u = views[i];
+        rs.upstreams.push_back({u.address, u.errors, u.active, u.up,
+                                i < sm.reconnects.size() ? sm.reconnects[i]->load() : 0});
+      }
+    }
   }
   if (const ProxyRoute* p = r.proxy()) {
     rs.proxies = true;
@@ -137,12 +151,14 @@ Status Server::start() {
     if (Status s = route->start(); !s) {
       return std::move(s).takeError().withContext(fmt::format("route {}", rc.name));
     }
-    if (rc.archive) {
-      spdlog::info("route={} listening on {} archive={}", rc.name, route->boundAddress(),
-                   logQuote(rc.archive->dir.string()));
-    } else {
-      std::string ups;
+    std::string ups;
+    if (rc.forward) {
       for (const auto& u : rc.forward->upstreams) ups += (ups.empty() ? "" : ",") + u.text;
+    }
+    if (rc.archive) {
+      spdlog::info("route={} listening on {} archive={}{}", rc.name, route->boundAddress(),
+                   logQuote(rc.archive->dir.string()), ups.empty() ? "" : " ship=" + ups);
+    } else {
       spdlog::info("route={} listening on {} forward={}", rc.name, route->boundAddress(), ups);
     }
   }

@@ -17,6 +17,18 @@ struct UpstreamStatus {
   uint64_t errors = 0;
   uint64_t active = 0;
   bool up = false;
+  uint64_t ship_reconnects = 0;  // shipping routes: connections set up again to it
+};
+
+// A shipping route's figures (store-and-forward).
+struct ShipCounts {
+  uint64_t sent = 0;
+  uint64_t acked = 0;
+  uint64_t lag_bytes = 0;
+  double lag_seconds = 0;
+  uint64_t resent = 0;
+  uint64_t dropped = 0;
+  uint64_t cursor_errors = 0;
 };
 
 // The lifecycle thread's counters for one route.
@@ -47,6 +59,8 @@ struct RouteStatus {
   uint64_t unpublished = 0;  // closed segments whose rename failed, waiting for a retry
   LifecycleCounts lifecycle;
   std::vector<UpstreamStatus> upstreams;
+  bool ships = false;  // archive: and forward: together
+  ShipCounts ship;
 };
 
 // One worker's gauges (its share of the process's): imbalance between workers shows here.

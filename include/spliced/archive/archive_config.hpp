@@ -32,6 +32,9 @@ struct RetainConfig {
   milliseconds max_age{0};
   uint64_t max_bytes = 0;
   bool require_published = false;  // keep a segment until its on_publish command succeeded
+  // A shipping route: a segment the upstream has not acknowledged whole is kept (false) or
+  // deleted by the policy like any other, its unshipped bytes counted as dropped (true).
+  bool drop_unshipped = false;
 };
 
 struct ManifestConfig {

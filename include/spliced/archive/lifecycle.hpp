@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -48,6 +49,11 @@ struct ArchiveTarget {
       &SysCalls::kernel();             // stateless in production; a test's seam must be thread-safe
   Manifest* manifest = nullptr;        // the route's manifest (written on the lifecycle thread)
   PublishRunner* publisher = nullptr;  // archive.on_publish, when configured
+  // A shipping route: true while a segment (a published name) is not shipped whole. Such a
+  // segment is neither compressed nor (retain.unshipped: keep) deleted. Any thread.
+  std::function<bool(const std::string& rel)> unshipped;
+  // retain.unshipped: drop: retention deleted a segment that was not shipped whole.
+  std::function<void(const std::string& rel)> dropped_unshipped;
   bool compresses() const { return cfg->compress != Compress::None; }
   bool retains() const {
     return cfg->retain.max_files || cfg->retain.max_age.count() || cfg->retain.max_bytes;

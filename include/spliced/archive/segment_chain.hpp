@@ -97,6 +97,21 @@ struct CloseOutcome {
 CloseOutcome finishSegment(SysCalls& sys, int dir_fd, const ArchiveConfig& cfg,
                            const std::string& route, UniqueFd fd, UnpublishedSegment seg);
 
+// Hears what a chain does to its segments, as it does it (store-and-forward: the shipper follows
+// the active segment without looking at the disk). Called with the chain's lock held, on the
+// thread that writes: an observer must be quick and thread-safe.
+class ChainObserver {
+ public:
+  virtual ~ChainObserver() = default;
+  // A segment was opened as `rel` (its final name, without .open); `fd` is the chain's own
+  // descriptor (an observer that reads the segment later dups it).
+  virtual void segmentOpened(const std::string& rel, int fd) = 0;
+  // The open segment holds `size` bytes now.
+  virtual void segmentAppended(uint64_t size) = 0;
+  // The open segment is complete at `size` bytes: closed, or lost with a removed directory.
+  virtual void segmentDone(uint64_t size) = 0;
+};
+
 // A SegmentChain owns the open segment's fd. The archive config, the archive dir, the syscalls
 // and the counters are borrowed from the route and outlive it.
 //
@@ -159,6 +174,8 @@ class SegmentChain : public Sink {
   // its owner drains it before the counters and callbacks given here go away). The outcome is
   // counted and handed to the callbacks on the loop, after the chain itself may be gone.
   void syncOffLoop(LoopWorker* worker) { close_worker_ = worker; }
+  // `o` (borrowed; outlives the chain) hears of each segment opened, appended to and closed.
+  void observe(ChainObserver* o) { observer_ = o; }
   // Several threads write into this chain from now on (before any of them does).
   void shareBetweenThreads() { mu_ = std::make_unique<std::recursive_mutex>(); }
 
@@ -180,6 +197,13 @@ class SegmentChain : public Sink {
   SinkResult writeOwned(uint64_t owner, const char* data, size_t n, bool whole_lines,
                         std::span<const size_t> ends);
   SinkResult fail(size_t done, int err);
+  // Tells the observer how far the open segment has grown (once per write call).
+  void notifyAppended() {
+    if (observer_ != nullptr && fd_.valid() && size_ != observed_size_) {
+      observed_size_ = size_;
+      observer_->segmentAppended(size_);
+    }
+  }
 
   const ArchiveConfig& cfg_;
   ArchiveDir& dir_;
@@ -201,6 +225,8 @@ class SegmentChain : public Sink {
   SegmentClosedFn on_closed_;
   SegmentUnpublishedFn on_unpublished_;
   LoopWorker* close_worker_ = nullptr;
+  ChainObserver* observer_ = nullptr;
+  uint64_t observed_size_ = 0;                // the size the observer last heard of
   std::unique_ptr<std::recursive_mutex> mu_;  // shareBetweenThreads(): held by each public call
 };
 

@@ -16,6 +16,9 @@
 #include "spliced/core/event.hpp"
 #include "spliced/core/fd.hpp"
 #include "spliced/core/session.hpp"
+#include "spliced/proxy/forward_config.hpp"
+#include "spliced/proxy/upstream_pool.hpp"
+#include "spliced/ship/shipper.hpp"
 
 namespace spliced {
 
@@ -29,7 +32,10 @@ namespace spliced {
 // snapshot) and the lifecycle thread are borrowed and outlive it.
 class CollectRoute : public RouteKind {
  public:
-  CollectRoute(RouteContext& ctx, const ArchiveConfig& cfg, ArchiveLifecycle& lifecycle);
+  // With `forward` (borrowed, part of the snapshot too) the route also ships what it archives
+  // (store-and-forward): it owns the upstream pool and the shared chain's Shipper.
+  CollectRoute(RouteContext& ctx, const ArchiveConfig& cfg, ArchiveLifecycle& lifecycle,
+               const ForwardConfig* forward = nullptr);
   ~CollectRoute() override;
 
   // Creates and locks the archive dir, finalises what a crash left, opens the shared chain
@@ -66,6 +72,9 @@ class CollectRoute : public RouteKind {
   uint64_t stalledSessions() const { return stalled_; }
   uint64_t unpublishedSegments() const { return unpublished_.size(); }
   const LifecycleMetrics& lifecycle() const { return lifecycle_metrics_; }
+  // A shipping route's shipper and pool (nullptr otherwise).
+  const Shipper* shipper() const { return shipper_.get(); }
+  const UpstreamPool* pool() const { return pool_.get(); }
 
  private:
   Status openDir();
@@ -87,10 +96,13 @@ class CollectRoute : public RouteKind {
   void retryPublishing();
   // True on the thread that started the route (the main loop's): its timers and lists live there.
   bool onHome() const { return std::this_thread::get_id() == home_; }
+  // The upstream acknowledged `rel` whole: now it may be compressed, and retention may take it.
+  void segmentShipped(const std::string& rel);
 
   RouteContext& ctx_;
   const ArchiveConfig& cfg_;
   ArchiveLifecycle& lifecycle_;
+  const ForwardConfig* forward_;
   ArchiveDir dir_;
   UniqueFd lock_fd_;  // flock on <dir>/.spliced.lock: one process per archive dir
   LifecycleMetrics lifecycle_metrics_;
@@ -99,6 +111,10 @@ class CollectRoute : public RouteKind {
   std::unique_ptr<Manifest> manifest_;
   std::unique_ptr<PublishRunner> publisher_;
   ArchiveTarget target_;  // what the lifecycle thread needs of this route
+  // Store-and-forward: the pool, then the shipper that the shared chain tells of its segments
+  // (the chain goes first: see the destructor).
+  std::unique_ptr<UpstreamPool> pool_;
+  std::unique_ptr<Shipper> shipper_;
   // Before shared_: its destructor may still hand a segment over.
   std::vector<UnpublishedSegment> unpublished_;
   EventPtr publish_ev_;

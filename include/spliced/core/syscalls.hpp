@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace spliced {
 
@@ -25,6 +26,14 @@ class SysCalls {
   virtual ssize_t send(int fd, const void* buf, size_t len, int flags);
   virtual ssize_t recv(int fd, void* buf, size_t len, int flags);
   virtual int shutdown(int fd, int how);
+  // File -> socket (shipping from archive segments); `offset` as sendfile(2)'s.
+  virtual ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count);
+  // Bytes a socket's send queue still holds: not yet sent, or sent and not acknowledged by the
+  // peer's kernel (ioctl SIOCOUTQ). Returns 0 or -1 with errno.
+  virtual int sendQueue(int fd, int* bytes);
+  // Bytes of a TCP connection the peer has acknowledged since it was set up (tcpi_bytes_acked of
+  // TCP_INFO; it keeps its value after a reset, when the send queue is already purged).
+  virtual int tcpBytesAcked(int fd, uint64_t* bytes);
   // Descriptors.
   virtual int pipe2(int fds[2], int flags);
   virtual int accept4(int fd, sockaddr* addr, socklen_t* len, int flags);

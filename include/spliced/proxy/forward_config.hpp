@@ -31,6 +31,11 @@ struct ForwardConfig {
   uint64_t max_fails = 3;            // passive health: failed connects in a row that mark one down
   milliseconds fail_timeout{10000};  // ... for this long, then it is tried again
   std::optional<HealthCheckConfig> health_check;  // off when absent
+  // A shipping route (archive and forward together): how often the cursor (what the upstream has
+  // acknowledged) is saved, and the age of the oldest unshipped byte past which /healthz is 503
+  // (0: never).
+  milliseconds checkpoint_interval{1000};
+  milliseconds max_lag{0};
 };
 
 }  // namespace spliced

@@ -408,7 +408,8 @@ TEST_CASE("config: unknown keys, top-level and nested", "[config][errors]") {
       {6, 34, "routes[0].archive.rotate.every", "unknown key (known here: max_bytes, interval)"});
   expectError(withDir(std::string(kRoute) + "      retain:\n        max_count: 3\n", tmp.str()),
               {7, 9, "routes[0].archive.retain.max_count",
-               "unknown key (known here: max_files, max_age, max_bytes, require_published)"});
+               "unknown key (known here: max_files, max_age, max_bytes, require_published, "
+               "unshipped)"});
 }
 
 TEST_CASE("config: duplicate keys in one mapping", "[config][errors]") {
@@ -819,8 +820,31 @@ TEST_CASE("config: forward routes and their checks", "[config][errors]") {
       upstreams: [127.0.0.1:9443]
 )",
                       tmp.str()),
-              {6, 7, "routes[0].forward",
-               "a route with both archive and forward (collect + ship) is not supported yet"});
+              {4, 14, "routes[0].archive.layout",
+               "shipping (archive and forward together) takes layout: shared in this version"});
+  // A shipping route (archive and forward together), its defaults and its own keys.
+  auto ship = loadOk(withDir(R"(routes:
+  - name: ship
+    listen: 127.0.0.1:5140
+    archive: { dir: @DIR@, layout: shared, retain: { max_files: 3, unshipped: drop } }
+    forward: { upstreams: [127.0.0.1:9443], max_lag: 5m }
+)",
+                             tmp.str()));
+  REQUIRE(ship->routes[0].archive);
+  REQUIRE(ship->routes[0].forward);
+  CHECK(ship->routes[0].forward->checkpoint_interval == milliseconds(1000));
+  CHECK(ship->routes[0].forward->max_lag == milliseconds(300000));
+  CHECK(ship->routes[0].archive->retain.drop_unshipped);
+  expectError(withDir(R"(routes:
+  - name: app
+    listen: 127.0.0.1:5140
+    archive:
+      dir: @DIR@
+      retain: { unshipped: keep }
+)",
+                      tmp.str()),
+              {6, 28, "routes[0].archive.retain.unshipped",
+               "applies to a shipping route (archive and forward together) only"});
   expectErrors(
       R"(routes:
   - name: web
@@ -836,7 +860,8 @@ TEST_CASE("config: forward routes and their checks", "[config][errors]") {
       {
           {9, 7, "routes[0].forward.retry",
            "unknown key (known here: upstreams, balance, connect_timeout, "
-           "proxy_protocol, retries, max_fails, fail_timeout, health_check)"},
+           "proxy_protocol, retries, max_fails, fail_timeout, health_check, "
+           "checkpoint_interval, max_lag)"},
           {5, 19, "routes[0].forward.upstreams[0]",
            "'127.0.0.1' has no port (expected host:port, [v6]:port or unix:/path)"},
           {6, 16, "routes[0].forward.balance",

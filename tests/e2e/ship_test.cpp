@@ -1,0 +1,600 @@
+// End-to-end: store-and-forward. A route with archive: and forward: archives every byte and ships
+// the archive to its upstream from the segment files: byte-exact when nothing fails; a backlog
+// while the upstream is down that drains once it is up; upstreams that close mid-stream (bytes
+// they did not read are sent again, duplicates are whole lines, counted); spliced itself killed
+// with SIGKILL and restarted (it resumes from the cursor); retention that keeps or drops
+// unshipped segments; a damaged cursor; and the config rules.
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "harness.hpp"
+#include "upstreams.hpp"
+
+using namespace e2e;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Lines of about 100 bytes, numbered: "client C line N ...\n".
+std::string lines(int client, size_t bytes) {
+  std::string out;
+  Prng prng(static_cast<uint64_t>(client) * 7919 + 1);
+  for (uint64_t i = 0; out.size() < bytes; ++i) {
+    std::string line = "client ";
+    line += std::to_string(client);
+    line += " line ";
+    line += std::to_string(i);
+    line += ' ';
+    line.append(static_cast<size_t>(prng.between(20, 120)), static_cast<char>('a' + i % 26));
+    line += '\n';
+    out += line;
+  }
+  return out;
+}
+
+// A route "app" on 127.0.0.1:0, layout shared, framing lines, shipping to `upstream`, with the
+// admin endpoint; `archive_extra` and `forward_extra` are lines added to those blocks.
+std::string config(const TempDir& dir, const std::string& upstream,
+                   const std::string& archive_extra = "", const std::string& forward_extra = "") {
+  std::string text = R"(log: { level: info }
+drain_timeout: 5s
+admin: { listen: 127.0.0.1:0 }
+routes:
+  - name: app
+    listen: 127.0.0.1:0
+    archive:
+      dir: @DIR@/archive
+      layout: shared
+      framing: lines
+      name: "{route}-{seq}.log"
+      rotate: { max_bytes: 256KiB }
+)";
+  text += archive_extra;
+  text += "    forward:\n      upstreams: [\"";
+  text += upstream;
+  text += "\"]\n      connect_timeout: 500ms\n      fail_timeout: 200ms\n";
+  text += forward_extra;
+  return withDir(text, dir);
+}
+
+double metric(const MetricValues& m, const std::string& name) {
+  auto it = m.find(name + "{route=\"app\"}");
+  return it == m.end() ? -1 : it->second;
+}
+
+// Waits until the upstream has acknowledged everything archived; false on timeout.
+bool waitShipped(const std::string& admin, Millis timeout, MetricValues* last) {
+  return waitUntil(
+      [&] {
+        *last = scrapeMetrics(admin);
+        const double archived = metric(*last, "spliced_archive_bytes_total");
+        return archived > 0 && metric(*last, "spliced_ship_lag_bytes") == 0 &&
+               metric(*last, "spliced_ship_acked_bytes_total") >= archived &&
+               metric(*last, "spliced_connections_active") == 0;
+      },
+      timeout, Millis(50));
+}
+
+std::string describe(const MetricValues& m) {
+  std::ostringstream out;
+  for (const auto& [k, v] : m) {
+    if (k.starts_with("spliced_ship") || k.starts_with("spliced_archive_bytes")) {
+      out << k << " " << v << "\n";
+    }
+  }
+  return out.str();
+}
+
+// What `spliced cat` reads back from the archive: the shared chain in order.
+std::string archiveOf(const TempDir& dir) {
+  CommandResult r = runSpliced(dir, {"cat", (dir / "archive").string()}, Millis(30000));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  return r.out;
+}
+
+// Sends each client's bytes on its own connection, all at once, and closes them.
+void sendClients(uint16_t port, const std::vector<std::string>& payloads) {
+  std::vector<std::jthread> threads;
+  std::atomic<int> failures{0};
+  for (const auto& p : payloads) {
+    threads.emplace_back([&, port] {
+      Conn c = connectTcp(port);
+      if (!c.valid() || c.sendAll(p) != 0) ++failures;
+      c.shutdownWrite();
+      if (c.waitClosed(30s) != 0) ++failures;
+    });
+  }
+  threads.clear();
+  REQUIRE(failures == 0);
+}
+
+// A Unix-socket upstream that keeps what each connection brought. With `close_after`, it closes
+// a connection once it has read that many bytes (what it had not read is lost with it, as when
+// an aggregator dies). stop() closes the listener and every connection; start() listens again.
+class UnixSink {
+ public:
+  explicit UnixSink(std::string path, uint64_t close_after = 0)
+      : path_(std::move(path)), close_after_(close_after) {}
+  // Reads at most 16 KiB per `pause` from now on (about 8 MB/s with 2 ms): a slow aggregator.
+  void throttle(Millis pause) { pause_ms_ = static_cast<int>(pause.count()); }
+  ~UnixSink() { stop(); }
+
+  void start() {
+    ::unlink(path_.c_str());
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path_.c_str());
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    REQUIRE(::listen(fd, 16) == 0);
+    listen_fd_ = fd;
+    running_ = true;
+    thread_ = std::jthread([this, fd] { acceptLoop(fd); });
+  }
+
+  void stop() {
+    if (!running_) return;
+    running_ = false;
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    thread_ = {};  // joins (the accept loop polls running_)
+    ::close(listen_fd_);
+    ::unlink(path_.c_str());
+  }
+
+  // Every connection's bytes, in accept order.
+  std::vector<std::string> streams() const {
+    std::lock_guard lock(mu_);
+    return streams_;
+  }
+  std::string joined() const {
+    std::string out;
+    for (const auto& s : streams()) out += s;
+    return out;
+  }
+  // The streams joined, each without a torn last line: a connection that broke mid-line (or
+  // whose sender died) may end in one; the next connection starts with that line whole.
+  std::string joinedWholeLines() const {
+    std::string out;
+    for (const auto& s : streams()) out.append(s, 0, s.rfind('\n') + 1);
+    return out;
+  }
+  size_t connections() const {
+    std::lock_guard lock(mu_);
+    return streams_.size();
+  }
+  std::string address() const { return "unix:" + path_; }
+
+ private:
+  void acceptLoop(int lfd) {
+    while (running_) {
+      pollfd p{lfd, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      int c = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      size_t index;
+      {
+        std::lock_guard lock(mu_);
+        streams_.emplace_back();
+        index = streams_.size() - 1;
+      }
+      serve(c, index);  // one connection at a time: a shipper opens one
+      ::close(c);
+    }
+  }
+  void serve(int c, size_t index) {
+    char buf[65536];
+    uint64_t got = 0;
+    while (running_) {
+      pollfd p{c, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      size_t want = sizeof buf;
+      if (pause_ms_ > 0) {
+        want = 16384;
+        std::this_thread::sleep_for(Millis(pause_ms_.load()));
+      }
+      if (close_after_ > 0) want = std::min<uint64_t>(want, close_after_ - got);
+      ssize_t n = ::recv(c, buf, want, 0);
+      if (n <= 0) return;
+      got += static_cast<uint64_t>(n);
+      {
+        std::lock_guard lock(mu_);
+        streams_[index].append(buf, static_cast<size_t>(n));
+      }
+      if (close_after_ > 0 && got >= close_after_) return;
+    }
+  }
+
+  std::string path_;
+  uint64_t close_after_;
+  std::atomic<int> pause_ms_{0};
+  int listen_fd_ = -1;
+  std::atomic<bool> running_{false};
+  mutable std::mutex mu_;
+  std::vector<std::string> streams_;
+  std::jthread thread_;
+};
+
+// Checks that `got` (what the upstream received, joined) is `want` (the archive) with only whole
+// lines repeated: walking both, a line of `got` that is not the next line of `want` must be a
+// line seen shortly before (a resent one). Returns the duplicated bytes, or -1 (with a reason).
+int64_t duplicatedWholeLines(const std::string& got, const std::string& want, std::string& why) {
+  // Every line of the archive (they are unique here) and its place in it.
+  std::unordered_map<std::string_view, size_t> index;
+  std::vector<std::string_view> wl;
+  for (size_t at = 0; at < want.size();) {
+    size_t nl = want.find('\n', at);
+    if (nl == std::string::npos) nl = want.size() - 1;
+    wl.emplace_back(want.data() + at, nl + 1 - at);
+    index.emplace(wl.back(), wl.size() - 1);
+    at = nl + 1;
+  }
+  size_t g = 0, w = 0;  // w: the next archive line expected
+  int64_t dup = 0;
+  while (g < got.size()) {
+    size_t gn = got.find('\n', g);
+    if (gn == std::string::npos) {
+      why = "the upstream's stream ends in a torn line at byte " + std::to_string(g);
+      return -1;
+    }
+    const std::string_view gl(got.data() + g, gn + 1 - g);
+    if (w < wl.size() && wl[w] == gl) {
+      ++w;
+    } else {
+      // A resent line: one the archive has before the current position.
+      auto it = index.find(gl);
+      if (it == index.end() || it->second >= w) {
+        why = "byte " + std::to_string(g) +
+              " of the upstream's stream starts a line that the archive does not have before "
+              "that point: " +
+              std::string(gl.substr(0, 60));
+        return -1;
+      }
+      dup += static_cast<int64_t>(gl.size());
+    }
+    g = gn + 1;
+  }
+  if (w != wl.size()) {
+    why = "the upstream is missing the archive's lines from line " + std::to_string(w) + " of " +
+          std::to_string(wl.size());
+    return -1;
+  }
+  return dup;
+}
+
+}  // namespace
+
+TEST_CASE("ship: every archived byte reaches the upstream, in order and byte-exact",
+          "[e2e][ship]") {
+  auto up = TestUpstream::sink(64u << 20);
+  TempDir dir;
+  Daemon daemon(dir, config(dir, up->address()));
+  const uint16_t port = daemon.port("app");
+  const std::string admin = daemon.waitAdmin();
+  std::vector<std::string> payloads;
+  for (int c = 0; c < 4; ++c) payloads.push_back(lines(c, 2u << 20));
+  sendClients(port, payloads);
+  MetricValues m;
+  INFO(describe(m));
+  REQUIRE(waitShipped(admin, 30s, &m));
+  const std::string archive = archiveOf(dir);
+  uint64_t sent = 0;
+  for (const auto& p : payloads) sent += p.size();
+  CHECK(archive.size() == sent);
+  // One connection carried it all, and it is the archive byte for byte.
+  auto recs = up->records();
+  REQUIRE(recs.size() == 1);
+  CHECK(firstDifference(recs[0].data, archive) == "");
+  CHECK(metric(m, "spliced_ship_bytes_total") == static_cast<double>(sent));
+  CHECK(metric(m, "spliced_ship_acked_bytes_total") == static_cast<double>(sent));
+  CHECK(metric(m, "spliced_ship_resent_bytes_total") == 0);
+  CHECK(metric(m, "spliced_ship_dropped_bytes_total") == 0);
+  CHECK(metric(m, "spliced_ship_lag_seconds") == 0);
+  CHECK(m.count("spliced_ship_reconnects_total{route=\"app\",upstream=\"" + up->address() +
+                "\"}") == 1);
+  // The cursor is saved within checkpoint_interval (1 s): nothing is waiting.
+  REQUIRE(waitUntil(
+      [&] {
+        const fs::path p = dir / "archive/.spliced/ship/shared.cursor";
+        // Nothing waits: the cursor is at the end of the open segment, nothing after it.
+        if (!fs::exists(p)) return false;
+        const std::string c = readFile(p);
+        return c.find("\nsegment app-") != std::string::npos &&
+               c.find("\npending ") == std::string::npos;
+      },
+      5s));
+  daemon.signal(SIGTERM);
+  REQUIRE(daemon.waitExit(20s) == 0);
+}
+
+TEST_CASE(
+    "ship: with the upstream down the backlog grows, /healthz says so past max_lag, and it "
+    "drains byte-exact once the upstream is up",
+    "[e2e][ship]") {
+  TempDir dir;
+  UnixSink sink((dir / "up.sock").string());
+  Daemon daemon(dir, config(dir, sink.address(), "", "      max_lag: 1s\n"));
+  const uint16_t port = daemon.port("app");
+  const std::string admin = daemon.waitAdmin();
+  std::vector<std::string> payloads;
+  for (int c = 0; c < 3; ++c) payloads.push_back(lines(c, 1u << 20));
+  sendClients(port, payloads);
+  MetricValues m;
+  REQUIRE(waitUntil(
+      [&] {
+        m = scrapeMetrics(admin);
+        return metric(m, "spliced_ship_lag_bytes") == metric(m, "spliced_archive_bytes_total") &&
+               metric(m, "spliced_ship_lag_seconds") > 1;
+      },
+      10s));
+  INFO(describe(m));
+  CHECK(metric(m, "spliced_ship_acked_bytes_total") == 0);
+  HttpResponse h = httpGet(admin, "/healthz");
+  INFO(h.body);
+  CHECK(h.status == 503);
+  CHECK(h.body.find("route app: shipping lags") != std::string::npos);
+  CHECK(daemon.countLogLines({"error=upstream route=app ship: no upstream takes the archive"}, 1) ==
+        1);
+
+  sink.start();
+  REQUIRE(waitShipped(admin, 30s, &m));
+  const std::string archive = archiveOf(dir);
+  CHECK(firstDifference(sink.joined(), archive) == "");
+  CHECK(httpGet(admin, "/healthz").status == 200);
+  CHECK(daemon.countLogLines({"route=app ship: connected to " + sink.address() + " again"}, 1) ==
+        1);
+  daemon.signal(SIGTERM);
+  REQUIRE(daemon.waitExit(20s) == 0);
+}
+
+TEST_CASE(
+    "ship: an upstream that closes mid-stream gets what it did not read again, from the "
+    "start of a line, and duplicates are whole lines, counted",
+    "[e2e][ship]") {
+  TempDir dir;
+  // Closes each connection after 300 KiB: bytes in its receive queue are lost with it.
+  UnixSink sink((dir / "up.sock").string(), 300u << 10);
+  sink.start();
+  Daemon daemon(dir, config(dir, sink.address()));
+  const uint16_t port = daemon.port("app");
+  const std::string admin = daemon.waitAdmin();
+  std::vector<std::string> payloads;
+  for (int c = 0; c < 2; ++c) payloads.push_back(lines(c, 1u << 20));
+  sendClients(port, payloads);
+  MetricValues m;
+  REQUIRE(waitShipped(admin, 60s, &m));
+  INFO(describe(m));
+  const std::string archive = archiveOf(dir);
+  std::string why;
+  const int64_t dup = duplicatedWholeLines(sink.joinedWholeLines(), archive, why);
+  INFO(why);
+  REQUIRE(dup >= 0);
+  CHECK(sink.connections() >= 6);
+  // Every connection after the first starts on a line.
+  auto streams = sink.streams();
+  for (size_t i = 1; i < streams.size(); ++i) {
+    INFO("connection " << i);
+    CHECK((streams[i].empty() || streams[i].starts_with("client ")));
+  }
+  // What was resent is at least what arrived twice (the rest was lost unread with a connection).
+  CHECK(metric(m, "spliced_ship_resent_bytes_total") >= static_cast<double>(dup));
+  CHECK(m.at("spliced_ship_reconnects_total{route=\"app\",upstream=\"" + sink.address() + "\"}") >=
+        5);
+  daemon.signal(SIGTERM);
+  REQUIRE(daemon.waitExit(20s) == 0);
+}
+
+TEST_CASE(
+    "ship: spliced killed with SIGKILL while shipping resumes from the cursor after a "
+    "restart, nothing missing, duplicates bounded",
+    "[e2e][ship]") {
+  TempDir dir;
+  UnixSink sink((dir / "up.sock").string());
+  sink.throttle(2ms);  // about 8 MB/s: each kill lands mid-shipping
+  sink.start();
+  std::string cfg = config(dir, sink.address(), "", "      checkpoint_interval: 100ms\n");
+  // Each run's chain has its own names ({pid}), so that `spliced cat` puts the runs in order.
+  cfg.replace(cfg.find("{route}-{seq}"), 13, "{route}-{pid}-{seq}");
+  constexpr size_t kRound = 3u << 20;
+  constexpr int kKills = 3;
+  uint64_t archived = 0;
+  for (int round = 0; round < kKills; ++round) {
+    INFO("round " << round);
+    auto daemon = std::make_unique<Daemon>(dir, cfg);
+    const uint16_t port = daemon->port("app");
+    const std::string admin = daemon->waitAdmin();
+    Conn c = connectTcp(port);
+    REQUIRE(c.valid());
+    const std::string p = lines(round, kRound);
+    REQUIRE(c.sendAll(p) == 0);
+    archived += p.size();
+    // Archived whole (the daemon has read every byte), then killed while the upstream has a
+    // third of this round to go.
+    REQUIRE(waitUntil(
+        [&] {
+          return metric(scrapeMetrics(admin), "spliced_archive_bytes_total") ==
+                 static_cast<double>(p.size());
+        },
+        20s));
+    const uint64_t base = sink.joinedWholeLines().size();
+    REQUIRE(waitUntil([&] { return sink.joined().size() >= base + kRound / 3; }, 20s));
+    daemon.reset();  // SIGKILL, reaped
+  }
+  // A last start ships what is left.
+  sink.throttle(0ms);
+  Daemon daemon(dir, cfg);
+  const std::string admin = daemon.waitAdmin();
+  CHECK(daemon.countLogLines({"recovered after an unclean stop"}, 1) == 1);
+  MetricValues m;
+  REQUIRE(waitUntil(
+      [&] {
+        m = scrapeMetrics(admin);
+        return metric(m, "spliced_ship_lag_bytes") == 0;
+      },
+      30s));
+  const std::string archive = archiveOf(dir);
+  REQUIRE(archive.size() == archived);
+  REQUIRE(waitUntil([&] { return sink.joined().size() >= archive.size(); }, 10s));
+  std::string why;
+  const int64_t dup = duplicatedWholeLines(sink.joinedWholeLines(), archive, why);
+  INFO(why);
+  CHECK(dup >= 0);
+  // Each kill resends what was acknowledged since the cursor's last save (100 ms at ~8 MB/s)
+  // plus what the socket held: far less than a round.
+  CHECK(dup < static_cast<int64_t>(kKills * kRound / 2));
+  std::cout << "SIGKILL x" << kKills << " while shipping: " << dup
+            << " duplicated byte(s) in whole lines of " << archive.size() << "\n";
+  daemon.signal(SIGTERM);
+  REQUIRE(daemon.waitExit(20s) == 0);
+}
+
+TEST_CASE(
+    "ship: retention keeps unshipped segments (unshipped: keep) or drops and counts them "
+    "(unshipped: drop)",
+    "[e2e][ship]") {
+  for (const std::string policy : {"keep", "drop"}) {
+    DYNAMIC_SECTION("unshipped: " << policy) {
+      TempDir dir;
+      const std::string up = "127.0.0.1:" + std::to_string(refusingPort());
+      Daemon daemon(dir,
+                    config(dir, up, "      retain: { max_files: 2, unshipped: " + policy + " }\n"));
+      const uint16_t port = daemon.port("app");
+      const std::string admin = daemon.waitAdmin();
+      sendClients(port, {lines(0, 2u << 20)});  // 8 segments of 256 KiB
+      MetricValues m;
+      if (policy == "keep") {
+        // Rotation and retention passes have run; nothing was deleted.
+        REQUIRE(waitUntil(
+            [&] {
+              m = scrapeMetrics(admin);
+              return metric(m, "spliced_archive_segments_total") >= 8;
+            },
+            10s));
+        std::this_thread::sleep_for(500ms);
+        m = scrapeMetrics(admin);
+        CHECK(metric(m, "spliced_archive_deleted_segments_total") == 0);
+        CHECK(closedSegments(dir / "archive").size() >= 8);
+        CHECK(metric(m, "spliced_ship_dropped_bytes_total") == 0);
+      } else {
+        REQUIRE(waitUntil(
+            [&] {
+              m = scrapeMetrics(admin);
+              return metric(m, "spliced_archive_deleted_segments_total") >= 6;
+            },
+            10s));
+        INFO(describe(m));
+        CHECK(closedSegments(dir / "archive").size() <= 3);
+        CHECK(metric(m, "spliced_ship_dropped_bytes_total") ==
+              metric(m, "spliced_archive_deleted_bytes_total"));
+        CHECK(daemon.countLogLines({"ship: retention deleted", "retain.unshipped: drop"}, 6) >= 6);
+      }
+      daemon.signal(SIGTERM);
+      REQUIRE(daemon.waitExit(20s) == 0);
+    }
+  }
+}
+
+TEST_CASE(
+    "ship: a damaged or removed cursor is said and everything uncompressed is shipped "
+    "again, never skipped",
+    "[e2e][ship]") {
+  TempDir dir;
+  UnixSink sink((dir / "up.sock").string());
+  sink.start();
+  const std::string cfg = config(dir, sink.address());
+  std::string archive;
+  {
+    Daemon daemon(dir, cfg);
+    const std::string admin = daemon.waitAdmin();
+    sendClients(daemon.port("app"), {lines(5, 600u << 10)});
+    MetricValues m;
+    REQUIRE(waitShipped(admin, 20s, &m));
+    daemon.signal(SIGTERM);
+    REQUIRE(daemon.waitExit(20s) == 0);
+    archive = archiveOf(dir);
+    CHECK(firstDifference(sink.joined(), archive) == "");
+  }
+  const fs::path cursor = dir / "archive/.spliced/ship/shared.cursor";
+  std::string text = readFile(cursor);
+  text[text.find("offset ") + 7] = '9';
+  writeFile(cursor, text);
+  {
+    Daemon daemon(dir, cfg);
+    const std::string admin = daemon.waitAdmin();
+    CHECK(daemon.countLogLines({"error=storage route=app ship: .spliced/ship/shared.cursor is "
+                                "unusable: line ",
+                                "check mismatch", "shipping every uncompressed segment"},
+                               1) == 1);
+    REQUIRE(waitUntil([&] { return sink.joined().size() == 2 * archive.size(); }, 20s));
+    CHECK(sink.joined() == archive + archive);
+    daemon.signal(SIGTERM);
+    REQUIRE(daemon.waitExit(20s) == 0);
+  }
+  fs::remove(cursor);
+  {
+    Daemon daemon(dir, cfg);
+    daemon.waitAdmin();
+    CHECK(daemon.countLogLines({"ship: the cursor .spliced/ship/shared.cursor is missing"}, 1) ==
+          1);
+    REQUIRE(waitUntil([&] { return sink.joined().size() == 3 * archive.size(); }, 20s));
+    daemon.signal(SIGTERM);
+    REQUIRE(daemon.waitExit(20s) == 0);
+  }
+}
+
+TEST_CASE("ship: what a shipping route does not take is refused at -t with the reason",
+          "[e2e][ship]") {
+  TempDir dir;
+  struct Case {
+    std::string archive_extra, forward_extra, message;
+  };
+  const std::vector<Case> cases = {
+      {"", "      proxy_protocol: v1\n", "there is no client to name in a PROXY header"},
+      {"", "      checkpoint_interval: 1ms\n", "checkpoint_interval"},
+  };
+  for (const auto& c : cases) {
+    std::string text = config(dir, "127.0.0.1:9", c.archive_extra, c.forward_extra);
+    writeFile(dir / "bad.yaml", text);
+    CommandResult r = runSpliced(dir, {"-t", "-c", (dir / "bad.yaml").string()});
+    INFO(r.out << r.err);
+    CHECK(r.exit_code == 1);
+    CHECK((r.out + r.err).find(c.message) != std::string::npos);
+  }
+  std::string per_conn = config(dir, "127.0.0.1:9");
+  per_conn.replace(per_conn.find("layout: shared"), 14, "layout: per_connection");
+  writeFile(dir / "bad.yaml", per_conn);
+  CommandResult r = runSpliced(dir, {"-t", "-c", (dir / "bad.yaml").string()});
+  CHECK(r.exit_code == 1);
+  CHECK((r.out + r.err).find("takes layout: shared in this version") != std::string::npos);
+  const std::string proxy_only = withDir(R"(routes:
+  - name: web
+    listen: 127.0.0.1:0
+    forward: { upstreams: [127.0.0.1:9], max_lag: 5s }
+)",
+                                         dir);
+  writeFile(dir / "bad.yaml", proxy_only);
+  r = runSpliced(dir, {"-t", "-c", (dir / "bad.yaml").string()});
+  CHECK(r.exit_code == 1);
+  CHECK((r.out + r.err).find("applies to a shipping route") != std::string::npos);
+  // A good one passes.
+  writeFile(dir / "good.yaml", config(dir, "127.0.0.1:9", "", "      max_lag: 5m\n"));
+  r = runSpliced(dir, {"-t", "-c", (dir / "good.yaml").string()});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+}
