@@ -397,7 +397,7 @@ TEST_CASE("config: unknown keys, top-level and nested", "[config][errors]") {
   expectError(withDir(std::string(kRoute) + "    timeout: 5s\n", tmp.str()),
               {6, 5, "routes[0].timeout",
                "unknown key (known here: name, listen, max_connections, idle_timeout, allow, "
-               "accept_proxy, accept_proxy_timeout, archive, forward)"});
+               "accept_proxy, accept_proxy_timeout, udp_rcvbuf, archive, forward)"});
   expectError(withDir(std::string(kRoute) + "      dirs: /x\n", tmp.str()),
               {6, 7, "routes[0].archive.dirs",
                "unknown key (known here: dir, layout, framing, name, localtime, rotate, retain, "
@@ -593,7 +593,8 @@ routes:
       {
           {2, 10, "log.level", "'verbose' is not one of: trace, debug, info, warn, error"},
           {3, 11, "log.format", "'xml' is not one of: text, json"},
-          {9, 15, "routes[0].archive.layout", "'mixed' is not one of: per_connection, shared"},
+          {9, 15, "routes[0].archive.layout",
+           "'mixed' is not one of: per_connection, shared, per_peer"},
           {10, 16, "routes[0].archive.framing",
            "'json' is not one of: raw, lines, octet_counted, auto"},
           {11, 17, "routes[0].archive.compress", "'lz4' is not one of: none, gzip, zstd"},
@@ -951,7 +952,8 @@ bogus: 1
           {4, 9, "pipes.size", "unknown size unit 'XB' " + kSizeUnits},
           {7, 13, "routes[0].listen",
            "'127.0.0.1' has no port (expected host:port, [v6]:port or unix:/path)"},
-          {10, 15, "routes[0].archive.layout", "'mixed' is not one of: per_connection, shared"},
+          {10, 15, "routes[0].archive.layout",
+           "'mixed' is not one of: per_connection, shared, per_peer"},
           {11, 5, "routes[1].name", "missing: every route needs a name"},
           {12, 23, "routes[1].archive.fsync", "'sometimes' is not one of: never, on_close"},
       });
@@ -1338,7 +1340,7 @@ TEST_CASE("config: what a udp: route refuses", "[config][errors]") {
                {
                    {4, 19, "routes[0].accept_proxy",
                     "has no meaning on a udp: listener (datagrams carry no PROXY header)"},
-                   {5, 17, "routes[0].udp_rcvbuf", "1KiB is out of range (4KiB to 1GiB)"},
+                   {5, 17, "routes[0].udp_rcvbuf", "1KiB is out of range (4.0KiB to 1.0GiB)"},
                    {8, 15, "routes[0].archive.layout",
                     "a udp: listener has no connections: use shared (one chain for the route) or "
                     "per_peer (one chain per sender IP)"},
