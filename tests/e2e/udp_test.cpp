@@ -464,3 +464,37 @@ TEST_CASE("udp: config errors at -t", "[e2e][udp]") {
   INFO(ok.out << ok.err);
   CHECK(ok.exit_code == 0);
 }
+
+TEST_CASE("udp: a reload adds a udp: route and a later one removes it, its records published",
+          "[e2e][udp][reload]") {
+  TempDir dir;
+  const std::string tcp =
+      "admin: { listen: 127.0.0.1:0 }\n"
+      "routes:\n"
+      "  - name: app\n"
+      "    listen: 127.0.0.1:0\n"
+      "    archive: { dir: @DIR@/archive }\n";
+  const std::string udp =
+      "  - name: dgram\n"
+      "    listen: udp:127.0.0.1:0\n"
+      "    archive: { dir: @DIR@/udp }\n";
+  Daemon d(dir, withDir(tcp, dir));
+  d.waitListening("app");
+  writeFile(d.configPath(), withDir(tcp + udp, dir));
+  d.signal(SIGHUP);
+  const std::string addr = d.waitListening("dgram");
+  REQUIRE(addr.rfind("udp:127.0.0.1:", 0) == 0);
+  UdpSender s("127.0.0.1", "127.0.0.1",
+              static_cast<uint16_t>(std::stoi(addr.substr(addr.rfind(':') + 1))));
+  REQUIRE(s.send("one"));
+  REQUIRE(s.send("two"));
+  REQUIRE(waitUntil([&] { return concatFiles(openSegments(dir / "udp")) == "one\ntwo\n"; },
+                    Millis(5000)));
+  writeFile(d.configPath(), withDir(tcp, dir));
+  d.signal(SIGHUP);
+  REQUIRE(d.waitLog("route=dgram removed: its last connection has closed", Millis(5000)));
+  CHECK(openSegments(dir / "udp").empty());
+  CHECK(concatFiles(closedSegments(dir / "udp")) == "one\ntwo\n");
+  d.signal(SIGTERM);
+  REQUIRE(d.waitExit(Millis(10000)) == 0);
+}
