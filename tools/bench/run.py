@@ -1505,7 +1505,8 @@ SETTINGS = [
      "apart)."),
     ("rsyslog", "`imtcp` (maxSessions 4000) to `omfile` with the raw template `%rawmsg%\\n` and "
      "`ioBufferSize 256k`, peer DNS lookups off, a 100,000-message main queue dequeued 1,024 at "
-     "a time by one worker (so each client's lines stay in order)."),
+     "a time by one worker (so each client's lines stay in order). Over UDP: `imudp` with "
+     "`rcvbufSize 4m` into the same action."),
 ]
 
 
@@ -1721,7 +1722,7 @@ def main():
     out = []
     for sc in args.scenario or ["archive-tmpfs", "archive-disk", "archive-1000x1",
                                 "forward-4x500", "forward-100x20", "idle", "rate", "syscalls",
-                                "latency", "study"]:
+                                "latency", "study", "udp"]:
         print(f"scenario {sc}", file=sys.stderr)
         if sc == "archive-1000x1":
             out.append(scenario_archive(args, "tmpfs", 1000, 1_000_000))
