@@ -211,8 +211,10 @@ void UdpReceiver::process(unsigned n) {
     const auto* sa = static_cast<const sockaddr*>(h.msg_name);
     if (!allowed(admission_.allow, sa)) {
       ++m.udp_denied;
-      spdlog::debug("route={} dropped a datagram from {}: not in allow list", ctx_.routeName(),
-                    describePeer(sa, h.msg_namelen).display());
+      if (spdlog::should_log(spdlog::level::debug)) {
+        spdlog::debug("route={} dropped a datagram from {}: not in allow list", ctx_.routeName(),
+                      describePeer(sa, h.msg_namelen).display());
+      }
       continue;
     }
     if (h.msg_flags & MSG_TRUNC) {

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -497,4 +498,68 @@ TEST_CASE("udp: a reload adds a udp: route and a later one removes it, its recor
   CHECK(concatFiles(closedSegments(dir / "udp")) == "one\ntwo\n");
   d.signal(SIGTERM);
   REQUIRE(d.waitExit(Millis(10000)) == 0);
+}
+
+TEST_CASE("udp: a full file system pauses reading; every datagram is archived once there is room",
+          "[e2e][udp][enospc]") {
+  TempDir dir;
+  TmpfsMount mnt(dir / "fs", "size=4m,mode=0755");
+  if (!mnt.mounted()) {
+    WARN("cannot mount a tmpfs (" << mnt.error()
+                                  << "; needs root or CAP_SYS_ADMIN): the ENOSPC test is SKIPPED");
+    return;
+  }
+  struct statvfs sv {};
+  REQUIRE(::statvfs((dir / "fs").c_str(), &sv) == 0);
+  const uint64_t avail = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+  constexpr uint64_t kFree = 64 * kKiB;
+  REQUIRE(avail > kFree);
+  writeFile(dir / "fs" / "filler", std::string(avail - kFree, 'F'));
+  std::string c = "admin: { listen: 127.0.0.1:0 }\nroutes:\n  - name: app\n";
+  c += "    listen: udp:127.0.0.1:0\n    archive: { dir: ";
+  c += (dir / "fs" / "archive").string();
+  c += " }\n";
+  Daemon d(dir, c);
+  const std::string admin = d.waitAdmin();
+  UdpSender s("127.0.0.1", "127.0.0.1", d.port("app"));
+  REQUIRE(s.ok());
+  constexpr int kCount = 2000;  // 200 KB of records: three times what fits before the filler goes
+  std::string want;
+  for (int n = 1; n <= kCount; ++n) {
+    char msg[128];
+    std::snprintf(msg, sizeof msg, "<13>udp enospc n=%06d %s", n, std::string(70, 'y').c_str());
+    want += msg;
+    want += '\n';
+    REQUIRE(s.send(msg));
+    if (n % 200 == 0) std::this_thread::sleep_for(Millis(5));
+  }
+  // Full: reading stops, /healthz says why, the error is logged once.
+  std::string body;
+  REQUIRE(waitUntil(
+      [&] {
+        HttpResponse h = httpGet(admin, "/healthz");
+        body = h.body;
+        return h.status == 503;
+      },
+      Millis(10000)));
+  CHECK(body ==
+        "route app: archive writes failing (No space left on device) for 1 connection(s)\n");
+  std::this_thread::sleep_for(Millis(300));
+  const double received = value(scrapeMetrics(admin), routeKey("spliced_udp_datagrams_total"));
+  CHECK(received < kCount);
+  CHECK(logLines(d.log(), {"error=storage route=app archive write failed: No space left on "
+                           "device; not reading the udp socket"})
+            .size() == 1);
+  // Room again: the held records and what waited in the socket are written, in order.
+  fs::remove(dir / "fs" / "filler");
+  REQUIRE(waitDatagrams(admin, kCount));
+  REQUIRE(waitUntil([&] { return httpGet(admin, "/healthz").status == 200; }, Millis(10000)));
+  const MetricValues m = scrapeMetrics(admin);
+  d.signal(SIGTERM);
+  REQUIRE(d.waitExit(Millis(10000)) == 0);
+  CHECK(value(m, routeKey("spliced_udp_dropped_total")) == 0);
+  const std::string got = concatFiles(closedSegments(dir / "fs" / "archive"));
+  INFO(firstDifference(got, want));
+  CHECK(got == want);
+  CHECK(d.log().find("archive writable again; reading the udp socket again") != std::string::npos);
 }
