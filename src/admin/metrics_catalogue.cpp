@@ -21,7 +21,7 @@ constexpr const char* kPublishRunsHelp =
     "archive.on_publish command runs (success: exit 0; failure: another exit status, a signal, or "
     "it could not start; timeout: killed after on_publish.timeout).";
 
-constexpr std::array<RouteMetricDef, 36> kRouteMetrics{{
+constexpr std::array<RouteMetricDef, 41> kRouteMetrics{{
     {"spliced_connections_active", T::Gauge, "Open client connections.", "", "", TotalsFor::None,
      [](const R& r) { return r.counters.connections_active.get(); }},
     {"spliced_connections_total", T::Counter, "Client connections accepted.", "", "connections",
@@ -84,6 +84,21 @@ constexpr std::array<RouteMetricDef, 36> kRouteMetrics{{
      [](const R& r) { return r.counters.frames_malformed.get(); }},
     {"spliced_frame_errors_total", T::Counter, "", "incomplete", "", TotalsFor::None,
      [](const R& r) { return r.counters.frames_incomplete.get(); }},
+    {"spliced_udp_datagrams_total", T::Counter,
+     "Datagrams received on udp: listeners (archived, truncated, denied or rejected alike).", "",
+     "", TotalsFor::None, [](const R& r) { return r.counters.udp_datagrams.get(); }},
+    {"spliced_udp_truncated_total", T::Counter,
+     "Datagrams longer than a record may be (max_line), archived truncated.", "", "",
+     TotalsFor::None, [](const R& r) { return r.counters.udp_truncated.get(); }},
+    {"spliced_udp_dropped_total", T::Counter,
+     "Datagrams the kernel dropped because the socket's receive buffer was full (SO_RXQ_OVFL).", "",
+     "", TotalsFor::None, [](const R& r) { return r.counters.udp_dropped.get(); }},
+    {"spliced_udp_rejected_total", T::Counter,
+     "Datagrams not archived (denied: sender outside the allow list; limit: a new sender of a "
+     "layout: per_peer route while max_connections chains are open).",
+     "denied", "", TotalsFor::None, [](const R& r) { return r.counters.udp_denied.get(); }},
+    {"spliced_udp_rejected_total", T::Counter, "", "limit", "", TotalsFor::None,
+     [](const R& r) { return r.counters.udp_rejected_limit.get(); }},
     {"spliced_archive_compressed_total", T::Counter, "Closed segments compressed.", "", "",
      TotalsFor::None, [](const R& r) { return r.lifecycle.compressed; }},
     {"spliced_archive_compress_errors_total", T::Counter,

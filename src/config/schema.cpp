@@ -101,7 +101,13 @@ class Schema {
 
   void parseAdmin(const YAML::Node& n, AdminConfig& admin) {
     if (!r_.checkMap(n, "admin", {"listen", "allow", "auth", "tls"})) return;
-    if (auto v = n["listen"]) admin.listen = r_.address(v, "admin.listen");
+    if (auto v = n["listen"]) {
+      admin.listen = r_.address(v, "admin.listen");
+      if (admin.listen && admin.listen->isUdp()) {
+        r_.add(v, "admin.listen", "the admin endpoint is HTTP: it listens on TCP or a unix socket");
+        admin.listen.reset();
+      }
+    }
     if (auto v = n["allow"]) admin.allow = r_.cidrs(v, "admin.allow");
     if (auto v = n["auth"]) {
       AdminAuthConfig auth;
@@ -172,7 +178,7 @@ class Schema {
   bool parseRoute(const YAML::Node& n, const std::string& path, RouteConfig& r) {
     if (!r_.checkMap(n, path,
                      {"name", "listen", "max_connections", "idle_timeout", "allow", "accept_proxy",
-                      "accept_proxy_timeout", "archive", "forward"})) {
+                      "accept_proxy_timeout", "udp_rcvbuf", "archive", "forward"})) {
       return false;
     }
     if (auto v = n["name"]) {
@@ -203,15 +209,29 @@ class Schema {
     }
     if (auto v = n["allow"]) r.allow = r_.cidrs(v, path + ".allow");
     if (auto v = n["accept_proxy"]) r_.boolean(v, path + ".accept_proxy", r.accept_proxy);
+    const bool udp = r.listen.isUdp();
+    if (auto v = n["udp_rcvbuf"]) {
+      r_.size(v, path + ".udp_rcvbuf", r.udp_rcvbuf, 4 * kKiB, 1 * kGiB, false);
+      if (!udp) r_.add(v, path + ".udp_rcvbuf", "applies to udp: listeners only");
+    }
+    if (udp && r.accept_proxy) {
+      r_.add(n["accept_proxy"], path + ".accept_proxy",
+             "has no meaning on a udp: listener (datagrams carry no PROXY header)");
+    }
     if (auto v = n["accept_proxy_timeout"]) {
       r_.duration(v, path + ".accept_proxy_timeout", r.accept_proxy_timeout, milliseconds(1),
                   false);
     }
     auto archive = n["archive"];
     auto forward = n["forward"];
+    if (forward && udp && !archive) {
+      r_.add(n["listen"], path + ".listen",
+             "udp: listeners are for collect routes (an archive block, which may ship: archive "
+             "and forward together) only; a proxy route listens on TCP or a unix socket");
+    }
     if (archive) {
       ArchiveConfig a;
-      parseArchive(archive, path + ".archive", a);
+      parseArchive(archive, path + ".archive", a, udp);
       r.archive = std::move(a);
     }
     if (forward) {
@@ -249,7 +269,8 @@ class Schema {
     return true;
   }
 
-  void parseArchive(const YAML::Node& n, const std::string& path, ArchiveConfig& a) {
+  // `udp`: the route listens on udp: (a datagram is a record; see docs/DESIGN.md, "UDP").
+  void parseArchive(const YAML::Node& n, const std::string& path, ArchiveConfig& a, bool udp) {
     if (!r_.checkMap(n, path,
                      {"dir", "layout", "framing", "name", "localtime", "rotate", "retain",
                       "compress", "compress_level", "fsync", "max_line", "output", "oversize",
@@ -267,11 +288,26 @@ class Schema {
     } else {
       r_.add(n, path + ".dir", "missing: the directory segments are written to");
     }
+    if (udp) {
+      // UDP has no connections: one chain for the route, or one per sender; lines by default.
+      a.layout = Layout::Shared;
+      a.framing = Framing::Lines;
+    }
     if (auto v = n["layout"]) {
-      auto l = r_.choice<Layout>(
-          v, path + ".layout",
-          {{"per_connection", Layout::PerConnection}, {"shared", Layout::Shared}});
+      auto l = r_.choice<Layout>(v, path + ".layout",
+                                 {{"per_connection", Layout::PerConnection},
+                                  {"shared", Layout::Shared},
+                                  {"per_peer", Layout::PerPeer}});
       if (l) a.layout = *l;
+      if (l && udp && *l == Layout::PerConnection) {
+        r_.add(v, path + ".layout",
+               "a udp: listener has no connections: use shared (one chain for the route) or "
+               "per_peer (one chain per sender IP)");
+      } else if (l && !udp && *l == Layout::PerPeer) {
+        r_.add(v, path + ".layout",
+               "per_peer is for udp: listeners; a TCP or unix route uses per_connection or "
+               "shared");
+      }
     }
     if (auto v = n["framing"]) {
       auto f = r_.choice<Framing>(v, path + ".framing",
@@ -280,6 +316,11 @@ class Schema {
                                    {"octet_counted", Framing::OctetCounted},
                                    {"auto", Framing::Auto}});
       if (f) a.framing = *f;
+      if (f && udp && *f == Framing::Auto) {
+        r_.add(v, path + ".framing",
+               "auto has no meaning on a udp: listener (a datagram is one record): use lines, "
+               "octet_counted or raw");
+      }
     }
     const bool records = a.framing == Framing::OctetCounted || a.framing == Framing::Auto;
     if (auto v = n["output"]) {
@@ -298,6 +339,10 @@ class Schema {
       if (o && !records) {
         r_.add(v, path + ".oversize",
                "applies to framing: octet_counted or auto only (lines are always split)");
+      } else if (o && udp) {
+        r_.add(v, path + ".oversize",
+               "has no effect on a udp: listener: a datagram longer than max_line is truncated "
+               "and counted (spliced_udp_truncated_total)");
       }
     }
     const bool name_ok = parseName(n, path, a);
@@ -467,7 +512,11 @@ class Schema {
         r_.add(v, path + ".upstreams", "expected a non-empty list of addresses");
       } else {
         for (size_t i = 0; i < v.size(); ++i) {
-          if (auto a = r_.address(v[i], fmt::format("{}.upstreams[{}]", path, i))) {
+          const std::string key = fmt::format("{}.upstreams[{}]", path, i);
+          auto a = r_.address(v[i], key);
+          if (a && a->isUdp()) {
+            r_.add(v[i], key, "upstreams are TCP or unix stream sockets; udp: is for listeners");
+          } else if (a) {
             f.upstreams.push_back(*a);
           }
         }

@@ -34,6 +34,19 @@ std::string formatIp(const sockaddr* sa) {
 }  // namespace
 
 Parsed<SocketAddress> parseSocketAddress(std::string_view text) {
+  if (text.substr(0, 4) == "udp:") {
+    std::string_view rest = text.substr(4);
+    if (rest.substr(0, 5) == "unix:") {
+      return {Fail{std::string("udp: takes HOST:PORT or [v6]:PORT, not a unix socket path")}};
+    }
+    if (rest.substr(0, 4) == "udp:") return {Fail{std::string("udp: is written once")}};
+    auto inner = parseSocketAddress(rest);
+    if (!inner.ok()) return inner;
+    SocketAddress out = inner.value();
+    out.udp = true;
+    out.text = "udp:" + out.text;
+    return {out};
+  }
   SocketAddress out;
   if (text.substr(0, 5) == "unix:") {
     std::string_view path = text.substr(5);

@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 namespace spliced {
@@ -123,5 +125,66 @@ Result<UniqueFd> openOne(const SocketAddress& addr, bool reuseport, bool do_list
 }
 
 }  // namespace
+
+namespace {
+
+Result<UniqueFd> openUdpOne(const SocketAddress& addr, bool reuseport, uint64_t rcvbuf,
+                            uint64_t* granted) {
+  UniqueFd fd(::socket(addr.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return setupError("socket");
+  int one = 1;
+  if (reuseport && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    return setupError(fmt::format("cannot set SO_REUSEPORT for {}", addr.text));
+  }
+  if (addr.family() == AF_INET6)
+    ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (::setsockopt(fd.get(), SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one) != 0) {
+    return setupError(fmt::format("cannot set SO_RXQ_OVFL for {}", addr.text));
+  }
+  if (rcvbuf > 0) {
+    const int want = static_cast<int>(std::min<uint64_t>(rcvbuf, INT32_MAX / 2));
+    // Root may pass net.core.rmem_max; anyone else gets at most that.
+    if (::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) != 0) {
+      ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+    }
+  }
+  int got = 0;
+  socklen_t len = sizeof got;
+  if (granted != nullptr && ::getsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &got, &len) == 0) {
+    *granted = static_cast<uint64_t>(got) / 2;
+  }
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.len) != 0) {
+    return setupError(fmt::format("cannot bind {}", addr.text));
+  }
+  return fd;
+}
+
+}  // namespace
+
+Result<std::vector<UniqueFd>> openUdpGroup(const SocketAddress& addr, size_t n, uint64_t rcvbuf,
+                                           uint64_t* granted) {
+  std::vector<UniqueFd> out;
+  SocketAddress at = addr;
+  const bool reuseport = n > 1;
+  if (reuseport && portOf(at) != 0) {
+    // As for TCP: an address some other socket holds is refused, never joined.
+    Result<UniqueFd> probe = openUdpOne(at, false, 0, nullptr);
+    if (!probe) return std::move(probe).takeError();
+  }
+  for (size_t i = 0; i < std::max<size_t>(n, 1); ++i) {
+    Result<UniqueFd> fd = openUdpOne(at, reuseport, rcvbuf, i == 0 ? granted : nullptr);
+    if (!fd) return std::move(fd).takeError();
+    if (i == 0 && portOf(at) == 0) {
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      if (::getsockname(fd.value().get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+        return setupError(fmt::format("cannot read the address bound for {}", addr.text));
+      }
+      setPort(at, portOf(ss));
+    }
+    out.push_back(std::move(fd.value()));
+  }
+  return out;
+}
 
 }  // namespace spliced

@@ -28,6 +28,10 @@ ssize_t SysCalls::send(int fd, const void* buf, size_t len, int flags) {
 ssize_t SysCalls::recv(int fd, void* buf, size_t len, int flags) {
   return ::recv(fd, buf, len, flags);
 }
+
+int SysCalls::recvmmsg(int fd, mmsghdr* msgs, unsigned int n, int flags) {
+  return ::recvmmsg(fd, msgs, n, flags, nullptr);
+}
 int SysCalls::shutdown(int fd, int how) { return ::shutdown(fd, how); }
 int SysCalls::pipe2(int fds[2], int flags) { return ::pipe2(fds, flags); }
 int SysCalls::accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {

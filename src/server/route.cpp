@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "spliced/core/listen_socket.hpp"
+#include "spliced/core/units.hpp"
 #include "spliced/proxy/proxy_header_session.hpp"
 #include "spliced/server/server.hpp"
 
@@ -18,6 +19,7 @@ namespace spliced {
 RouteWorker::RouteWorker(Route& route, Worker& worker) : route_(route), worker_(worker) {}
 
 RouteWorker::~RouteWorker() {
+  udp_.reset();
   listener_.reset();
   sessions_.clear();
 }
@@ -29,11 +31,13 @@ uint64_t RouteWorker::nextConnectionId() { return route_.nextConnectionId(); }
 
 void RouteWorker::stopAccepting() {
   if (listener_) listener_->close();
+  if (udp_) udp_->close();
   listening_ = false;
   for (Session* s : sessions_.snapshot()) s->beginDrain();
 }
 
 void RouteWorker::rotateSessions() {
+  if (udp_) udp_->rotate();
   for (Session* s : sessions_.snapshot()) s->rotate();
 }
 
@@ -43,6 +47,7 @@ void RouteWorker::shutdownSweep() {
 }
 
 void RouteWorker::closeAll() {
+  udp_.reset();
   listener_.reset();
   listening_ = false;
   sessions_.clear();
@@ -146,6 +151,7 @@ void Route::replaceSession(Session* /*from*/, SessionPtr /*next*/) {
 
 Status Route::start() {
   if (Status s = kind_->start(); !s) return s;
+  if (cfg_.listen.isUdp()) return startUdp();
   for (auto& rw : workers_) {
     RouteWorker* w = rw.get();
     w->listener_ = std::make_unique<Listener>(
@@ -200,6 +206,46 @@ Status Route::start() {
       UniqueFd* fd = &group.value()[i];
       server_.onWorkerWait(workers_[i]->worker(), [l, fd] { l->adopt(std::move(*fd)); });
     }
+  }
+  for (auto& rw : workers_) rw->listening_ = true;
+  listeners_open_ = workers_.size();
+  return Ok{};
+}
+
+Status Route::startUdp() {
+  SPLICED_ASSERT(collect_ != nullptr, "a udp: route collects (checked with the config)");
+  uint64_t granted = 0;
+  Result<std::vector<UniqueFd>> group =
+      openUdpGroup(cfg_.listen, workers_.size(), cfg_.udp_rcvbuf, &granted);
+  if (!group) return std::move(group).takeError();
+  if (granted < cfg_.udp_rcvbuf) {
+    spdlog::warn(
+        "route={} udp_rcvbuf: asked for {}, the kernel granted {} per socket (net.core.rmem_max "
+        "caps it for a process without CAP_NET_ADMIN); bursts beyond it are dropped and counted "
+        "in spliced_udp_dropped_total",
+        cfg_.name, formatSize(cfg_.udp_rcvbuf), formatSize(granted));
+  }
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    RouteWorker* w = workers_[i].get();
+    UniqueFd* fd = &group.value()[i];
+    // A sender's chain (layout: per_peer) counts as a connection, and holds a segment's
+    // descriptor from its worker's budget.
+    UdpAdmission admission{cfg_.allow,
+                           [this, w] {
+                             FdBudget& fds = w->worker().fdBudget();
+                             if (!fds.take(1)) return false;
+                             if (admit()) return true;
+                             fds.give(1);
+                             return false;
+                           },
+                           [this, w] {
+                             release();
+                             w->worker().fdBudget().give(1);
+                           }};
+    server_.onWorkerWait(w->worker(), [this, w, fd, admission]() mutable {
+      w->udp_ = std::make_unique<UdpReceiver>(*w, *collect_, std::move(*fd), std::move(admission));
+      w->udp_->start();
+    });
   }
   for (auto& rw : workers_) rw->listening_ = true;
   listeners_open_ = workers_.size();

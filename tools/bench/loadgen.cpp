@@ -33,6 +33,11 @@
 //   spliced-loadgen echo --listen PORT_FILE
 //       Listens on 127.0.0.1:0, writes the port to PORT_FILE, and sends every connection's bytes
 //       back as they come (a thread per connection, blocking), until the peer closes.
+//   spliced-loadgen udp --to HOST:PORT --messages N --lines S [--clients K] [--rate R]
+//       K senders (threads, each its own socket) send N datagrams in all, S bytes each, with
+//       sendmmsg in batches of 64: "<14>" (a syslog priority), "<sender:8 hex> <n:10 digits> ",
+//       then 'x' up to S bytes (no '\n', as syslog senders send UDP). --rate R paces the total
+//       to R datagrams per second (0: as fast as they go). Prints messages, bytes, seconds.
 //   spliced-loadgen pingpong --to ADDR --clients C --bytes B --seconds T
 //       C connections, each in its own thread, send B bytes and wait for B bytes back, again
 //       and again for T seconds. Prints round trips, seconds and the latency percentiles (p50,
@@ -871,13 +876,94 @@ int pingpong(const std::string& to, int clients, uint64_t bytes, double seconds)
 
 }  // namespace
 
+int udp(const std::string& to, int senders, uint64_t messages, size_t size, uint64_t rate) {
+  if (size < 25) die("--lines must be at least 25 for udp");
+  auto colon = to.rfind(':');
+  if (colon == std::string::npos) die("udp needs --to HOST:PORT");
+  std::string host = to.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  sockaddr_storage ss{};
+  socklen_t ss_len = 0;
+  const int port = std::stoi(to.substr(colon + 1));
+  if (host.find(':') != std::string::npos) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(static_cast<uint16_t>(port));
+    if (inet_pton(AF_INET6, host.c_str(), &a->sin6_addr) != 1) die("bad IPv6 address");
+    ss_len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(static_cast<uint16_t>(port));
+    if (inet_pton(AF_INET, host.c_str(), &a->sin_addr) != 1) die("bad IPv4 address");
+    ss_len = sizeof *a;
+  }
+  constexpr unsigned kBatch = 64;
+  Failures failed;
+  std::vector<std::thread> threads;
+  auto start = std::chrono::steady_clock::now();
+  for (int t = 0; t < senders; ++t) {
+    threads.emplace_back([&, t] {
+      int fd = ::socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&ss), ss_len) != 0) {
+        failed.note("udp socket", errno);
+        if (fd >= 0) ::close(fd);
+        return;
+      }
+      const uint64_t first = messages * static_cast<uint64_t>(t) / static_cast<uint64_t>(senders);
+      const uint64_t last =
+          messages * static_cast<uint64_t>(t + 1) / static_cast<uint64_t>(senders);
+      std::vector<char> buf(static_cast<size_t>(kBatch) * size, 'x');
+      std::vector<mmsghdr> msgs(kBatch);
+      std::vector<iovec> iov(kBatch);
+      const double per_sender = rate ? static_cast<double>(rate) / senders : 0;
+      auto t0 = std::chrono::steady_clock::now();
+      for (uint64_t n = first; n < last;) {
+        const unsigned k = static_cast<unsigned>(std::min<uint64_t>(kBatch, last - n));
+        for (unsigned i = 0; i < k; ++i) {
+          char* m = buf.data() + static_cast<size_t>(i) * size;
+          char head[32];
+          int h = std::snprintf(head, sizeof head, "<14>%08x %010llu ", t,
+                                static_cast<unsigned long long>(n + i + 1));
+          std::memcpy(m, head, static_cast<size_t>(h));
+          iov[i] = {m, size};
+          msgs[i] = {};
+          msgs[i].msg_hdr.msg_iov = &iov[i];
+          msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        int sent = ::sendmmsg(fd, msgs.data(), k, 0);
+        if (sent < 0) {
+          if (errno == EINTR || errno == ENOBUFS || errno == EAGAIN) continue;
+          if (errno == ECONNREFUSED) continue;  // an ICMP error of an earlier datagram
+          failed.note("sendmmsg", errno);
+          break;
+        }
+        n += static_cast<uint64_t>(sent);
+        if (per_sender > 0) {
+          auto due =
+              t0 + std::chrono::duration<double>(static_cast<double>(n - first) / per_sender);
+          std::this_thread::sleep_until(
+              std::chrono::time_point_cast<std::chrono::steady_clock::duration>(due));
+        }
+      }
+      ::close(fd);
+    });
+  }
+  for (auto& th : threads) th.join();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("{\"messages\":%llu,\"bytes\":%llu,\"seconds\":%.6f,%s}\n",
+              static_cast<unsigned long long>(messages),
+              static_cast<unsigned long long>(messages * size), secs, failed.json().c_str());
+  return failed.count() ? 1 : 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2)
-    die("usage: spliced-loadgen send|sink|verify|verify-lines|idle|rate|echo|pingpong ...");
+    die("usage: spliced-loadgen send|sink|verify|verify-lines|idle|rate|echo|pingpong|udp ...");
   std::string mode = argv[1];
   std::string to;
   int clients = 1;
-  uint64_t bytes = 0, seed = 1, conns = 0, reply = 0;
+  uint64_t bytes = 0, seed = 1, conns = 0, reply = 0, messages = 0, per_second = 0;
   double seconds = 0;
   size_t chunk = 256 * 1024, line_len = 0;
   bool use_epoll = false, unordered = false, whole_files = false, check = false;
@@ -900,6 +986,10 @@ int main(int argc, char** argv) {
       chunk = std::stoul(val());
     } else if (a == "--lines") {
       line_len = std::stoul(val());
+    } else if (a == "--messages") {
+      messages = std::stoull(val());
+    } else if (a == "--rate") {
+      per_second = std::stoull(val());
     } else if (a == "--conns") {
       conns = std::stoull(val());
     } else if (a == "--reply") {
@@ -921,6 +1011,10 @@ int main(int argc, char** argv) {
     }
   }
   if (chunk == 0 || chunk % kBlock != 0) die("--chunk must be a multiple of 4096");
+  if (mode == "udp") {
+    if (to.empty() || messages == 0 || line_len == 0) die("udp needs --to, --messages, --lines");
+    return udp(to, clients, messages, line_len, per_second);
+  }
   if (line_len != 0 && (line_len < kMinLine || line_len > kBody / 2)) {
     die("--lines must be between 46 and 524288");
   }

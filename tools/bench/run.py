@@ -11,6 +11,10 @@ what is not a rate of bytes: `syscalls` counts the system calls of a short proxi
 (round trips per second, p50/p99/p99.9 and the proxy's CPU per round trip, against no proxy).
 `cat` reads a 1 GiB segment with `spliced cat` against cat (plain) and zstdcat (.zst), into a
 pipe and into /dev/null, and the peak RSS of reading a 4 GiB sparse segment.
+`udp` sends 1,000,000 syslog datagrams of 200 B from one sender as fast as it goes to spliced
+(a udp: route, shared chain, one line per datagram; 1 and 2 workers) and to rsyslog (imudp to
+omfile): messages archived per second, CPU per message, and the loss (what never reached the
+archive; every archived line is checked whole and unique).
 
     tools/bench/run.py [--runs 5] [--scenario archive-tmpfs] [--quick] [--json out.json]
                        [--manifest] (the cost of archive.manifest.hash: none, xxh3, sha256)
@@ -333,6 +337,180 @@ input(type="imtcp" port="{self.port}" address="127.0.0.1" ruleset="bench")
 
     def done(self, archive, expected):
         return os.path.exists(self.out) and os.path.getsize(self.out) == expected
+
+
+def udp_listening(port):
+    """True once something has a UDP socket bound to `port` (/proc/net/udp, udp6)."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    local = line.split()[1]
+                    if int(local.rsplit(":", 1)[1], 16) == port:
+                        return True
+        except OSError:
+            pass
+    return False
+
+
+class UdpSystem(System):
+    """A UDP receiver: started like the others, but ready once its UDP port is bound."""
+
+    def launch(self, cmd, port, **popen):
+        self.proc = subprocess.Popen(cmd, **popen)
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} at start: "
+                                   f"{self.log_tail()}")
+            return udp_listening(int(port))
+        wait_for(listening, 5, f"{self.name} to bind its UDP port")
+        return f"127.0.0.1:{port}"
+
+
+class SplicedUdp(UdpSystem):
+    """spliced with a udp: route: one shared chain, a line per datagram (the defaults)."""
+    name = "spliced"
+    log_file = "spliced.log"
+
+    def __init__(self, workdir, workers=1, name="spliced", binary=None):
+        self.workdir, self.workers, self.name, self.binary = workdir, workers, name, binary
+
+    def start(self, archive):
+        cfg = os.path.join(self.workdir, "spliced.yaml")
+        port, admin = free_ports(2)
+        self.port, self.admin = str(port), f"127.0.0.1:{admin}"
+        with open(cfg, "w") as f:
+            f.write(f"""log: {{ level: warn }}
+admin: {{ listen: {self.admin} }}
+workers: {self.workers}
+routes:
+  - name: bench
+    listen: udp:127.0.0.1:{self.port}
+    udp_rcvbuf: 4MiB
+    archive:
+      dir: {archive}
+      name: "{{route}}-{{seq}}.log"
+      rotate: {{ max_bytes: 64MiB }}
+""")
+        log = open(os.path.join(self.workdir, self.log_file), "a")
+        return self.launch([self.binary or SPLICED, "-c", cfg], self.port, stderr=log)
+
+    def kernel_drops(self):
+        with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith('spliced_udp_dropped_total{route="bench"}'):
+                    return float(line.rsplit(" ", 1)[1])
+        return None
+
+
+class RSyslogUdp(UdpSystem):
+    """rsyslogd: imudp -> omfile with the raw template (the message and '\\n'), the same main
+    queue as the TCP scenario, a 4 MiB receive buffer (rcvbufSize, as spliced's udp_rcvbuf)."""
+    name = "rsyslog"
+    log_file = "rsyslog.err"
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    def start(self, archive):
+        self.port = free_port()
+        self.out = os.path.join(archive, "rsyslog.log")
+        cfg = os.path.join(self.workdir, "rsyslog.conf")
+        with open(cfg, "w") as f:
+            f.write(f"""global(workDirectory="{self.workdir}" net.enableDNS="off" maxMessageSize="64k")
+main_queue(queue.type="FixedArray" queue.size="100000" queue.dequeueBatchSize="1024"
+           queue.workerThreads="1")
+module(load="imudp")
+template(name="raw" type="string" string="%rawmsg%\\n")
+ruleset(name="bench") {{
+  action(type="omfile" file="{self.out}" template="raw" ioBufferSize="256k")
+}}
+input(type="imudp" port="{self.port}" address="127.0.0.1" ruleset="bench" rcvbufSize="4m")
+""")
+        self.errors = open(os.path.join(self.workdir, self.log_file), "w")
+        return self.launch([tool("rsyslogd"), "-n", "-f", cfg, "-i", os.path.join(self.workdir,
+                            "rsyslogd.pid")], self.port, stderr=self.errors)
+
+    def kernel_drops(self):
+        return None
+
+
+UDP_MESSAGES = 1_000_000
+UDP_SIZE = 200
+
+
+def run_udp(system, base_dir, messages, size):
+    """Sends `messages` datagrams of `size` bytes as fast as one sender goes, then waits until
+    the archive stops growing (1 s without a new byte). Every archived line must be one whole
+    datagram, none twice; what is missing is the loss."""
+    archive = tempfile.mkdtemp(prefix="archive-", dir=base_dir)
+    try:
+        to = system.start(archive)
+        cpu0 = tree_cpu(system.proc.pid)
+        t0 = time.monotonic()
+        r = subprocess.run([LOADGEN, "udp", "--to", to, "--messages", str(messages), "--lines",
+                            str(size)], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"loadgen udp failed: {r.stderr.strip()} {r.stdout.strip()}")
+        expected = messages * (size + 1)
+        last, last_change = -1, time.monotonic()
+        while True:
+            now = sum(os.path.getsize(f) for f in files_under(archive))
+            if now != last:
+                last, last_change = now, time.monotonic()
+            if now >= expected or time.monotonic() - last_change > 1.0:
+                break
+            time.sleep(0.005)
+        wall = last_change - t0
+        cpu = tree_cpu(system.proc.pid) - cpu0
+        drops = system.kernel_drops()
+        system.stop()
+        seen = set()
+        for f in sorted(files_under(archive)):
+            with open(f, "rb") as fh:
+                for line in fh:
+                    m = re.fullmatch(rb"<14>([0-9a-f]{8}) ([0-9]{10}) x+\n", line)
+                    if m is None or len(line) != size + 1:
+                        raise RuntimeError(f"{system.name}: a line that is not a whole datagram: "
+                                           f"{line[:80]!r}")
+                    if m.group(2) in seen:
+                        raise RuntimeError(f"{system.name}: datagram {m.group(2)} twice")
+                    seen.add(m.group(2))
+        got = len(seen)
+        return {"msgs_per_s": got / wall, "cpu_us_per_msg": cpu / max(got, 1) * 1e6,
+                "loss": 1 - got / messages, "received": got, "wall": wall, "cpu": cpu,
+                "send_seconds": json.loads(r.stdout)["seconds"], "kernel_drops": drops}
+    finally:
+        try:
+            system.stop()
+        except Exception:
+            pass
+        shutil.rmtree(archive, ignore_errors=True)
+
+
+def scenario_udp(args):
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
+    messages = 20_000 if args.quick else UDP_MESSAGES
+    systems = lineup(args, [own("spliced", lambda **kw: SplicedUdp(work, **kw)),
+                            own("spliced workers 2",
+                                lambda **kw: SplicedUdp(work, workers=2, **kw)),
+                            ("rsyslog", lambda: RSyslogUdp(work))])
+    try:
+        results = run_rounds(args, systems, lambda _, s: run_udp(s, work, messages, UDP_SIZE),
+                             lambda r: f"{r['msgs_per_s']:.0f} msgs/s "
+                                       f"{r['cpu_us_per_msg']:.2f} CPU-us/msg "
+                                       f"loss {r['loss'] * 100:.2f}%")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"scenario": f"syslog over UDP: {messages} messages of {UDP_SIZE} B, one sender",
+            "kind": "udp",
+            "results": {name: {"msgs_per_s": statistics.median(r["msgs_per_s"] for r in rs),
+                               "cpu_us_per_msg": statistics.median(r["cpu_us_per_msg"]
+                                                                   for r in rs),
+                               "loss": statistics.median(r["loss"] for r in rs),
+                               "runs": len(rs), "all": rs} for name, rs in results.items()}}
 
 
 class Sink:
@@ -1245,6 +1423,13 @@ def table(sc):
             calls = ", ".join(f"{k} {v:.2f}" for k, v in r["calls"].items())
             rows.append(f"| {name} | {r['syscalls_per_conn']:.2f} | {calls} |")
         return rows
+    if kind == "udp":
+        rows = ["| system | messages/s | runs (min–max) | CPU-µs per message | loss (median) |",
+                "|---|---|---|---|---|"]
+        for name, r in sc["results"].items():
+            rows.append(f"| {name} | {r['msgs_per_s']:.0f} | {spread(r, 'msgs_per_s', '.0f')} "
+                        f"| {r['cpu_us_per_msg']:.2f} | {r['loss'] * 100:.2f}% |")
+        return rows
     if kind == "rate":
         rows = ["| system | connections/s | runs (min–max) | CPU-µs per connection |",
                 "|---|---|---|---|"]
@@ -1265,6 +1450,7 @@ def table(sc):
 # What baseline_table compares, by kind of scenario: (label, key) of the speed and of the cost.
 COMPARED = {"throughput": (("GB/s", "gbps"), ("CPU-s/GB", "cpu_per_gb")),
             "rate": (("conns/s", "conns_per_s"), ("CPU-µs/conn", "cpu_us_per_conn")),
+            "udp": (("msgs/s", "msgs_per_s"), ("CPU-µs/msg", "cpu_us_per_msg")),
             "idle": (("KiB/conn", "kib_per_conn"), ("fds/conn", "fds_per_conn")),
             "latency": (("rt/s", "rt_per_s"), ("CPU-µs/rt", "cpu_us_per_rt")),
             "syscalls": (("syscalls/conn", "syscalls_per_conn"),
@@ -1319,7 +1505,8 @@ SETTINGS = [
      "apart)."),
     ("rsyslog", "`imtcp` (maxSessions 4000) to `omfile` with the raw template `%rawmsg%\\n` and "
      "`ioBufferSize 256k`, peer DNS lookups off, a 100,000-message main queue dequeued 1,024 at "
-     "a time by one worker (so each client's lines stay in order)."),
+     "a time by one worker (so each client's lines stay in order). Over UDP: `imudp` with "
+     "`rcvbufSize 4m` into the same action."),
 ]
 
 
@@ -1481,7 +1668,7 @@ def main():
     ap.add_argument("--scenario", action="append",
                     choices=["archive-tmpfs", "archive-disk", "archive-1000x1", "forward-4x500",
                              "forward-100x20", "idle", "rate", "syscalls", "latency",
-                             "study", "cat"])
+                             "study", "cat", "udp"])
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--markdown", help="write the tables here (and a PNG chart beside it)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -1535,7 +1722,7 @@ def main():
     out = []
     for sc in args.scenario or ["archive-tmpfs", "archive-disk", "archive-1000x1",
                                 "forward-4x500", "forward-100x20", "idle", "rate", "syscalls",
-                                "latency", "study"]:
+                                "latency", "study", "udp"]:
         print(f"scenario {sc}", file=sys.stderr)
         if sc == "archive-1000x1":
             out.append(scenario_archive(args, "tmpfs", 1000, 1_000_000))
@@ -1547,6 +1734,8 @@ def main():
             out.append(scenario_syscalls(args))
         elif sc == "cat":
             out += scenario_cat(args)
+        elif sc == "udp":
+            out.append(scenario_udp(args))
         elif sc == "latency":
             for clients, size in [(1, 64), (16, 64), (1, 16384), (16, 16384)]:
                 out.append(scenario_latency(args, clients, size))

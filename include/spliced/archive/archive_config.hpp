@@ -11,7 +11,9 @@
 
 namespace spliced {
 
-enum class Layout { PerConnection, Shared };
+// per_connection: a chain per TCP/Unix connection; shared: one chain for the route; per_peer (UDP
+// routes only): a chain per sender IP.
+enum class Layout { PerConnection, Shared, PerPeer };
 enum class Framing { Raw, Lines, OctetCounted, Auto };
 // How octet-counted records are written: as they came ("LEN SP MSG"), or each MSG plus '\n'.
 enum class RecordOutput { AsReceived, Lines };

@@ -29,6 +29,7 @@ struct RouteConfig {
   std::vector<Cidr> allow;       // empty = everyone
   bool accept_proxy = false;     // clients start with a PROXY v1/v2 header (front load balancer)
   milliseconds accept_proxy_timeout{5000};
+  uint64_t udp_rcvbuf = 4 * kMiB;  // listen: udp:...: the receive buffer asked of the kernel
   std::optional<ArchiveConfig> archive;
   std::optional<ForwardConfig> forward;
   // The route's YAML as read (normalised: YAML::Dump), to tell at a reload whether it changed.

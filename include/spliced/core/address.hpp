@@ -16,19 +16,24 @@
 namespace spliced {
 
 // A resolved address to bind or connect to. For unix sockets `path` is set and `storage` holds a
-// sockaddr_un; otherwise `storage` holds a sockaddr_in or sockaddr_in6.
+// sockaddr_un; otherwise `storage` holds a sockaddr_in or sockaddr_in6 (a stream socket's, or a
+// datagram socket's when `udp` is set).
 struct SocketAddress {
   sockaddr_storage storage{};
   socklen_t len = 0;
   std::string path;  // unix sockets only
-  std::string text;  // canonical form, e.g. "127.0.0.1:5140", "[::1]:80", "unix:/run/x.sock"
+  // canonical form, e.g. "127.0.0.1:5140", "[::1]:80", "unix:/run/x.sock", "udp:[::1]:514"
+  std::string text;
+  bool udp = false;  // "udp:HOST:PORT": a UDP socket
 
   bool isUnix() const { return !path.empty(); }
+  bool isUdp() const { return udp; }
   int family() const { return storage.ss_family; }
   bool operator==(const SocketAddress& o) const { return text == o.text; }
 };
 
-// Parses "host:port", "[v6]:port", "*:port" (all IPv4 addresses) or "unix:/path". Host names are
+// Parses "host:port", "[v6]:port", "*:port" (all IPv4 addresses), "unix:/path", or any of the
+// first three after "udp:" (a UDP socket; its text keeps the prefix). Host names are
 // resolved with getaddrinfo (call at start-up only: it may block). Port 0 is allowed (tests).
 Parsed<SocketAddress> parseSocketAddress(std::string_view text);
 

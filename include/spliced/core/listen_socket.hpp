@@ -20,4 +20,13 @@ Result<UniqueFd> openListenSocket(const SocketAddress& addr);
 // and is never joined. A Unix address, or n <= 1, gives one socket as openListenSocket.
 Result<std::vector<UniqueFd>> openListenGroup(const SocketAddress& addr, size_t n);
 
+// `n` non-blocking UDP sockets bound to `addr` (udp:HOST:PORT), each with SO_REUSEPORT when n > 1
+// (one per worker: the kernel spreads datagrams by a hash of their addresses), all on one port,
+// the address first bound alone as openListenGroup does. Each asks for a receive buffer of
+// `rcvbuf` bytes (SO_RCVBUFFORCE, which root may use past net.core.rmem_max, else SO_RCVBUF) and
+// reports kernel drops in a control message (SO_RXQ_OVFL). `*granted` gets the buffer the kernel
+// gave (what it reports, halved: it doubles the value for its bookkeeping).
+Result<std::vector<UniqueFd>> openUdpGroup(const SocketAddress& addr, size_t n, uint64_t rcvbuf,
+                                           uint64_t* granted);
+
 }  // namespace spliced

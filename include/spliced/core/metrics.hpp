@@ -64,6 +64,11 @@ struct RouteMetrics {
   Counter frames_oversize;           // octet-counted records longer than max_line
   Counter frames_malformed;          // connections refused for a malformed octet-count header
   Counter frames_incomplete;         // octet-counted frames cut short by the end of the stream
+  Counter udp_datagrams;             // udp: datagrams received (whatever became of them)
+  Counter udp_truncated;             // udp: datagrams longer than a record may be, truncated
+  Counter udp_dropped;               // udp: datagrams the kernel dropped (SO_RXQ_OVFL)
+  Counter udp_denied;                // udp: datagrams from senders outside the allow list
+  Counter udp_rejected_limit;        // udp, per_peer: datagrams of new senders past the limit
 
   // Adds every counter of `o` (summing workers).
   RouteMetrics& operator+=(const RouteMetrics& o) {
@@ -89,6 +94,11 @@ struct RouteMetrics {
     frames_oversize += o.frames_oversize;
     frames_malformed += o.frames_malformed;
     frames_incomplete += o.frames_incomplete;
+    udp_datagrams += o.udp_datagrams;
+    udp_truncated += o.udp_truncated;
+    udp_dropped += o.udp_dropped;
+    udp_denied += o.udp_denied;
+    udp_rejected_limit += o.udp_rejected_limit;
     return *this;
   }
 };

@@ -25,6 +25,8 @@ class SysCalls {
   virtual ssize_t pwrite(int fd, const void* buf, size_t len, off_t offset);
   virtual ssize_t send(int fd, const void* buf, size_t len, int flags);
   virtual ssize_t recv(int fd, void* buf, size_t len, int flags);
+  // Datagrams (udp: listeners): up to `n` at once.
+  virtual int recvmmsg(int fd, mmsghdr* msgs, unsigned int n, int flags);
   virtual int shutdown(int fd, int how);
   // File -> socket (shipping from archive segments); `offset` as sendfile(2)'s.
   virtual ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count);

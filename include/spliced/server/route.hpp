@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "spliced/collect/collect_route.hpp"
+#include "spliced/collect/udp_receiver.hpp"
 #include "spliced/config/config.hpp"
 #include "spliced/core/error.hpp"
 #include "spliced/core/listener.hpp"
@@ -25,7 +26,8 @@ class Server;
 class Route;
 
 // What one worker holds of a route: its listener (its own SO_REUSEPORT socket, or the route's
-// one Unix socket shared by every worker), its sessions and its counters. It is the RouteContext
+// one Unix socket shared by every worker) or, for a udp: route, its UDP socket and receiver, its
+// sessions and its counters. It is the RouteContext
 // of the sessions it accepts. Used only on its worker's thread, except counters(), which any
 // thread may read; the main thread posts what it wants done.
 class RouteWorker final : public RouteContext {
@@ -40,7 +42,10 @@ class RouteWorker final : public RouteContext {
   void closeAll();
   const RouteMetrics& counters() const { return metrics_; }
   Worker& worker() { return worker_; }
-  std::string boundAddress() const { return listener_ ? listener_->boundAddress() : ""; }
+  std::string boundAddress() const {
+    if (udp_) return udp_->boundAddress();
+    return listener_ ? listener_->boundAddress() : "";
+  }
   bool listening() const { return listening_; }
 
   // RouteContext: what its sessions may ask.
@@ -65,6 +70,7 @@ class RouteWorker final : public RouteContext {
   RouteMetrics metrics_;
   size_t fds_held_ = 0;  // descriptors taken for its active connections (its worker's FdBudget)
   std::unique_ptr<Listener> listener_;
+  std::unique_ptr<UdpReceiver> udp_;  // listen: udp:... (instead of listener_)
   std::atomic<bool> listening_{false};
   SessionList sessions_;
 };
@@ -127,6 +133,8 @@ class Route final : public RouteContext {
   // Counts a new connection against max_connections; false (nothing counted) at the limit.
   bool admit();
   void release();
+  // listen: udp:...: one UDP socket and receiver per worker.
+  Status startUdp();
 
   Server& server_;
   ConfigPtr snapshot_;

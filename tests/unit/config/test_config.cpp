@@ -397,7 +397,7 @@ TEST_CASE("config: unknown keys, top-level and nested", "[config][errors]") {
   expectError(withDir(std::string(kRoute) + "    timeout: 5s\n", tmp.str()),
               {6, 5, "routes[0].timeout",
                "unknown key (known here: name, listen, max_connections, idle_timeout, allow, "
-               "accept_proxy, accept_proxy_timeout, archive, forward)"});
+               "accept_proxy, accept_proxy_timeout, udp_rcvbuf, archive, forward)"});
   expectError(withDir(std::string(kRoute) + "      dirs: /x\n", tmp.str()),
               {6, 7, "routes[0].archive.dirs",
                "unknown key (known here: dir, layout, framing, name, localtime, rotate, retain, "
@@ -594,7 +594,8 @@ routes:
       {
           {2, 10, "log.level", "'verbose' is not one of: trace, debug, info, warn, error"},
           {3, 11, "log.format", "'xml' is not one of: text, json"},
-          {9, 15, "routes[0].archive.layout", "'mixed' is not one of: per_connection, shared"},
+          {9, 15, "routes[0].archive.layout",
+           "'mixed' is not one of: per_connection, shared, per_peer"},
           {10, 16, "routes[0].archive.framing",
            "'json' is not one of: raw, lines, octet_counted, auto"},
           {11, 17, "routes[0].archive.compress", "'lz4' is not one of: none, gzip, zstd"},
@@ -976,7 +977,8 @@ bogus: 1
           {4, 9, "pipes.size", "unknown size unit 'XB' " + kSizeUnits},
           {7, 13, "routes[0].listen",
            "'127.0.0.1' has no port (expected host:port, [v6]:port or unix:/path)"},
-          {10, 15, "routes[0].archive.layout", "'mixed' is not one of: per_connection, shared"},
+          {10, 15, "routes[0].archive.layout",
+           "'mixed' is not one of: per_connection, shared, per_peer"},
           {11, 5, "routes[1].name", "missing: every route needs a name"},
           {12, 23, "routes[1].archive.fsync", "'sometimes' is not one of: never, on_close"},
       });
@@ -1321,4 +1323,84 @@ TEST_CASE("config: admin.auth and admin.tls", "[config][admin]") {
               {8, 8, "admin.tls",
                "the TLS certificate " + users + " is not a usable PEM certificate: " +
                    "error:0480006C:PEM routines::no start line"});
+}
+
+TEST_CASE("config: udp: routes default to layout shared, framing lines, udp_rcvbuf 4MiB",
+          "[config]") {
+  TempDir tmp;
+  const std::string udp =
+      "routes:\n"
+      "  - name: app\n"
+      "    listen: udp:127.0.0.1:5140\n"
+      "    archive:\n"
+      "      dir: @DIR@\n";
+  auto c = loadOk(withDir(udp, tmp.str()));
+  const RouteConfig& r = c->routes[0];
+  CHECK(r.listen.isUdp());
+  CHECK(r.udp_rcvbuf == 4 * kMiB);
+  CHECK(r.archive->layout == Layout::Shared);
+  CHECK(r.archive->framing == Framing::Lines);
+  CHECK_FALSE(r.archive->name.usesPeer());
+  auto p = loadOk(withDir(
+      "routes:\n  - name: app\n    listen: \"udp:[::1]:5140\"\n    udp_rcvbuf: 16MiB\n"
+      "    archive:\n      dir: @DIR@\n      layout: per_peer\n      framing: octet_counted\n",
+      tmp.str()));
+  CHECK(p->routes[0].udp_rcvbuf == 16 * kMiB);
+  CHECK(p->routes[0].archive->layout == Layout::PerPeer);
+  CHECK(p->routes[0].archive->framing == Framing::OctetCounted);
+  CHECK(p->routes[0].archive->name.usesPeer());  // the per-connection default name
+  // A TCP and a UDP route may share a port number.
+  loadOk(withDir(std::string(kRoute) +
+                     "  - name: udp\n    listen: udp:127.0.0.1:5140\n    archive: {dir: @DIR@}\n",
+                 tmp.str()));
+}
+
+TEST_CASE("config: what a udp: route refuses", "[config][errors]") {
+  TempDir tmp;
+  expectErrors(withDir("routes:\n  - name: app\n    listen: udp:127.0.0.1:5140\n"
+                       "    accept_proxy: true\n    udp_rcvbuf: 1KiB\n"
+                       "    archive:\n      dir: @DIR@\n      layout: per_connection\n"
+                       "      framing: auto\n",
+                       tmp.str()),
+               {
+                   {4, 19, "routes[0].accept_proxy",
+                    "has no meaning on a udp: listener (datagrams carry no PROXY header)"},
+                   {5, 17, "routes[0].udp_rcvbuf", "1KiB is out of range (4.0KiB to 1.0GiB)"},
+                   {8, 15, "routes[0].archive.layout",
+                    "a udp: listener has no connections: use shared (one chain for the route) or "
+                    "per_peer (one chain per sender IP)"},
+                   {9, 16, "routes[0].archive.framing",
+                    "auto has no meaning on a udp: listener (a datagram is one record): use "
+                    "lines, octet_counted or raw"},
+               });
+  expectError(withDir("routes:\n  - name: app\n    listen: udp:127.0.0.1:5140\n"
+                      "    archive:\n      dir: @DIR@\n      framing: octet_counted\n"
+                      "      oversize: split\n",
+                      tmp.str()),
+              {7, 17, "routes[0].archive.oversize",
+               "has no effect on a udp: listener: a datagram longer than max_line is truncated "
+               "and counted (spliced_udp_truncated_total)"});
+  expectError(withDir("routes:\n  - name: app\n    listen: udp:127.0.0.1:5140\n"
+                      "    forward: {upstreams: [127.0.0.1:1]}\n",
+                      tmp.str()),
+              {3, 13, "routes[0].listen",
+               "udp: listeners are for collect routes (an archive block, which may ship: archive "
+               "and forward together) only; a proxy route "
+               "listens on TCP or a unix socket"});
+  expectErrors(withDir(std::string(kRoute) + "      layout: per_peer\n", tmp.str()),
+               {{6, 15, "routes[0].archive.layout",
+                 "per_peer is for udp: listeners; a TCP or unix route uses per_connection or "
+                 "shared"}});
+  expectError(withDir("routes:\n  - name: app\n    listen: 127.0.0.1:5140\n    udp_rcvbuf: 8MiB\n"
+                      "    archive:\n      dir: @DIR@\n",
+                      tmp.str()),
+              {4, 17, "routes[0].udp_rcvbuf", "applies to udp: listeners only"});
+  expectError(
+      withDir("admin: {listen: udp:127.0.0.1:9}\n" + std::string(kRoute), tmp.str()),
+      {1, 17, "admin.listen", "the admin endpoint is HTTP: it listens on TCP or a unix socket"});
+  expectError(withDir("routes:\n  - name: app\n    listen: 127.0.0.1:5140\n"
+                      "    forward: {upstreams: [udp:127.0.0.1:1]}\n",
+                      tmp.str()),
+              {4, 27, "routes[0].forward.upstreams[0]",
+               "upstreams are TCP or unix stream sockets; udp: is for listeners"});
 }

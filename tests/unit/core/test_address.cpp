@@ -354,3 +354,30 @@ TEST_CASE("describePeer: unix peers", "[address][peer]") {
   CHECK(q.ip == "unix");
   CHECK(q.display() == "unix");
 }
+
+TEST_CASE("parseSocketAddress: udp:HOST:PORT is a UDP address, v4 and v6", "[address]") {
+  auto a = addressOf("udp:127.0.0.1:514");
+  CHECK(a.isUdp());
+  CHECK_FALSE(a.isUnix());
+  CHECK(a.text == "udp:127.0.0.1:514");
+  CHECK(a.family() == AF_INET);
+  CHECK(ntohs(reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_port) == 514);
+  auto v6 = addressOf("udp:[::1]:5514");
+  CHECK(v6.isUdp());
+  CHECK(v6.text == "udp:[::1]:5514");
+  CHECK(v6.family() == AF_INET6);
+  CHECK(addressOf("udp:*:514").text == "udp:0.0.0.0:514");
+  // The same port over TCP is another address.
+  CHECK_FALSE(addressOf("127.0.0.1:514").isUdp());
+  CHECK_FALSE(addressOf("udp:127.0.0.1:514") == addressOf("127.0.0.1:514"));
+}
+
+TEST_CASE("parseSocketAddress: udp: errors", "[address]") {
+  CHECK(addressError("udp:unix:/run/x.sock") ==
+        "udp: takes HOST:PORT or [v6]:PORT, not a unix socket path");
+  CHECK(addressError("udp:udp:127.0.0.1:1") == "udp: is written once");
+  CHECK(addressError("udp:127.0.0.1") ==
+        "'127.0.0.1' has no port (expected host:port, [v6]:port or unix:/path)");
+  CHECK(addressError("udp:::1:80") ==
+        "IPv6 addresses must be written in brackets, e.g. [::1]:5140");
+}
