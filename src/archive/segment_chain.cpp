@@ -36,7 +36,10 @@ SegmentChain::SegmentChain(const ArchiveConfig& cfg, ArchiveDir& dir, NameVars v
                            RouteMetrics& metrics)
     : cfg_(cfg), dir_(dir), vars_(std::move(vars)), sys_(sys), metrics_(metrics) {}
 
-SegmentChain::~SegmentChain() { closeSegment(); }
+SegmentChain::~SegmentChain() {
+  closeSegment();
+  if (observer_ != nullptr) observer_->chainEnded();
+}
 
 int SegmentChain::ensureOpen() {
   if (segmentLost()) dropLostSegment();

@@ -1,5 +1,6 @@
 #include "spliced/collect/collect_route.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
@@ -111,22 +112,30 @@ Status CollectRoute::start() {
     shared_->onUnpublished([this](UnpublishedSegment seg) { publishLater(std::move(seg)); });
     shared_->syncOffLoop(close_worker_.get());
   }
-  if (forward_ != nullptr && shared_) {
-    // Store-and-forward: the shipper reads the cursor (after recovery published what a crash
-    // left) and follows the shared chain from its first segment on.
+  if (forward_ != nullptr) {
+    // Store-and-forward: shippers read their cursors (after recovery published what a crash
+    // left) and follow their chains: the shared one from its first segment on, or each
+    // connection's.
     pool_ = std::make_unique<UpstreamPool>(ctx_.base(), *forward_, route);
     pool_->start();
-    shipper_ = std::make_unique<Shipper>(
-        ctx_.base(), ctx_.sys(), route, "shared", *forward_, cfg_.framing == Framing::Lines, *pool_,
-        dir_, [this](std::function<void()> fn) { ctx_.post(std::move(fn)); },
-        [this](const std::string& rel) { segmentShipped(rel); });
-    Shipper* s = shipper_.get();
-    target_.unshipped = [s](const std::string& rel) { return s->unshipped(rel); };
+    target_.unshipped = [this](const std::string& rel) { return unshipped(rel); };
     if (cfg_.retain.drop_unshipped) {
-      target_.dropped_unshipped = [s](const std::string& rel) { s->dropped(rel); };
+      target_.dropped_unshipped = [this](const std::string& rel) {
+        if (shipper_) shipper_->dropped(rel);
+        std::lock_guard lock(conn_ship_mu_);
+        for (auto& [name, s] : conn_shippers_) s->dropped(rel);
+      };
     }
-    shipper_->start();
-    shared_->observe(s);
+    if (shared_) {
+      shipper_ = std::make_unique<Shipper>(
+          ctx_.base(), ctx_.sys(), route, "shared", *forward_, cfg_.framing == Framing::Lines,
+          *pool_, dir_, [this](std::function<void()> fn) { ctx_.post(std::move(fn)); },
+          [this](const std::string& rel) { segmentShipped(rel); });
+      shipper_->start();
+      shared_->observe(shipper_.get());
+    } else {
+      resumeConnectionChains();
+    }
   }
   publish_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onPublishRetry, this));
   interval_ev_.reset(evtimer_new(ctx_.base(), &CollectRoute::onInterval, this));
@@ -173,7 +182,9 @@ Status CollectRoute::lockDir(int dir_fd, UniqueFd& out) {
 }
 
 size_t CollectRoute::descriptorsPerSession() const {
-  return cfg_.layout == Layout::PerConnection ? 2 : 1;
+  if (cfg_.layout != Layout::PerConnection) return 1;
+  // Shipping each connection: its upstream socket, the segment it reads and its journal too.
+  return forward_ != nullptr ? 5 : 2;
 }
 
 void CollectRoute::onDirWatch(evutil_socket_t, short, void* arg) {
@@ -327,6 +338,95 @@ void CollectRoute::retryPublishing() {
   }
 }
 
+namespace {
+// The chain name of a connection's shipper: unique across runs (pid, then the connection id).
+std::string connChainName(uint64_t conn) { return fmt::format("c{}-{}", ::getpid(), conn); }
+}  // namespace
+
+ChainObserver* CollectRoute::shipConnection(uint64_t conn) {
+  if (pool_ == nullptr) return nullptr;
+  const std::string name = connChainName(conn);
+  auto s = std::make_unique<Shipper>(
+      ctx_.base(), ctx_.sys(), ctx_.routeName(), name, *forward_, cfg_.framing == Framing::Lines,
+      *pool_, dir_, [this](std::function<void()> fn) { ctx_.post(std::move(fn)); },
+      [this](const std::string& rel) { segmentShipped(rel); }, true,
+      [this, name] { connectionShipped(name); });
+  Shipper* raw = s.get();
+  {
+    std::lock_guard lock(conn_ship_mu_);
+    conn_shippers_[name] = std::move(s);
+  }
+  raw->startFresh();
+  return raw;
+}
+
+void CollectRoute::resumeConnectionChains() {
+  std::vector<std::string> chains;
+  UniqueFd ship(::openat(dir_.fd(), kShipDir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (ship.valid()) {
+    if (DIR* d = ::fdopendir(ship.release())) {
+      while (dirent* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        // Chains of connections of an earlier run: c<pid>-<conn>.cursor
+        if (n.size() > 8 && n[0] == 'c' && n.ends_with(".cursor")) {
+          chains.push_back(n.substr(0, n.size() - 7));
+        }
+      }
+      ::closedir(d);
+    }
+  }
+  for (const auto& name : chains) {
+    auto s = std::make_unique<Shipper>(
+        ctx_.base(), ctx_.sys(), ctx_.routeName(), name, *forward_, cfg_.framing == Framing::Lines,
+        *pool_, dir_, [this](std::function<void()> fn) { ctx_.post(std::move(fn)); },
+        [this](const std::string& rel) { segmentShipped(rel); }, true,
+        [this, name] { connectionShipped(name); });
+    Shipper* raw = s.get();
+    {
+      std::lock_guard lock(conn_ship_mu_);
+      conn_shippers_[name] = std::move(s);
+    }
+    raw->start();
+    raw->chainEnded();  // its connection belonged to an earlier run
+  }
+  if (!chains.empty()) {
+    spdlog::info("route={} ship: {} connection chain(s) of an earlier run resume shipping",
+                 ctx_.routeName(), chains.size());
+  }
+}
+
+void CollectRoute::connectionShipped(const std::string& chain) {
+  // Called by the shipper itself: it is destroyed after it returns.
+  ctx_.post([this, chain] {
+    std::unique_ptr<Shipper> done;
+    std::lock_guard lock(conn_ship_mu_);
+    auto it = conn_shippers_.find(chain);
+    if (it == conn_shippers_.end()) return;
+    finished_totals_.add(it->second->totals());
+    done = std::move(it->second);
+    conn_shippers_.erase(it);
+  });
+}
+
+bool CollectRoute::unshipped(const std::string& rel) const {
+  if (shipper_ && shipper_->unshipped(rel)) return true;
+  std::lock_guard lock(conn_ship_mu_);
+  for (const auto& [name, s] : conn_shippers_) {
+    if (s->unshipped(rel)) return true;
+  }
+  return false;
+}
+
+ShipTotals CollectRoute::shipTotals() const {
+  ShipTotals t;
+  if (shipper_) t.add(shipper_->totals());
+  std::lock_guard lock(conn_ship_mu_);
+  t.add(finished_totals_);
+  for (const auto& [name, s] : conn_shippers_) t.add(s->totals());
+  t.reconnects.resize(pool_ ? pool_->upstreams().size() : 0);
+  return t;
+}
+
 void CollectRoute::segmentShipped(const std::string& rel) {
   if (target_.compresses() && !isUnsyncedName(rel)) lifecycle_.compress(&target_, rel);
   if (target_.retains()) lifecycle_.retain(&target_);
@@ -341,6 +441,10 @@ void CollectRoute::finish() {
   if (shared_) shared_->closeSegment();
   // What the upstream acknowledged goes into the cursor; the rest ships after the next start.
   if (shipper_) shipper_->stop();
+  {
+    std::lock_guard lock(conn_ship_mu_);
+    for (auto& [name, s] : conn_shippers_) s->stop();
+  }
   // Segments still being synced and published (fsync: on_close): their outcomes come back now.
   if (close_worker_ && !close_worker_->drain(kCloseDrainLimit)) {
     spdlog::error(
@@ -394,6 +498,17 @@ void CollectRoute::problems(std::vector<std::string>& out) const {
   }
   if (shipper_) {
     if (std::string p = shipper_->problem(); !p.empty()) out.push_back(std::move(p));
+  }
+  {
+    // The worst connection chain speaks for them all.
+    std::lock_guard lock(conn_ship_mu_);
+    const Shipper* worst = nullptr;
+    for (const auto& [name, s] : conn_shippers_) {
+      if (worst == nullptr || s->lag() > worst->lag()) worst = s.get();
+    }
+    if (worst != nullptr) {
+      if (std::string p = worst->problem(); !p.empty()) out.push_back(std::move(p));
+    }
   }
   // Checked here too, so that /healthz says it at once (and the chains stop writing into the
   // removed dir's segments from their next write), not only at the next dir-watch tick.

@@ -61,6 +61,8 @@ CollectSession::CollectSession(RouteContext& ctx, CollectRoute& archive, UniqueF
     own_chain_->onUnpublished(
         [&archive = archive_](UnpublishedSegment seg) { archive.publishLater(std::move(seg)); });
     own_chain_->syncOffLoop(archive_.closeWorker());
+    // A shipping route ships this connection's chain on an upstream connection of its own.
+    if (ChainObserver* o = archive_.shipConnection(id_)) own_chain_->observe(o);
     sink = own_chain_.get();
   } else if (ac.framing == Framing::OctetCounted || ac.framing == Framing::Auto) {
     SPLICED_ASSERT(archive_.sharedChain() != nullptr, "layout: shared has a shared chain");

@@ -241,9 +241,9 @@ class Schema {
     }
     if (archive && forward) {
       // Collect + ship: the archive is written as for a collect route and shipped from there.
-      if (archive.IsMap() && r.archive && r.archive->layout != Layout::Shared) {
-        r_.add(archive["layout"] ? archive["layout"] : archive, path + ".archive.layout",
-               "shipping (archive and forward together) takes layout: shared in this version");
+      if (archive.IsMap() && r.archive && r.archive->layout == Layout::PerPeer) {
+        r_.add(archive["layout"], path + ".archive.layout",
+               "shipping (archive and forward together) takes layout: shared or per_connection");
       }
       if (forward.IsMap() && r.forward && r.forward->proxy_protocol != ProxyProtocol::Off) {
         r_.add(forward["proxy_protocol"], path + ".forward.proxy_protocol",

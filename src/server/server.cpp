@@ -42,18 +42,16 @@ RouteStatus routeStatus(const Route& r) {
         lm.deleted_files.load(),   lm.deleted_bytes.load(),    lm.manifest_records.load(),
         lm.manifest_errors.load(), lm.kept_unpublished.load(), lm.publish.success.load(),
         lm.publish.failure.load(), lm.publish.timeout.load(),  lm.publish.queued.load()};
-    if (const Shipper* s = c->shipper()) {
-      const ShipMetrics& sm = s->metrics();
+    if (c->ships()) {
+      const ShipTotals t = c->shipTotals();
       rs.ships = true;
-      rs.ship = {sm.sent.load(),         sm.acked.load(),
-                 sm.lag_bytes.load(),    std::chrono::duration<double>(s->lag()).count(),
-                 sm.resent.load(),       sm.dropped.load(),
-                 sm.cursor_errors.load()};
+      rs.ship = {t.sent,   t.acked,   t.lag_bytes,    std::chrono::duration<double>(t.lag).count(),
+                 t.resent, t.dropped, t.cursor_errors};
       const auto views = c->pool()->view();
       for (size_t i = 0; i < views.size(); ++i) {
         const UpstreamView& u = views[i];
-        rs.upstreams.push_back({u.address, u.errors, u.active, u.up,
-                                i < sm.reconnects.size() ? sm.reconnects[i]->load() : 0});
+        rs.upstreams.push_back(
+            {u.address, u.errors, u.active, u.up, i < t.reconnects.size() ? t.reconnects[i] : 0});
       }
     }
   }

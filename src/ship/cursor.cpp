@@ -130,7 +130,8 @@ int makeShipDir(SysCalls& sys, int dir_fd) {
   return 0;
 }
 
-int saveCursor(SysCalls& sys, int dir_fd, const std::string& name, const ShipCursor& c) {
+int saveCursor(SysCalls& sys, int dir_fd, const std::string& name, const ShipCursor& c,
+               bool durable) {
   if (int err = makeShipDir(sys, dir_fd)) return err;
   const std::string path = cursorPath(name);
   const std::string tmp = path + ".tmp";
@@ -145,9 +146,10 @@ int saveCursor(SysCalls& sys, int dir_fd, const std::string& name, const ShipCur
     if (w <= 0) return w == 0 ? EIO : errno;
     done += static_cast<size_t>(w);
   }
-  if (sys.fsync(fd.get()) != 0) return errno;
+  if (durable && sys.fsync(fd.get()) != 0) return errno;
   fd.reset();
   if (sys.renameat2(dir_fd, tmp.c_str(), dir_fd, path.c_str(), 0) != 0) return errno;
+  if (!durable) return 0;
   UniqueFd dir(sys.openat(dir_fd, kShipDir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
   if (!dir.valid()) return errno;
   if (sys.fsync(dir.get()) != 0) return errno;

@@ -59,7 +59,8 @@ int openSegment(int dir_fd, const std::string& rel) {
 Shipper::Shipper(event_base* base, SysCalls& sys, std::string route, std::string chain,
                  const ForwardConfig& cfg, bool lines, UpstreamPool& pool, ArchiveDir& dir,
                  std::function<void(std::function<void()>)> post,
-                 std::function<void(const std::string& rel)> on_shipped)
+                 std::function<void(const std::string& rel)> on_shipped, bool per_connection,
+                 std::function<void()> on_finished)
     : base_(base),
       sys_(sys),
       route_(std::move(route)),
@@ -69,7 +70,9 @@ Shipper::Shipper(event_base* base, SysCalls& sys, std::string route, std::string
       pool_(pool),
       dir_(dir),
       post_(std::move(post)),
-      on_shipped_(std::move(on_shipped)) {
+      on_shipped_(std::move(on_shipped)),
+      per_connection_(per_connection),
+      on_finished_(std::move(on_finished)) {
   for (size_t i = 0; i < pool_.upstreams().size(); ++i) {
     metrics_.reconnects.push_back(std::make_unique<std::atomic<uint64_t>>(0));
   }
@@ -134,6 +137,11 @@ void Shipper::segmentDone(uint64_t size) {
   wake();
 }
 
+void Shipper::chainEnded() {
+  ended_ = true;
+  wake();
+}
+
 void Shipper::wake() {
   if (wake_pending_.exchange(true)) return;
   post_([this, alive = alive_] {
@@ -186,11 +194,62 @@ void Shipper::dropped(const std::string& rel) {
 
 void Shipper::start() {
   load();
+  arm();
+}
+
+void Shipper::arm() {
   retry_ev_.reset(evtimer_new(base_, &Shipper::onRetry, this));
   tick_ev_.reset(event_new(base_, -1, EV_PERSIST, &Shipper::onTick, this));
   addEvent(tick_ev_.get(), kTick);
   updateLag();
   pump();
+  settle();
+}
+
+void Shipper::startFresh() {
+  const int dfd = dir_.fd();
+  {
+    std::lock_guard lock(mu_);
+    if (int err = makeShipDir(sys_, dfd)) {
+      spdlog::error("error=storage route={} ship: cannot create {}: {}", route_, kShipDir,
+                    std::strerror(err));
+    } else {
+      journal_.reset(openJournal(dfd, chain_));
+    }
+  }
+  // The first cursor (nothing shipped yet), so that a restart finds this chain.
+  ShipCursor c;
+  if (int err = saveCursor(sys_, dfd, chain_, c, false)) {
+    ++metrics_.cursor_errors;
+    spdlog::error("error=storage route={} ship: cannot save the cursor of {}: {}", route_, chain_,
+                  std::strerror(err));
+  }
+  saved_ = c;
+  saved_once_ = true;
+  post_([this, alive = alive_] {
+    if (*alive) arm();
+  });
+}
+
+void Shipper::finishChain() {
+  if (finished_) return;
+  finished_ = true;
+  if (sock_.valid() && upstream_ != nullptr) pool_.release(upstream_, UpstreamPool::PeerState::Ok);
+  connect_ev_.reset();
+  write_ev_.reset();
+  read_ev_.reset();
+  retry_ev_.reset();
+  tick_ev_.reset();
+  sock_.reset();
+  upstream_ = nullptr;
+  state_ = State::Idle;
+  {
+    std::lock_guard lock(mu_);
+    journal_.reset();
+  }
+  removeCursor(dir_.fd(), chain_);
+  *alive_ = false;
+  if (on_finished_) on_finished_();
 }
 
 void Shipper::load() {
@@ -201,7 +260,27 @@ void Shipper::load() {
   bool have_start = false;
   struct stat st;
   const bool ship_dir_existed = ::fstatat(dfd, kShipDir, &st, 0) == 0;
-  if (cl.cursor) {
+  if (cl.cursor && per_connection_) {
+    // The journal lists the whole chain; the cursor says how far into it.
+    const auto& j = cl.journal;
+    const std::string& seg = cl.cursor->segment;
+    auto it = seg.empty() ? j.begin() : std::find(j.begin(), j.end(), seg);
+    if (it == j.end()) {
+      spdlog::error(
+          "error=storage route={} ship: the cursor of {} names {}, which its journal does not "
+          "list; shipping the whole chain again",
+          route_, chain_, seg);
+      it = j.begin();
+    } else if (!seg.empty() && cl.cursor->offset == kEndOfSegment) {
+      ++it;  // that segment was shipped whole
+    } else if (!seg.empty()) {
+      start_off = cl.cursor->offset;
+      have_start = true;
+    }
+    names.assign(it, j.end());
+    saved_ = *cl.cursor;
+    saved_once_ = true;
+  } else if (cl.cursor) {
     if (!cl.cursor->segment.empty()) {
       names.push_back(cl.cursor->segment);
       start_off = cl.cursor->offset;
@@ -210,6 +289,12 @@ void Shipper::load() {
     names.insert(names.end(), cl.cursor->pending.begin(), cl.cursor->pending.end());
     saved_ = *cl.cursor;
     saved_once_ = true;
+  } else if (per_connection_) {
+    // Its journal lists every segment of the chain: shipped again from the first.
+    spdlog::error(
+        "error=storage route={} ship: {}; shipping every segment of chain {} again from its "
+        "journal: the upstream may receive bytes it has",
+        route_, cl.problem.empty() ? std::string("its cursor is missing") : cl.problem, chain_);
   } else if (!cl.problem.empty() || ship_dir_existed) {
     // Never skip data: without a cursor, every plain segment is shipped again, oldest first
     // (compressed ones were shipped: compression waits for shipping).
@@ -232,9 +317,12 @@ void Shipper::load() {
         names.size(), bytes);
   }
   // Segments opened after the last cursor save.
-  std::unordered_set<std::string> seen(names.begin(), names.end());
-  for (const auto& j : cl.journal) {
-    if (seen.insert(j).second) names.push_back(j);
+  // (A per-connection chain with a cursor took its names from the journal already.)
+  if (!(per_connection_ && cl.cursor)) {
+    std::unordered_set<std::string> seen(names.begin(), names.end());
+    for (const auto& j : cl.journal) {
+      if (seen.insert(j).second) names.push_back(j);
+    }
   }
   uint64_t backlog = 0;
   int64_t oldest = 0;
@@ -322,6 +410,7 @@ void Shipper::stop() {
   if (state_ == State::Connected) {
     sampleAck();
     settle();
+    if (finished_) return;
   }
   checkpoint();
   if (sock_.valid() && upstream_ != nullptr) pool_.release(upstream_, UpstreamPool::PeerState::Ok);
@@ -348,6 +437,8 @@ void Shipper::onWake() {
     Shipper* s;
     ~LagAfter() { s->updateLag(); }
   } lag_after{this};
+  if (ended_ && per_connection_) settle();
+  if (finished_) return;
   // Arrival times for the lag in seconds: how far the chain was known at about this moment.
   {
     uint64_t last_id = 0;
@@ -383,6 +474,7 @@ Shipper::View Shipper::view(uint64_t id) {
 }
 
 void Shipper::pump() {
+  if (finished_) return;
   if (state_ == State::Idle) {
     View v = view(send_id_);
     if (v.exists && (send_off_ < v.size || v.has_next || v.done)) connect();
@@ -445,6 +537,7 @@ void Shipper::pump() {
     break;  // waiting for the chain to append
   }
   sampleAck();
+  if (finished_) return;  // the last of an ended chain was acknowledged
   updateLag();
   if (budget == 0) event_active(write_ev_.get(), EV_WRITE, 0);  // more, after the others' turn
 }
@@ -595,6 +688,7 @@ void Shipper::broken(const std::string& why) {
   }
   spans_.clear();
   settle();
+  if (finished_) return;
   send_id_ = ack_id_;
   send_off_ = ack_off_;
   View v = view(send_id_);
@@ -638,11 +732,13 @@ void Shipper::onTick(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Shipper*>(arg);
   if (self->state_ == State::Connected) {
     self->sampleAck();
+    if (self->finished_) return;
     // A wake lost to nothing: keep going if there is something to send.
     if (!event_pending(self->write_ev_.get(), EV_WRITE, nullptr)) self->pump();
   } else if (self->state_ == State::Idle) {
     self->pump();
   }
+  if (self->finished_) return;
   self->updateLag();
   const auto now = std::chrono::steady_clock::now();
   if (now - self->last_save_ >= self->cfg_.checkpoint_interval) self->checkpoint();
@@ -715,11 +811,14 @@ void Shipper::settle() {
         ack_off_ = 0;
       }
       names_.erase(f.rel);
+      last_popped_ = f.rel;
       shipped.push_back(std::move(f.rel));
       queue_.pop_front();
     }
   }
-  if (before(send_id_, send_off_, ack_id_, ack_off_)) {
+  // Sending may lag the cursor inside its segment (a rewind to the start of a line); it never
+  // stays on a segment that left the queue (dropped by retention).
+  if (send_id_ < ack_id_) {
     send_id_ = ack_id_;
     send_off_ = ack_off_;
   }
@@ -727,6 +826,14 @@ void Shipper::settle() {
   for (const auto& rel : shipped) {
     spdlog::debug("route={} ship: {} acknowledged whole", route_, rel);
     on_shipped_(rel);
+  }
+  if (per_connection_ && ended_ && !finished_) {
+    bool empty;
+    {
+      std::lock_guard lock(mu_);
+      empty = queue_.empty();
+    }
+    if (empty) finishChain();
   }
 }
 
@@ -761,6 +868,31 @@ std::string Shipper::problem() const {
                      last_error_.empty() ? std::string() : "; last error " + last_error_);
 }
 
+void ShipTotals::add(const ShipTotals& o) {
+  sent += o.sent;
+  acked += o.acked;
+  lag_bytes += o.lag_bytes;
+  resent += o.resent;
+  dropped += o.dropped;
+  cursor_errors += o.cursor_errors;
+  lag = std::max(lag, o.lag);
+  if (reconnects.size() < o.reconnects.size()) reconnects.resize(o.reconnects.size());
+  for (size_t i = 0; i < o.reconnects.size(); ++i) reconnects[i] += o.reconnects[i];
+}
+
+ShipTotals Shipper::totals() const {
+  ShipTotals t;
+  t.sent = metrics_.sent;
+  t.acked = metrics_.acked;
+  t.lag_bytes = finished_ ? 0 : metrics_.lag_bytes.load();
+  t.resent = metrics_.resent;
+  t.dropped = metrics_.dropped;
+  t.cursor_errors = metrics_.cursor_errors;
+  t.lag = finished_ ? std::chrono::milliseconds(0) : lag();
+  for (const auto& r : metrics_.reconnects) t.reconnects.push_back(r->load());
+  return t;
+}
+
 std::string Shipper::upstream() const {
   std::lock_guard lock(mu_);
   return upstream_text_;
@@ -782,6 +914,11 @@ ShipCursor Shipper::snapshot(size_t& journal_seen) {
     } else {
       c.pending.push_back(s.rel);
     }
+  }
+  // A per-connection chain shipped up to date names its last segment, wholly shipped.
+  if (per_connection_ && c.segment.empty() && !last_popped_.empty()) {
+    c.segment = last_popped_;
+    c.offset = kEndOfSegment;
   }
   journal_seen = journal_names_.size();
   return c;
@@ -813,7 +950,9 @@ void Shipper::checkpoint() {
   saved_once_ = true;
   // The names the cursor now holds leave the journal; later ones stay in it.
   std::lock_guard lock(mu_);
-  if (!journal_.valid() || seen == 0) return;
+  // A per-connection chain keeps its whole journal: it is short, and a damaged cursor then
+  // still knows every segment of the chain.
+  if (!journal_.valid() || seen == 0 || per_connection_) return;
   journal_names_.erase(journal_names_.begin(),
                        journal_names_.begin() + static_cast<std::ptrdiff_t>(seen));
   if (truncateJournal(journal_.get()) != 0) return;

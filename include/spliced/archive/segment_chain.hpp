@@ -110,6 +110,8 @@ class ChainObserver {
   virtual void segmentAppended(uint64_t size) = 0;
   // The open segment is complete at `size` bytes: closed, or lost with a removed directory.
   virtual void segmentDone(uint64_t size) = 0;
+  // The chain is gone (its last call): no segment will be opened in it again.
+  virtual void chainEnded() {}
 };
 
 // A SegmentChain owns the open segment's fd. The archive config, the archive dir, the syscalls

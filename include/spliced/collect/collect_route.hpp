@@ -3,7 +3,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -72,9 +74,14 @@ class CollectRoute : public RouteKind {
   uint64_t stalledSessions() const { return stalled_; }
   uint64_t unpublishedSegments() const { return unpublished_.size(); }
   const LifecycleMetrics& lifecycle() const { return lifecycle_metrics_; }
-  // A shipping route's shipper and pool (nullptr otherwise).
-  const Shipper* shipper() const { return shipper_.get(); }
+  // A shipping route's pool (nullptr otherwise) and its shipping figures, over every chain.
   const UpstreamPool* pool() const { return pool_.get(); }
+  bool ships() const { return pool_ != nullptr; }
+  ShipTotals shipTotals() const;
+  // layout: per_connection on a shipping route: a new connection's chain gets a Shipper of its
+  // own (its own upstream connection), owned here until the chain has ended and is shipped whole.
+  // Returns the observer to give the chain; nullptr when the route does not ship. Any thread.
+  ChainObserver* shipConnection(uint64_t conn);
 
  private:
   Status openDir();
@@ -98,6 +105,12 @@ class CollectRoute : public RouteKind {
   bool onHome() const { return std::this_thread::get_id() == home_; }
   // The upstream acknowledged `rel` whole: now it may be compressed, and retention may take it.
   void segmentShipped(const std::string& rel);
+  // True while any chain of this route still has `rel` to ship. Any thread.
+  bool unshipped(const std::string& rel) const;
+  // Per-connection chains left by an earlier run (their cursors in .spliced/ship): shipped now.
+  void resumeConnectionChains();
+  // A per-connection chain is shipped whole: its shipper goes (home loop).
+  void connectionShipped(const std::string& chain);
 
   RouteContext& ctx_;
   const ArchiveConfig& cfg_;
@@ -115,6 +128,10 @@ class CollectRoute : public RouteKind {
   // (the chain goes first: see the destructor).
   std::unique_ptr<UpstreamPool> pool_;
   std::unique_ptr<Shipper> shipper_;
+  // layout: per_connection: a shipper per chain, by chain name; and what finished ones counted.
+  mutable std::mutex conn_ship_mu_;
+  std::map<std::string, std::unique_ptr<Shipper>> conn_shippers_;
+  ShipTotals finished_totals_;
   // Before shared_: its destructor may still hand a segment over.
   std::vector<UnpublishedSegment> unpublished_;
   EventPtr publish_ev_;

@@ -31,6 +31,9 @@
 namespace spliced {
 
 inline constexpr const char* kShipDir = ".spliced/ship";
+// The offset of a per-connection chain's cursor whose segment was shipped whole (the journal
+// then says what follows it).
+inline constexpr uint64_t kEndOfSegment = UINT64_MAX;
 
 struct ShipCursor {
   std::string segment;  // "" when nothing is waiting
@@ -49,7 +52,9 @@ int makeShipDir(SysCalls& sys, int dir_fd);
 
 // Saves `c` as .spliced/ship/NAME.cursor atomically (temp, fsync, rename, fsync of the directory).
 // Returns 0 or an errno.
-int saveCursor(SysCalls& sys, int dir_fd, const std::string& name, const ShipCursor& c);
+// `durable` false: no fsync (a process crash keeps it; a power loss may not).
+int saveCursor(SysCalls& sys, int dir_fd, const std::string& name, const ShipCursor& c,
+               bool durable = true);
 
 // What loading found.
 struct CursorLoad {

@@ -49,21 +49,40 @@ struct ShipMetrics {
   std::vector<std::unique_ptr<std::atomic<uint64_t>>> reconnects;  // per upstream (pool order)
 };
 
+// A route's shipping figures at one moment: one shipper's, or summed over a route's (the lag in
+// time is the worst).
+struct ShipTotals {
+  uint64_t sent = 0, acked = 0, lag_bytes = 0, resent = 0, dropped = 0, cursor_errors = 0;
+  std::chrono::milliseconds lag{0};
+  std::vector<uint64_t> reconnects;  // per upstream, pool order
+  void add(const ShipTotals& o);
+};
+
 class Shipper : public ChainObserver {
  public:
   // `post` runs a function on the home loop (from any thread). The pool, the dir, the config and
   // `on_shipped` (told of each segment the upstream acknowledged whole, on the home loop) are
   // borrowed and outlive the shipper.
+  //
+  // `per_connection`: the chain is one client connection's (layout: per_connection). Its journal
+  // keeps every segment of the chain, and once the chain has ended and the upstream acknowledged
+  // all of it, the shipper removes its cursor and journal and calls `on_finished` (home loop).
   Shipper(event_base* base, SysCalls& sys, std::string route, std::string chain,
           const ForwardConfig& cfg, bool lines, UpstreamPool& pool, ArchiveDir& dir,
           std::function<void(std::function<void()>)> post,
-          std::function<void(const std::string& rel)> on_shipped);
+          std::function<void(const std::string& rel)> on_shipped, bool per_connection = false,
+          std::function<void()> on_finished = {});
   ~Shipper() override;
   Shipper(const Shipper&) = delete;
   Shipper& operator=(const Shipper&) = delete;
 
   // Reads the cursor and the journal, opens the segments still to ship and starts connecting.
+  // Home loop.
   void start();
+  // A new per-connection chain (nothing to read back): creates its journal and first cursor, on
+  // the calling thread (the connection's worker, before the chain writes), then sets up its
+  // events on the home loop.
+  void startFresh();
   // Takes what the upstream has acknowledged so far into the cursor, saves it and closes the
   // connection. What is unacknowledged ships again after the next start.
   void stop();
@@ -72,6 +91,7 @@ class Shipper : public ChainObserver {
   void segmentOpened(const std::string& rel, int fd) override;
   void segmentAppended(uint64_t size) override;
   void segmentDone(uint64_t size) override;
+  void chainEnded() override;
 
   // True while `rel` (a published name; NAME.unsynced counts as NAME) is still to be shipped whole.
   // Any thread.
@@ -81,12 +101,16 @@ class Shipper : public ChainObserver {
   void dropped(const std::string& rel);
 
   const ShipMetrics& metrics() const { return metrics_; }
+  ShipTotals totals() const;
   // The age of the oldest unshipped byte (0 when none).
   std::chrono::milliseconds lag() const;
   // For /healthz: why shipping is unhealthy (lag past forward.max_lag), or "".
   std::string problem() const;
   // The upstream connected now ("" when none), for the status page and tests.
   std::string upstream() const;
+  const std::string& chain() const { return chain_; }
+  // A per-connection chain that ended and was shipped whole (its files are removed).
+  bool finished() const { return finished_; }
 
  private:
   struct Seg {
@@ -137,6 +161,9 @@ class Shipper : public ChainObserver {
   // A segment that turned out shorter than the chain said (truncated by someone): its rest is lost.
   void truncated(uint64_t id, uint64_t real);
   void load();
+  void arm();
+  // A per-connection chain that ended is shipped whole: its files go, the connection closes.
+  void finishChain();
   ShipCursor snapshot(size_t& journal_seen);
 
   event_base* base_;
@@ -149,6 +176,10 @@ class Shipper : public ChainObserver {
   ArchiveDir& dir_;
   std::function<void(std::function<void()>)> post_;
   std::function<void(const std::string&)> on_shipped_;
+  const bool per_connection_;
+  std::function<void()> on_finished_;
+  std::atomic<bool> ended_{false};
+  bool finished_ = false;
   ShipMetrics metrics_;
   std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
   std::atomic<bool> wake_pending_{false};
@@ -175,7 +206,8 @@ class Shipper : public ChainObserver {
   std::deque<Span> spans_;
   // When bytes became known: (known_total_, Unix ms), for the lag in seconds.
   std::deque<std::pair<uint64_t, int64_t>> arrivals_;
-  ShipCursor saved_;  // the last cursor saved
+  std::string last_popped_;  // the last segment acknowledged whole
+  ShipCursor saved_;         // the last cursor saved
   bool saved_once_ = false;
   uint64_t acked_at_save_ = 0;  // metrics_.acked when it was saved
   std::chrono::steady_clock::time_point last_save_{};

@@ -813,16 +813,28 @@ TEST_CASE("config: forward routes and their checks", "[config][errors]") {
   CHECK_FALSE(d->routes[0].forward->health_check);
   CHECK_FALSE(d->routes[0].accept_proxy);
 
-  expectError(withDir(R"(routes:
+  // Each connection's chain shipped on its own upstream connection (layout: per_connection).
+  auto per_conn = loadOk(withDir(R"(routes:
   - name: ship
     listen: 127.0.0.1:5140
     archive: { dir: @DIR@ }
     forward:
       upstreams: [127.0.0.1:9443]
 )",
+                                 tmp.str()));
+  CHECK(per_conn->routes[0].archive->layout == Layout::PerConnection);
+  expectError(withDir(R"(routes:
+  - name: ship
+    listen: udp:127.0.0.1:5140
+    archive:
+      dir: @DIR@
+      layout: per_peer
+    forward:
+      upstreams: [127.0.0.1:9443]
+)",
                       tmp.str()),
-              {4, 14, "routes[0].archive.layout",
-               "shipping (archive and forward together) takes layout: shared in this version"});
+              {6, 15, "routes[0].archive.layout",
+               "shipping (archive and forward together) takes layout: shared or per_connection"});
   // A shipping route (archive and forward together), its defaults and its own keys.
   auto ship = loadOk(withDir(R"(routes:
   - name: ship
