@@ -199,7 +199,7 @@ void Shipper::start() {
 
 void Shipper::arm() {
   retry_ev_.reset(evtimer_new(base_, &Shipper::onRetry, this));
-  tick_ev_.reset(event_new(base_, -1, EV_PERSIST, &Shipper::onTick, this));
+  tick_ev_.reset(evtimer_new(base_, &Shipper::onTick, this));
   addEvent(tick_ev_.get(), kTick);
   updateLag();
   pump();
@@ -439,6 +439,7 @@ void Shipper::onWake() {
   } lag_after{this};
   if (ended_ && per_connection_) settle();
   if (finished_) return;
+  if (tick_ev_ && !evtimer_pending(tick_ev_.get(), nullptr)) addEvent(tick_ev_.get(), kTick);
   // Arrival times for the lag in seconds: how far the chain was known at about this moment.
   {
     uint64_t last_id = 0;
@@ -742,6 +743,11 @@ void Shipper::onTick(evutil_socket_t, short, void* arg) {
   self->updateLag();
   const auto now = std::chrono::steady_clock::now();
   if (now - self->last_save_ >= self->cfg_.checkpoint_interval) self->checkpoint();
+  // A chain with nothing waiting and its cursor saved needs no timer until its next bytes (a
+  // wake-up arms it again): idle connections cost nothing.
+  const bool idle = self->metrics_.lag_bytes.load() == 0 &&
+                    self->stream_sent_ == self->stream_acked_ && self->saved_once_ && !self->dirty_;
+  if (!idle) addEvent(self->tick_ev_.get(), kTick);
 }
 
 void Shipper::sampleAck() {
@@ -794,6 +800,7 @@ void Shipper::advanceCursor(uint64_t stream_acked) {
   if (moved && before(ack_id_, ack_off_, id, off)) {
     ack_id_ = id;
     ack_off_ = off;
+    dirty_ = true;
     settle();
   }
 }
@@ -930,6 +937,7 @@ void Shipper::checkpoint() {
   ShipCursor c = snapshot(seen);
   if (saved_once_ && c.segment == saved_.segment && c.offset == saved_.offset &&
       c.pending == saved_.pending && seen == 0) {
+    dirty_ = false;
     return;
   }
   if (int err = saveCursor(sys_, dir_.fd(), chain_, c)) {
@@ -948,6 +956,7 @@ void Shipper::checkpoint() {
   acked_at_save_ = metrics_.acked.load();
   saved_ = std::move(c);
   saved_once_ = true;
+  dirty_ = false;
   // The names the cursor now holds leave the journal; later ones stay in it.
   std::lock_guard lock(mu_);
   // A per-connection chain keeps its whole journal: it is short, and a damaged cursor then

@@ -209,6 +209,7 @@ class Shipper : public ChainObserver {
   std::string last_popped_;  // the last segment acknowledged whole
   ShipCursor saved_;         // the last cursor saved
   bool saved_once_ = false;
+  bool dirty_ = false;          // the cursor moved since it was saved
   uint64_t acked_at_save_ = 0;  // metrics_.acked when it was saved
   std::chrono::steady_clock::time_point last_save_{};
   UniqueFd sock_;
