@@ -651,3 +651,41 @@ TEST_CASE(
   daemon.signal(SIGTERM);
   REQUIRE(daemon.waitExit(20s) == 0);
 }
+
+TEST_CASE("ship: a segment is compressed only once it is shipped", "[e2e][ship]") {
+  TempDir dir;
+  UnixSink sink((dir / "up.sock").string());
+  Daemon daemon(dir, config(dir, sink.address(), "      compress: zstd\n"));
+  const std::string admin = daemon.waitAdmin();
+  sendClients(daemon.port("app"), {lines(3, 1u << 20)});  // 4 closed segments of 256 KiB
+  MetricValues m;
+  REQUIRE(waitUntil(
+      [&] {
+        m = scrapeMetrics(admin);
+        return metric(m, "spliced_archive_segments_total") >= 4;
+      },
+      10s));
+  // The upstream is down: nothing shipped, nothing compressed (a catch-up pass included).
+  daemon.signal(SIGUSR1);  // rotate: the last segment closes too
+  std::this_thread::sleep_for(1s);
+  m = scrapeMetrics(admin);
+  CHECK(metric(m, "spliced_archive_compressed_total") == 0);
+  for (const auto& p : closedSegments(dir / "archive")) {
+    INFO(p);
+    CHECK(p.extension() == ".log");
+  }
+  sink.start();
+  REQUIRE(waitShipped(admin, 20s, &m));
+  // Shipped: each is compressed now, and the upstream got the plain bytes.
+  REQUIRE(waitUntil(
+      [&] {
+        for (const auto& p : closedSegments(dir / "archive")) {
+          if (p.extension() != ".zst") return false;
+        }
+        return true;
+      },
+      10s));
+  CHECK(firstDifference(sink.joined(), archiveOf(dir)) == "");
+  daemon.signal(SIGTERM);
+  REQUIRE(daemon.waitExit(20s) == 0);
+}
