@@ -689,3 +689,61 @@ TEST_CASE("ship: a segment is compressed only once it is shipped", "[e2e][ship]"
   daemon.signal(SIGTERM);
   REQUIRE(daemon.waitExit(20s) == 0);
 }
+
+TEST_CASE(
+    "ship: per_connection chains cut by SIGKILL are shipped after the restart, each on a "
+    "connection of its own, nothing missing",
+    "[e2e][ship]") {
+  TempDir dir;
+  UnixSink sink((dir / "up.sock").string());
+  sink.throttle(2ms);  // about 8 MB/s: the kill lands mid-shipping
+  sink.start();
+  std::string cfg = config(dir, sink.address(), "", "      checkpoint_interval: 100ms\n");
+  cfg.replace(cfg.find("layout: shared"), 14, "layout: per_connection");
+  cfg.replace(cfg.find("{route}-{seq}"), 13, "{route}-{conn}-{pid}-{seq}");
+  std::vector<std::string> payloads;
+  for (int c = 0; c < 2; ++c) payloads.push_back(lines(10 + c, 2u << 20));
+  {
+    auto daemon = std::make_unique<Daemon>(dir, cfg);
+    const std::string admin = daemon->waitAdmin();
+    sendClients(daemon->port("app"), payloads);
+    REQUIRE(waitUntil([&] { return sink.joined().size() >= (1u << 20); }, 20s));
+    daemon.reset();  // SIGKILL, reaped
+  }
+  sink.throttle(0ms);
+  Daemon daemon(dir, cfg);
+  const std::string admin = daemon.waitAdmin();
+  CHECK(daemon.countLogLines({"connection chain(s) of an earlier run resume shipping"}, 1) == 1);
+  // Every chain shipped whole and forgotten: .spliced/ship empties.
+  REQUIRE(waitUntil(
+      [&] {
+        size_t n = 0;
+        for (const auto& e : fs::directory_iterator(dir / "archive/.spliced/ship")) {
+          (void)e;
+          ++n;
+        }
+        return n == 0;
+      },
+      30s));
+  // Each upstream connection carried one client's lines; joined per client, they are that
+  // client's stream with only whole lines repeated.
+  std::map<std::string, std::string> per_client;
+  for (const auto& st : sink.streams()) {
+    const std::string whole = st.substr(0, st.rfind('\n') + 1);
+    if (whole.empty()) continue;
+    REQUIRE(whole.starts_with("client "));
+    per_client[whole.substr(0, whole.find(" line "))] += whole;
+  }
+  REQUIRE(per_client.size() == payloads.size());
+  for (size_t c = 0; c < payloads.size(); ++c) {
+    std::string who = "client ";
+    who += std::to_string(10 + c);
+    INFO(who);
+    std::string why;
+    const int64_t dup = duplicatedWholeLines(per_client[who], payloads[c], why);
+    INFO(why);
+    CHECK(dup >= 0);
+  }
+  daemon.signal(SIGTERM);
+  REQUIRE(daemon.waitExit(20s) == 0);
+}
