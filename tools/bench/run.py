@@ -15,6 +15,11 @@ pipe and into /dev/null, and the peak RSS of reading a 4 GiB sparse segment.
 (a udp: route, shared chain, one line per datagram; 1 and 2 workers) and to rsyslog (imudp to
 omfile): messages archived per second, CPU per message, and the loss (what never reached the
 archive; every archived line is checked whole and unique).
+`ship-4x500` sends 4 x 500 MB of lines into a shipping route (archive and forward, one shared
+chain in tmpfs) whose upstream is a sink on 127.0.0.1, until the sink has every byte and
+spliced_ship_lag_bytes is 0, against the same archive alone, a proxy route to the same sink, and
+rsyslog's omfwd on a disk-assisted queue (GB/s, CPU-s per GB of the system under test; the sink's
+and the load generator's CPU are not in it).
 
     tools/bench/run.py [--runs 5] [--scenario archive-tmpfs] [--quick] [--json out.json]
                        [--manifest] (the cost of archive.manifest.hash: none, xxh3, sha256)
@@ -1315,6 +1320,347 @@ def scenario_archive(args, where, clients=4, nbytes=500_000_000):
             "results": {n: summarize(rs) for n, rs in results.items()}}
 
 
+class SplicedShip(Spliced):
+    """spliced with one shared chain (`framing` raw or lines, segments of 64 MiB): with `ship`, a
+    shipping route (archive and forward) to the sink; without, the same archive alone."""
+
+    def __init__(self, workdir, framing="lines", ship=True, name="spliced", binary=None,
+                 workers=1):
+        super().__init__(workdir, layout="shared", name=name, binary=binary, workers=workers)
+        self.framing, self.ship = framing, ship
+
+    def start_ship(self, archive, upstream_port):
+        cfg = os.path.join(self.workdir, "spliced-ship.yaml")
+        port, admin = free_ports(2)
+        self.port, self.admin = str(port), f"127.0.0.1:{admin}"
+        self.archive = archive
+        forward = (f"    forward:\n      upstreams: [127.0.0.1:{upstream_port}]\n"
+                   if self.ship else "")
+        with open(cfg, "w") as f:
+            f.write(f"""log: {{ level: warn }}
+admin: {{ listen: {self.admin} }}
+pipes: {{ size: {self.pipe_size}, max: {self.pipes_max} }}
+workers: {self.workers}
+routes:
+  - name: bench
+    listen: 127.0.0.1:{self.port}
+    archive:
+      dir: {archive}
+      layout: shared
+      framing: {self.framing}
+      name: "{{route}}-{{seq}}.log"
+      rotate: {{ max_bytes: 64MiB }}
+{forward}""")
+        return self.launch([self.program(), "-c", cfg], self.port, stderr=self.log())
+
+    def needs_sink(self):
+        return self.ship
+
+    def arrived(self, archive, sink, total):
+        """Every byte in the archive, and (shipping) at the sink and acknowledged: lag 0."""
+        if not self.ship:
+            return sum(os.path.getsize(f) for f in files_under(archive)) == total
+        if sink.stats()["bytes"] != total:  # the sink's file first: it costs spliced nothing
+            return False
+        m = self.metrics()
+        return (m['spliced_archive_bytes_total{route="bench"}'] == total
+                and m['spliced_ship_lag_bytes{route="bench"}'] == 0)
+
+    def ship_counters(self):
+        m = self.metrics()
+        return {"shipped": m.get('spliced_ship_bytes_total{route="bench"}'),
+                "acked": m.get('spliced_ship_acked_bytes_total{route="bench"}'),
+                "resent": m.get('spliced_ship_resent_bytes_total{route="bench"}')}
+
+
+class SplicedShipProxy(SplicedProxy):
+    """spliced's proxy route (forward only) to the same sink: a connection to it per client."""
+
+    def start_ship(self, archive, upstream_port):
+        return self.start_forward(upstream_port)
+
+    def needs_sink(self):
+        return True
+
+    def arrived(self, archive, sink, total):
+        return sink.stats()["bytes"] == total
+
+
+class RSyslogForward(System):
+    """rsyslogd: imtcp (as the archive scenarios) -> omfwd over TCP with the raw template, the
+    action on a disk-assisted queue (LinkedList with a queue file, saved on shutdown, retried for
+    ever: rsyslog's documented reliable forwarding), its files in the run's dir on tmpfs."""
+    name = "rsyslog"
+    log_file = "rsyslog.err"
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    def start_ship(self, archive, upstream_port):
+        self.port = free_port()
+        cfg = os.path.join(self.workdir, "rsyslog-fwd.conf")
+        with open(cfg, "w") as f:
+            f.write(f"""global(workDirectory="{archive}" net.enableDNS="off" maxMessageSize="64k")
+main_queue(queue.type="FixedArray" queue.size="100000" queue.dequeueBatchSize="1024"
+           queue.workerThreads="1")
+module(load="imtcp" maxSessions="20000")
+template(name="raw" type="string" string="%rawmsg%\\n")
+ruleset(name="bench") {{
+  action(type="omfwd" target="127.0.0.1" port="{upstream_port}" protocol="tcp" template="raw"
+         queue.type="LinkedList" queue.filename="fwd" queue.maxDiskSpace="8g"
+         queue.saveOnShutdown="on" action.resumeRetryCount="-1")
+}}
+input(type="imtcp" port="{self.port}" address="127.0.0.1" ruleset="bench")
+""")
+        self.errors = open(os.path.join(self.workdir, self.log_file), "w")
+        return self.launch([tool("rsyslogd"), "-n", "-f", cfg, "-i", os.path.join(self.workdir,
+                            "rsyslogd.pid")], self.port, stderr=self.errors)
+
+    def needs_sink(self):
+        return True
+
+    def arrived(self, archive, sink, total):
+        return sink.stats()["bytes"] == total
+
+
+class CaptureSink:
+    """An upstream for the untimed check run: keeps every connection's bytes in a file of its
+    own (in accept order), with the Sink's stats()."""
+
+    def __init__(self, workdir):
+        import threading
+        self.dir = tempfile.mkdtemp(prefix="capture-", dir=workdir)
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.totals = {"connections": 0, "open": 0, "bytes": 0}
+        self.files = []
+        self.threads = []
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                path = os.path.join(self.dir, f"conn-{len(self.files):04d}")
+                self.files.append(path)
+                self.totals["open"] += 1
+            t = threading.Thread(target=self.serve, args=(conn, path), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def serve(self, conn, path):
+        buf = bytearray(1 << 20)
+        with conn, open(path, "wb") as out:
+            while True:
+                n = conn.recv_into(buf)
+                if n == 0:
+                    break
+                out.write(memoryview(buf)[:n])
+                with self.lock:
+                    self.totals["bytes"] += n
+        with self.lock:
+            self.totals["open"] -= 1
+            self.totals["connections"] += 1
+
+    def stats(self):
+        with self.lock:
+            return dict(self.totals)
+
+    def stop(self):
+        self.lsock.close()
+
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def segments_of(archive):
+    """A shared chain's segments ({route}-{seq}.log) in order."""
+    segments = []
+    for f in files_under(archive):
+        m = re.search(r"/bench-(\d+)\.log$", f)
+        if m is None:
+            raise RuntimeError(f"unexpected file in the archive: {f}")
+        segments.append((int(m.group(1)), f))
+    return [f for _, f in sorted(segments)]
+
+
+def sha256_of(files):
+    import hashlib
+    h = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+def check_shipped(name, system, archive, capture, clients, nbytes):
+    """The untimed run's checks: what reached the capture sink, compared with what was sent
+    (and, shipping, with the archive); the archive alone: its size (raw) or its lines."""
+    if capture is None:
+        if system.framing != "lines":
+            return "the archive's size"
+        verify_shared(archive, clients, nbytes)
+        return "every client's lines whole, in order, in the archive"
+    files = list(capture.files)
+    if isinstance(system, SplicedShipProxy):  # a connection per client: each one client's stream
+        if len(files) != clients:
+            raise RuntimeError(f"{name}: {len(files)} upstream connections, not {clients}")
+        for path in files:
+            with open(path, "rb") as fh:
+                seed = int(fh.read(21)[4:20], 16)
+            r = subprocess.run([LOADGEN, "verify-lines", "--lines", str(LINE), "--bytes",
+                                str(nbytes), "--seed", str(seed), "--clients", "1", path],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"{name}: upstream stream failed: {r.stderr.strip()}")
+        return "each upstream connection one client's whole stream"
+    if isinstance(system, SplicedShip):
+        if sha256_of(files) != sha256_of(segments_of(archive)):
+            raise RuntimeError(f"{name}: the upstream's bytes differ from the archive's")
+        if len(files) != 1:
+            raise RuntimeError(f"{name}: {len(files)} upstream connections, not 1")
+        said = "the upstream's stream = the archive (SHA-256)"
+        if system.framing != "lines":  # raw: lines of clients interleave at chunk boundaries
+            return said
+    # rsyslog's disk-assisted queue does not keep the order of the lines (they go to the disk
+    # part while older ones are still in the memory part): whole and each once, in any order.
+    ordered = isinstance(system, SplicedShip)
+    r = subprocess.run([LOADGEN, "verify-lines", "--lines", str(LINE), "--bytes", str(nbytes),
+                        "--seed", "1", "--clients", str(clients),
+                        *([] if ordered else ["--unordered"]), *files],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{name}: the upstream's stream failed: {r.stderr.strip()}")
+    return ("the upstream's stream = the archive (SHA-256), every client's lines whole, in order"
+            if ordered else "every client's lines whole, each once, in some order")
+
+
+def run_ship(name, system, base_dir, clients, nbytes, check=False):
+    """One run: clients send nbytes of lines each; it ends when every byte has arrived where the
+    system puts it (the archive; the sink; shipping: both, and acknowledged). With `check`, an
+    untimed run into a sink that keeps every byte, checked against what was sent."""
+    archive = tempfile.mkdtemp(prefix="archive-", dir=base_dir)
+    sink = None
+    total = clients * nbytes
+    try:
+        if system.needs_sink():
+            sink = CaptureSink(base_dir) if check else Sink(base_dir)
+        to = system.start_ship(archive, sink.port if sink else 0)
+        reported0 = host_reported_mib()
+        cpu0 = tree_cpu(system.proc.pid)
+        t0 = time.monotonic()
+        system.send(to, clients, nbytes, lines=LINE)
+        sent = time.monotonic() - t0
+        at_sink = None
+        if sink is not None:  # (shipping: the acknowledgement is taken after the sink has all)
+            wait_for(lambda: sink.stats()["bytes"] >= total, 600, f"{name}: the sink's bytes")
+            at_sink = time.monotonic() - t0
+        wait_for(lambda: system.arrived(archive, sink, total), 600,
+                 f"{system.name} to deliver every byte")
+        wall = time.monotonic() - t0
+        system.settle()
+        cpu = tree_cpu(system.proc.pid) - cpu0
+        copied = system.copy_bytes() if hasattr(system, "copy_bytes") else None
+        counters = system.ship_counters() if hasattr(system, "ship_counters") else {}
+        reported1 = host_reported_mib()
+        system.stop()
+        if isinstance(system, SplicedShip):
+            size = sum(os.path.getsize(f) for f in files_under(archive))
+            if size != total:
+                raise RuntimeError(f"{name}: {size} bytes archived of {total}")
+            if system.framing == "lines" and not check:
+                verify_shared(archive, clients, nbytes)
+        if sink is not None:
+            if check:  # the connections end when the system stops
+                wait_for(lambda: sink.stats()["open"] == 0, 30, f"{name}: the sink's connections")
+            got = sink.stats()["bytes"]
+            if got != total:
+                raise RuntimeError(f"{name}: the sink got {got} bytes of {total}")
+        if check:
+            return check_shipped(name, system, archive, sink, clients, nbytes)
+        gb = total / 1e9
+        return {"gbps": gb / wall, "cpu_per_gb": cpu / gb, "wall": wall, "cpu": cpu,
+                "send_seconds": sent, "at_sink_seconds": at_sink, "copy_fallback_bytes": copied,
+                **counters,
+                "host_reported_mib": None if reported0 is None else reported1 - reported0}
+    finally:
+        try:
+            system.stop()
+        except Exception:
+            pass
+        if sink is not None:
+            sink.stop()
+            if check:
+                sink.remove()
+        shutil.rmtree(archive, ignore_errors=True)
+
+
+SHIP_CHECK_BYTES = 10_000_000  # per client, in the untimed check run of each system
+
+
+def scenario_ship(args, clients=4, nbytes=500_000_000):
+    """Archive + ship (a shipping route, shared chain, archive on tmpfs) to a sink on 127.0.0.1,
+    against the same archive alone, spliced forwarding alone (a proxy route) to the same sink,
+    and rsyslog forwarding (omfwd on a disk-assisted queue); the same lines for every system."""
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
+    check_bytes = SHIP_CHECK_BYTES
+    if args.quick:
+        nbytes, check_bytes = max(nbytes // 100, 1_000_000), 1_000_000
+    nbytes -= nbytes % LINE
+    check_bytes -= check_bytes % LINE
+    systems = lineup(args, [
+        own("spliced ship lines", lambda **kw: SplicedShip(work, framing="lines", **kw)),
+        own("spliced archive lines",
+            lambda **kw: SplicedShip(work, framing="lines", ship=False, **kw)),
+        own("spliced ship raw", lambda **kw: SplicedShip(work, framing="raw", **kw)),
+        own("spliced archive raw", lambda **kw: SplicedShip(work, framing="raw", ship=False, **kw)),
+        own("spliced forward", lambda **kw: SplicedShipProxy(work, **kw)),
+        own("spliced ship lines workers 2",
+            lambda **kw: SplicedShip(work, framing="lines", workers=2, **kw)),
+        own("spliced archive lines workers 2",
+            lambda **kw: SplicedShip(work, framing="lines", ship=False, workers=2, **kw)),
+        ("rsyslog omfwd DA queue", lambda: RSyslogForward(work))])
+
+    def run_one(name, system):
+        if not args.quick:
+            prefault_memory(clients * nbytes * 1.25 / 1e9 + 0.5)
+        return run_ship(name, system, work, clients, nbytes)
+    try:
+        results = run_rounds(args, systems, run_one, show_throughput)
+        for name, make in systems:  # untimed: the bytes the upstream got, checked
+            said = run_ship(name, make(), work, clients, check_bytes, check=True)
+            print(f"  verified {name} ({clients} x {check_bytes} B): {said}", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"scenario": f"ship {clients} x {nbytes // 1_000_000} MB: archive into tmpfs and "
+                        "forward to a sink",
+            "results": {n: summarize(rs) for n, rs in results.items()},
+            "ratios": ship_ratios(results)}
+
+
+def ship_ratios(results):
+    """The issue's targets, from the medians: shipping against the archive alone (the same
+    framing) and against rsyslog's forwarding."""
+    med = {n: statistics.median(r["gbps"] for r in rs) for n, rs in results.items() if rs}
+    out = {}
+    rsyslog = med.get("rsyslog omfwd DA queue")
+    for framing in ("lines", "raw", "lines workers 2"):
+        ship, alone = med.get(f"spliced ship {framing}"), med.get(f"spliced archive {framing}")
+        if ship and alone:
+            out[f"spliced ship {framing} / spliced archive {framing}"] = ship / alone
+        if ship and rsyslog:
+            out[f"spliced ship {framing} / rsyslog omfwd DA queue"] = ship / rsyslog
+    return out
+
+
 def rotated(systems, i):
     """Round i starts with a different system, so none always pays for going first."""
     k = i % len(systems)
@@ -1444,6 +1790,9 @@ def table(sc):
         copied = "-" if r.get("copy_fallback_bytes") is None else f"{r['copy_fallback_bytes']:.0f}"
         rows.append(f"| {name} | {r['gbps']:.3f} | {spread(r, 'gbps', '.2f')} | "
                     f"{r['cpu_per_gb']:.3f} | {per:.2f} | {copied} |")
+    if sc.get("ratios"):  # GB/s of the medians
+        rows += ["", "| GB/s ratio of the medians | |", "|---|---|"]
+        rows += [f"| {k} | {v:.2f}x |" for k, v in sc["ratios"].items()]
     return rows
 
 
@@ -1668,7 +2017,7 @@ def main():
     ap.add_argument("--scenario", action="append",
                     choices=["archive-tmpfs", "archive-disk", "archive-1000x1", "forward-4x500",
                              "forward-100x20", "idle", "rate", "syscalls", "latency",
-                             "study", "cat", "udp"])
+                             "study", "cat", "udp", "ship-4x500"])
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--markdown", help="write the tables here (and a PNG chart beside it)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -1722,7 +2071,7 @@ def main():
     out = []
     for sc in args.scenario or ["archive-tmpfs", "archive-disk", "archive-1000x1",
                                 "forward-4x500", "forward-100x20", "idle", "rate", "syscalls",
-                                "latency", "study", "udp"]:
+                                "latency", "study", "udp", "ship-4x500"]:
         print(f"scenario {sc}", file=sys.stderr)
         if sc == "archive-1000x1":
             out.append(scenario_archive(args, "tmpfs", 1000, 1_000_000))
@@ -1736,6 +2085,8 @@ def main():
             out += scenario_cat(args)
         elif sc == "udp":
             out.append(scenario_udp(args))
+        elif sc == "ship-4x500":
+            out.append(scenario_ship(args))
         elif sc == "latency":
             for clients, size in [(1, 64), (16, 64), (1, 16384), (16, 16384)]:
                 out.append(scenario_latency(args, clients, size))
