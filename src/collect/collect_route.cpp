@@ -343,21 +343,23 @@ namespace {
 std::string connChainName(uint64_t conn) { return fmt::format("c{}-{}", ::getpid(), conn); }
 }  // namespace
 
-ChainObserver* CollectRoute::shipConnection(uint64_t conn) {
-  if (pool_ == nullptr) return nullptr;
-  const std::string name = connChainName(conn);
+Shipper* CollectRoute::addConnectionShipper(const std::string& name) {
   auto s = std::make_unique<Shipper>(
       ctx_.base(), ctx_.sys(), ctx_.routeName(), name, *forward_, cfg_.framing == Framing::Lines,
       *pool_, dir_, [this](std::function<void()> fn) { ctx_.post(std::move(fn)); },
       [this](const std::string& rel) { segmentShipped(rel); }, true,
       [this, name] { connectionShipped(name); });
   Shipper* raw = s.get();
-  {
-    std::lock_guard lock(conn_ship_mu_);
-    conn_shippers_[name] = std::move(s);
-  }
-  raw->startFresh();
+  std::lock_guard lock(conn_ship_mu_);
+  conn_shippers_[name] = std::move(s);
   return raw;
+}
+
+ChainObserver* CollectRoute::shipConnection(uint64_t conn) {
+  if (pool_ == nullptr) return nullptr;
+  Shipper* s = addConnectionShipper(connChainName(conn));
+  s->startFresh();
+  return s;
 }
 
 void CollectRoute::resumeConnectionChains() {
@@ -376,18 +378,9 @@ void CollectRoute::resumeConnectionChains() {
     }
   }
   for (const auto& name : chains) {
-    auto s = std::make_unique<Shipper>(
-        ctx_.base(), ctx_.sys(), ctx_.routeName(), name, *forward_, cfg_.framing == Framing::Lines,
-        *pool_, dir_, [this](std::function<void()> fn) { ctx_.post(std::move(fn)); },
-        [this](const std::string& rel) { segmentShipped(rel); }, true,
-        [this, name] { connectionShipped(name); });
-    Shipper* raw = s.get();
-    {
-      std::lock_guard lock(conn_ship_mu_);
-      conn_shippers_[name] = std::move(s);
-    }
-    raw->start();
-    raw->chainEnded();  // its connection belonged to an earlier run
+    Shipper* s = addConnectionShipper(name);
+    s->start();
+    s->chainEnded();  // its connection belonged to an earlier run
   }
   if (!chains.empty()) {
     spdlog::info("route={} ship: {} connection chain(s) of an earlier run resume shipping",

@@ -114,25 +114,16 @@ void Shipper::segmentOpened(const std::string& rel, int fd) {
   wake();
 }
 
-void Shipper::segmentAppended(uint64_t size) {
-  {
-    std::lock_guard lock(mu_);
-    if (queue_.empty() || queue_.back().done) return;
-    Seg& s = queue_.back();
-    if (size > s.size) known_total_ += size - s.size;
-    s.size = size;
-  }
-  wake();
-}
+void Shipper::segmentAppended(uint64_t size) { grew(size, false); }
 
-void Shipper::segmentDone(uint64_t size) {
+void Shipper::segmentDone(uint64_t size) { grew(size, true); }
+
+void Shipper::grew(uint64_t size, bool done) {
   {
     std::lock_guard lock(mu_);
     if (queue_.empty() || queue_.back().done) return;
-    Seg& s = queue_.back();
-    if (size > s.size) known_total_ += size - s.size;
-    s.size = size;
-    s.done = true;
+    queue_.back().size = size;
+    queue_.back().done = done;
   }
   wake();
 }
@@ -371,7 +362,6 @@ void Shipper::load() {
       ack_id_ = queue_.empty() ? next_id_ : queue_.front().id;
       ack_off_ = 0;
     }
-    known_total_ = backlog;
     if (int err = makeShipDir(sys_, dfd)) {
       spdlog::error("error=storage route={} ship: cannot create {}: {}", route_, kShipDir,
                     std::strerror(err));

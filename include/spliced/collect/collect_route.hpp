@@ -109,6 +109,8 @@ class CollectRoute : public RouteKind {
   bool unshipped(const std::string& rel) const;
   // Per-connection chains left by an earlier run (their cursors in .spliced/ship): shipped now.
   void resumeConnectionChains();
+  // Creates and keeps the shipper of the per-connection chain `name` (not started).
+  Shipper* addConnectionShipper(const std::string& name);
   // A per-connection chain is shipped whole: its shipper goes (home loop).
   void connectionShipped(const std::string& chain);
 

@@ -135,6 +135,8 @@ class Shipper : public ChainObserver {
   };
   enum class State { Idle, Backoff, Connecting, Connected };
 
+  // The open segment holds `size` bytes now (`done`: and is complete). Any thread.
+  void grew(uint64_t size, bool done);
   void wake();
   void onWake();
   void pump();
@@ -189,7 +191,6 @@ class Shipper : public ChainObserver {
   std::deque<Seg> queue_;                   // in id order; ids are contiguous
   std::unordered_set<std::string> names_;   // the rels in queue_
   uint64_t next_id_ = 1;                    // the id of the next segment opened
-  uint64_t known_total_ = 0;                // bytes ever known in this chain
   UniqueFd journal_;                        // .spliced/ship/CHAIN.journal, appended
   std::vector<std::string> journal_names_;  // appended since the last cursor save
   std::string upstream_text_;               // guarded too: read by the admin
@@ -204,7 +205,7 @@ class Shipper : public ChainObserver {
   uint64_t stream_acked_ = 0;
   uint64_t ack_base_ = 0;  // tcpi_bytes_acked when the connection was set up
   std::deque<Span> spans_;
-  // When bytes became known: (known_total_, Unix ms), for the lag in seconds.
+  // When bytes became known: (the last segment id then, Unix ms), for the lag in seconds.
   std::deque<std::pair<uint64_t, int64_t>> arrivals_;
   std::string last_popped_;  // the last segment acknowledged whole
   ShipCursor saved_;         // the last cursor saved
