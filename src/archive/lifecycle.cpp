@@ -180,8 +180,11 @@ std::string ArchiveLifecycle::doCompress(ArchiveTarget* t, const std::string& re
     std::lock_guard lock(mu_);
     if (pending_closed_.count({t, rel}) > 0 || batch_closed_.count({t, rel}) > 0) return rel;
   }
-  CompressResult r = compressSegment(dir->get(), rel, t->cfg->compress, t->cfg->compress_level,
-                                     t->cfg->fsync == FsyncPolicy::OnClose, *t->sys);
+  // One config for the whole job (a reload may replace the route's meanwhile).
+  const std::shared_ptr<const ArchiveConfig> cfg = t->config();
+  if (cfg->compress == Compress::None) return rel;  // turned off by a reload since it was queued
+  CompressResult r = compressSegment(dir->get(), rel, cfg->compress, cfg->compress_level,
+                                     cfg->fsync == FsyncPolicy::OnClose, *t->sys);
   if (r.err == ENOENT) return rel;  // gone already: retention, or a catch-up compressed it
   if (r.err != 0 && r.out_path.empty()) {
     t->metrics->compress_errors.fetch_add(1, std::memory_order_relaxed);
@@ -189,7 +192,7 @@ std::string ArchiveLifecycle::doCompress(ArchiveTarget* t, const std::string& re
     return rel;
   }
   if (m != nullptr) {
-    FileDigest d = hashFile(dir->get(), r.out_path, t->cfg->manifest.hash);
+    FileDigest d = hashFile(dir->get(), r.out_path, cfg->manifest.hash);
     ManifestRecord rec;
     rec.event = ManifestEvent::Compressed;
     rec.name = rel;
@@ -231,8 +234,9 @@ void ArchiveLifecycle::appendRecord(ArchiveTarget* t, const ManifestRecord& rec)
 
 bool ArchiveLifecycle::recordClosed(ArchiveTarget* t, int dir_fd, const UnpublishedSegment& seg,
                                     const std::string& origin) {
-  const bool lines = t->cfg->framing == Framing::Lines && t->cfg->layout == Layout::Shared;
-  FileDigest d = hashFile(dir_fd, seg.rel, t->cfg->manifest.hash, UINT64_MAX, lines);
+  const bool lines =
+      t->config()->framing == Framing::Lines && t->config()->layout == Layout::Shared;
+  FileDigest d = hashFile(dir_fd, seg.rel, t->config()->manifest.hash, UINT64_MAX, lines);
   if (d.err != 0) {
     if (d.err != ENOENT) {
       spdlog::error("error=storage route={} manifest: cannot read {}: {}", t->route, seg.rel,
@@ -318,7 +322,7 @@ void ArchiveLifecycle::redoCut(ArchiveTarget* t, int dir_fd, const std::string& 
       for (const char* ext : {".zst", ".gz"}) {
         const std::string to = name + ext;
         if (!exists(to)) continue;
-        FileDigest d = hashFile(dir_fd, to, t->cfg->manifest.hash);
+        FileDigest d = hashFile(dir_fd, to, t->config()->manifest.hash);
         ManifestRecord rec;
         rec.event = ManifestEvent::Compressed;
         rec.name = name;
@@ -396,8 +400,8 @@ void ArchiveLifecycle::doRetain(ArchiveTarget* t) {
   RetentionHooks hooks;
   Manifest* m = t->manifest != nullptr && t->manifest->isOpen() ? t->manifest : nullptr;
   const bool require_published =
-      m != nullptr && t->cfg->retain.require_published && t->publisher != nullptr;
-  const bool keep_unshipped = t->unshipped && !t->cfg->retain.drop_unshipped;
+      m != nullptr && t->config()->retain.require_published && t->publisher != nullptr;
+  const bool keep_unshipped = t->unshipped && !t->config()->retain.drop_unshipped;
   if (require_published || keep_unshipped) {
     hooks.keep = [t, m, require_published, keep_unshipped](const std::string& rel) {
       if (keep_unshipped && t->unshipped(rel)) return true;
@@ -418,8 +422,8 @@ void ArchiveLifecycle::doRetain(ArchiveTarget* t) {
     rec.time = manifestTime(nowUnixMs());
     appendRecord(t, rec);
   };
-  RetentionResult r =
-      applyRetention(dir->get(), t->cfg->retain, std::chrono::system_clock::now(), t->route, hooks);
+  RetentionResult r = applyRetention(dir->get(), t->config()->retain,
+                                     std::chrono::system_clock::now(), t->route, hooks);
   t->metrics->deleted_files.fetch_add(r.files, std::memory_order_relaxed);
   t->metrics->deleted_bytes.fetch_add(r.bytes, std::memory_order_relaxed);
   for (const auto& rel : unshipped_deleted) t->dropped_unshipped(rel);

@@ -34,7 +34,7 @@ bool isNameError(int err) {
 
 SegmentChain::SegmentChain(const ArchiveConfig& cfg, ArchiveDir& dir, NameVars vars, SysCalls& sys,
                            RouteMetrics& metrics)
-    : cfg_(cfg), dir_(dir), vars_(std::move(vars)), sys_(sys), metrics_(metrics) {}
+    : cfg_(&cfg), dir_(dir), vars_(std::move(vars)), sys_(sys), metrics_(metrics) {}
 
 SegmentChain::~SegmentChain() {
   closeSegment();
@@ -53,7 +53,7 @@ int SegmentChain::ensureOpen() {
   }
   int err = 0;
   std::string detail;
-  auto name = cfg_.name.expand(vars_, std::chrono::system_clock::now(), cfg_.localtime);
+  auto name = cfg_->name.expand(vars_, std::chrono::system_clock::now(), cfg_->localtime);
   if (!name.ok()) {
     err = EINVAL;
     detail = name.error();
@@ -152,6 +152,12 @@ void SegmentChain::rescueNext() {
   ChainLock lock(mu_.get());
   closeSegment();
   rescue_next_ = true;
+}
+
+void SegmentChain::reconfigure(std::shared_ptr<const ArchiveConfig> next) {
+  ChainLock lock(mu_.get());
+  cfg_ = next.get();
+  cfg_hold_ = std::move(next);
 }
 
 void SegmentChain::rotate() {
@@ -278,7 +284,7 @@ void SegmentChain::closeSegment() {
   rel_.clear();
   size_ = 0;
   ++vars_.seq;
-  if (close_worker_ != nullptr && cfg_.fsync == FsyncPolicy::OnClose) {
+  if (close_worker_ != nullptr && cfg_->fsync == FsyncPolicy::OnClose) {
     // The worker gets its own descriptor of the archive dir: the route may reopen its own.
     UniqueFd dir(::fcntl(dir_.fd(), F_DUPFD_CLOEXEC, 0));
     if (dir.valid()) {
@@ -288,12 +294,14 @@ void SegmentChain::closeSegment() {
       };
       auto work = std::make_shared<Work>(Work{std::move(fd), std::move(dir), std::move(seg)});
       SysCalls* sys = &sys_;
-      const ArchiveConfig* cfg = &cfg_;
+      const ArchiveConfig* cfg = cfg_;
+      std::shared_ptr<const ArchiveConfig> hold = cfg_hold_;  // alive until the close is done
       RouteMetrics* metrics = &metrics_;
       std::string route = vars_.route;
       SegmentClosedFn on_closed = on_closed_;
       SegmentUnpublishedFn on_unpublished = on_unpublished_;
       bool posted = close_worker_->post([=]() -> LoopWorker::Completion {
+        (void)hold;
         CloseOutcome o = finishSegment(*sys, work->dir.get(), *cfg, route, std::move(work->fd),
                                        std::move(work->seg));
         work->dir.reset();
@@ -308,7 +316,7 @@ void SegmentChain::closeSegment() {
     }
   }
   deliverClose(metrics_, vars_.route, on_closed_, on_unpublished_,
-               finishSegment(sys_, dir_.fd(), cfg_, vars_.route, std::move(fd), std::move(seg)));
+               finishSegment(sys_, dir_.fd(), *cfg_, vars_.route, std::move(fd), std::move(seg)));
 }
 
 SinkResult SegmentChain::fail(size_t done, int err) {
@@ -324,7 +332,7 @@ SinkResult SegmentChain::fromPipe(Pipe& pipe, size_t n) {
   n = std::min(n, pipe.bytes);
   while (done < n) {
     if (int err = ensureOpen()) return fail(done, err);
-    uint64_t room = roomInSegment(size_, cfg_.rotate.max_bytes);
+    uint64_t room = roomInSegment(size_, cfg_->rotate.max_bytes);
     if (room == 0) {
       closeSegment();
       continue;
@@ -394,7 +402,7 @@ SinkResult SegmentChain::writeBuffer(const char* data, size_t n, bool whole_line
   size_t done = 0;
   while (done < n) {
     if (int err = ensureOpen()) return fail(done, err);
-    uint64_t room = roomInSegment(size_, cfg_.rotate.max_bytes);
+    uint64_t room = roomInSegment(size_, cfg_->rotate.max_bytes);
     if (room == 0) {
       closeSegment();
       continue;

@@ -22,9 +22,14 @@
 
 namespace spliced {
 
-CollectRoute::CollectRoute(RouteContext& ctx, const ArchiveConfig& cfg, ArchiveLifecycle& lifecycle,
-                           const ForwardConfig* forward)
-    : ctx_(ctx), cfg_(cfg), lifecycle_(lifecycle), forward_(forward) {}
+CollectRoute::CollectRoute(RouteContext& ctx, std::shared_ptr<const ArchiveConfig> cfg,
+                           ArchiveLifecycle& lifecycle, const ForwardConfig* forward)
+    : ctx_(ctx),
+      first_(std::move(cfg)),
+      cfg_(*first_),
+      live_(first_),
+      lifecycle_(lifecycle),
+      forward_(forward) {}
 
 namespace {
 constexpr std::chrono::milliseconds kFirstPublishRetry{100};
@@ -92,8 +97,13 @@ Status CollectRoute::start() {
     publisher_ = std::make_unique<PublishRunner>(route, abs, cfg_.on_publish, *manifest_,
                                                  lifecycle_metrics_.publish);
   }
-  target_ = ArchiveTarget{route,       &dir_,           &cfg_,           &lifecycle_metrics_,
-                          &ctx_.sys(), manifest_.get(), publisher_.get()};
+  target_.route = route;
+  target_.dir = &dir_;
+  target_.setConfig(first_);
+  target_.metrics = &lifecycle_metrics_;
+  target_.sys = &ctx_.sys();
+  target_.manifest = manifest_.get();
+  target_.publisher = publisher_.get();
   // First in the lifecycle's queue: every later job of this route finds the manifest open.
   lifecycle_.openManifest(&target_, std::move(recovered));
   if (cfg_.fsync == FsyncPolicy::OnClose) {
@@ -119,13 +129,12 @@ Status CollectRoute::start() {
     pool_ = std::make_unique<UpstreamPool>(ctx_.base(), *forward_, route);
     pool_->start();
     target_.unshipped = [this](const std::string& rel) { return unshipped(rel); };
-    if (cfg_.retain.drop_unshipped) {
-      target_.dropped_unshipped = [this](const std::string& rel) {
-        if (shipper_) shipper_->dropped(rel);
-        std::lock_guard lock(conn_ship_mu_);
-        for (auto& [name, s] : conn_shippers_) s->dropped(rel);
-      };
-    }
+    // Called only under retain.unshipped: drop (which a reload may turn on).
+    target_.dropped_unshipped = [this](const std::string& rel) {
+      if (shipper_) shipper_->dropped(rel);
+      std::lock_guard lock(conn_ship_mu_);
+      for (auto& [name, s] : conn_shippers_) s->dropped(rel);
+    };
     if (shared_) {
       shipper_ = std::make_unique<Shipper>(
           ctx_.base(), ctx_.sys(), route, "shared", *forward_, cfg_.framing == Framing::Lines,
@@ -142,19 +151,42 @@ Status CollectRoute::start() {
   armInterval();
   dir_watch_ev_.reset(event_new(ctx_.base(), -1, EV_PERSIST, &CollectRoute::onDirWatch, this));
   addEvent(dir_watch_ev_.get(), kDirWatch);
-  if (target_.compresses() || target_.retains()) {
-    // A catch-up now (segments left plain or due for deletion while stopped), then on a timer:
-    // retention by age needs the clock, not only rotations.
-    lifecycle_.catchUp(&target_);
-    maintenance_ev_.reset(
-        event_new(ctx_.base(), -1, EV_PERSIST, &CollectRoute::onMaintenance, this));
-    auto every = std::chrono::milliseconds(60000);
-    if (cfg_.retain.max_age.count() > 0) {
-      every = std::clamp(cfg_.retain.max_age / 10, std::chrono::milliseconds(1000), every);
-    }
-    addEvent(maintenance_ev_.get(), every);
-  }
+  maintenance_ev_.reset(event_new(ctx_.base(), -1, EV_PERSIST, &CollectRoute::onMaintenance, this));
+  armMaintenance();
   return Ok{};
+}
+
+void CollectRoute::armMaintenance() {
+  event_del(maintenance_ev_.get());
+  if (!target_.compresses() && !target_.retains()) return;
+  // A catch-up now (segments left plain or due for deletion while stopped, or a reload that
+  // tightened retention or turned compression on), then on a timer: retention by age needs the
+  // clock, not only rotations.
+  lifecycle_.catchUp(&target_);
+  auto every = std::chrono::milliseconds(60000);
+  const std::shared_ptr<const ArchiveConfig> cfg = target_.config();
+  if (cfg->retain.max_age.count() > 0) {
+    every = std::clamp(cfg->retain.max_age / 10, std::chrono::milliseconds(1000), every);
+  }
+  addEvent(maintenance_ev_.get(), every);
+}
+
+std::shared_ptr<const ArchiveConfig> CollectRoute::current() const {
+  std::lock_guard lock(live_mu_);
+  return live_;
+}
+
+void CollectRoute::reconfigure(std::shared_ptr<const ArchiveConfig> next) {
+  {
+    std::lock_guard lock(live_mu_);
+    live_ = next;
+  }
+  if (shared_) shared_->reconfigure(next);
+  target_.setConfig(next);
+  if (!interval_ev_) return;  // not started
+  event_del(interval_ev_.get());
+  armInterval();
+  armMaintenance();
 }
 
 Status CollectRoute::lockDir(int dir_fd, UniqueFd& out) {
@@ -247,7 +279,11 @@ SessionPtr CollectRoute::createSession(RouteContext& ctx, Connection conn) {
   if (conn.origin && conn.origin->family != AF_UNSPEC) {
     who = describePeer(reinterpret_cast<const sockaddr*>(&conn.origin->src), conn.origin->src_len);
   }
-  return std::make_unique<CollectSession>(ctx, *this, std::move(conn.fd), std::move(who), conn.id);
+  std::shared_ptr<const ArchiveConfig> cfg = current();
+  SessionPtr s = std::make_unique<CollectSession>(ctx, *this, *cfg, std::move(conn.fd),
+                                                  std::move(who), conn.id);
+  s->holdConfig(std::move(cfg));
+  return s;
 }
 
 void CollectRoute::onMaintenance(evutil_socket_t, short, void* arg) {
@@ -274,7 +310,7 @@ void CollectRoute::segmentClosed(const std::string& rel, const UnpublishedSegmen
 }
 
 void CollectRoute::armInterval() {
-  auto interval = cfg_.rotate.interval;
+  auto interval = target_.config()->rotate.interval;
   if (interval.count() <= 0) return;
   auto now = std::chrono::system_clock::now();
   auto next = nextBoundary(now, interval, cfg_.localtime);

@@ -44,10 +44,9 @@ const char* toString(EndReason r) {
   return "?";
 }
 
-CollectSession::CollectSession(RouteContext& ctx, CollectRoute& archive, UniqueFd fd, PeerInfo peer,
-                               uint64_t id)
+CollectSession::CollectSession(RouteContext& ctx, CollectRoute& archive, const ArchiveConfig& ac,
+                               UniqueFd fd, PeerInfo peer, uint64_t id)
     : ctx_(ctx), archive_(archive), fd_(std::move(fd)), peer_(std::move(peer)), id_(id) {
-  const ArchiveConfig& ac = archive_.config();
   Sink* sink = nullptr;
   if (ac.layout == Layout::PerConnection) {
     NameVars vars{ctx_.routeName(), peer_.fileSafeIp(), peer_.port, id_, 0, ::getpid()};

@@ -88,9 +88,10 @@ UdpReceiver::UdpReceiver(RouteContext& ctx, CollectRoute& archive, UniqueFd fd,
                          UdpAdmission admission)
     : ctx_(ctx),
       archive_(archive),
+      cfg_(archive.current()),
       fd_(std::move(fd)),
       admission_(std::move(admission)),
-      shape_(udpRecordShape(archive.config())) {
+      shape_(udpRecordShape(*cfg_)) {
   slot_ = shape_.max_payload + shape_.room;
   buf_.resize(slot_ * kBatch);
   msgs_.resize(kBatch);
@@ -119,6 +120,15 @@ void UdpReceiver::start() {
     addEvent(sweep_ev_.get(),
              std::clamp(idle / 4, std::chrono::milliseconds(100), std::chrono::milliseconds(1000)));
   }
+}
+
+void UdpReceiver::reconfigure(std::shared_ptr<const ArchiveConfig> cfg, std::vector<Cidr> allow) {
+  // Between two reads (on this thread): the batch buffers hold nothing now.
+  cfg_ = std::move(cfg);
+  admission_.allow = std::move(allow);
+  shape_ = udpRecordShape(*cfg_);
+  slot_ = shape_.max_payload + shape_.room;
+  buf_.resize(slot_ * kBatch);
 }
 
 std::string UdpReceiver::boundAddress() const {
@@ -224,7 +234,7 @@ void UdpReceiver::process(unsigned n) {
             "error=downstream route={} peer={} a datagram longer than {} bytes was truncated to "
             "that length (max_line {}); further ones are counted in spliced_udp_truncated_total",
             ctx_.routeName(), describePeer(sa, h.msg_namelen).ip, shape_.max_payload,
-            formatSize(archive_.config().max_line));
+            formatSize(cfg_->max_line));
       }
     }
     if (len == 0) continue;  // no record
@@ -351,10 +361,10 @@ UdpReceiver::Peer* UdpReceiver::peerFor(const sockaddr* sa, socklen_t len,
   peer->id = ctx_.nextConnectionId();
   peer->started = now;
   peer->last = now;
-  const ArchiveConfig& ac = archive_.config();
+  peer->cfg = cfg_;
   NameVars vars{ctx_.routeName(), info.fileSafeIp(), info.port, peer->id, 0, ::getpid()};
-  peer->chain = std::make_unique<SegmentChain>(ac, archive_.dir(), std::move(vars), ctx_.sys(),
-                                               ctx_.metrics());
+  peer->chain = std::make_unique<SegmentChain>(*peer->cfg, archive_.dir(), std::move(vars),
+                                               ctx_.sys(), ctx_.metrics());
   peer->chain->onSegmentClosed(
       [&archive = archive_](const std::string& rel, const UnpublishedSegment& seg) {
         archive.segmentClosed(rel, seg);

@@ -55,8 +55,8 @@ UniqueFd connectNonBlocking(const SocketAddress& addr, int& err) {
 }
 
 UpstreamPool::UpstreamPool(event_base* base, const ForwardConfig& cfg, std::string route)
-    : base_(base), cfg_(cfg), route_(std::move(route)) {
-  for (const auto& a : cfg_.upstreams) {
+    : base_(base), cfg_(&cfg), route_(std::move(route)) {
+  for (const auto& a : cfg_->upstreams) {
     auto u = std::make_unique<Upstream>();
     u->addr = a;
     u->pool = this;
@@ -67,10 +67,59 @@ UpstreamPool::UpstreamPool(event_base* base, const ForwardConfig& cfg, std::stri
 UpstreamPool::~UpstreamPool() = default;
 
 void UpstreamPool::start() {
-  if (!cfg_.health_check) return;
+  if (!cfg_->health_check) return;
   for (auto& u : upstreams_) {
     u->timer_ev.reset(event_new(base_, -1, EV_PERSIST, &UpstreamPool::onCheckTimer, u.get()));
-    addEvent(u->timer_ev.get(), cfg_.health_check->interval);
+    addEvent(u->timer_ev.get(), cfg_->health_check->interval);
+  }
+}
+
+void UpstreamPool::reconfigure(const ForwardConfig& next) {
+  std::lock_guard lock(mu_);
+  auto take = [](std::vector<std::unique_ptr<Upstream>>& from,
+                 const SocketAddress& a) -> std::unique_ptr<Upstream> {
+    auto it = std::find_if(from.begin(), from.end(),
+                           [&](const std::unique_ptr<Upstream>& u) { return u->addr == a; });
+    if (it == from.end()) return nullptr;
+    std::unique_ptr<Upstream> u = std::move(*it);
+    from.erase(it);
+    return u;
+  };
+  std::vector<std::unique_ptr<Upstream>> now;
+  for (const auto& a : next.upstreams) {
+    std::unique_ptr<Upstream> u = take(upstreams_, a);
+    if (!u) u = take(retired_, a);
+    if (!u) {
+      u = std::make_unique<Upstream>();
+      u->addr = a;
+      u->pool = this;
+    }
+    now.push_back(std::move(u));
+  }
+  for (auto& gone : upstreams_) {
+    gone->timer_ev.reset();
+    gone->probe_ev.reset();
+    gone->probe.reset();
+    retired_.push_back(std::move(gone));
+  }
+  upstreams_ = std::move(now);
+  cfg_ = &next;
+  next_ = 0;
+  for (auto& u : upstreams_) {
+    if (!cfg_->health_check) {
+      // No active checks any more: their verdict goes with them.
+      u->timer_ev.reset();
+      u->probe_ev.reset();
+      u->probe.reset();
+      u->check_down = false;
+      u->check_ok_in_row = 0;
+      u->check_bad_in_row = 0;
+      continue;
+    }
+    if (!u->timer_ev) {
+      u->timer_ev.reset(event_new(base_, -1, EV_PERSIST, &UpstreamPool::onCheckTimer, u.get()));
+    }
+    addEvent(u->timer_ev.get(), cfg_->health_check->interval);
   }
 }
 
@@ -91,14 +140,14 @@ Upstream* UpstreamPool::pick(const sockaddr* client, const std::vector<Upstream*
     return u->up(now) && std::find(tried.begin(), tried.end(), u) == tried.end();
   };
   size_t start = next_;
-  if (cfg_.balance == Balance::SourceHash) start = static_cast<size_t>(hashClient(client) % n);
+  if (cfg_->balance == Balance::SourceHash) start = static_cast<size_t>(hashClient(client) % n);
   Upstream* best = nullptr;
   size_t best_index = 0;
   for (size_t i = 0; i < n; ++i) {
     size_t idx = (start + i) % n;
     Upstream* u = upstreams_[idx].get();
     if (!usable(u)) continue;
-    if (cfg_.balance != Balance::LeastConnections) {
+    if (cfg_->balance != Balance::LeastConnections) {
       best = u;
       best_index = idx;
       break;
@@ -108,13 +157,13 @@ Upstream* UpstreamPool::pick(const sockaddr* client, const std::vector<Upstream*
       best_index = idx;
     }
   }
-  if (best != nullptr && cfg_.balance != Balance::SourceHash) next_ = best_index + 1;
+  if (best != nullptr && cfg_->balance != Balance::SourceHash) next_ = best_index + 1;
   return best;
 }
 
 void UpstreamPool::connected(Upstream* u) {
   std::lock_guard lock(mu_);
-  if (u->fails_in_row >= cfg_.max_fails) {
+  if (u->fails_in_row >= cfg_->max_fails) {
     spdlog::info("route={} upstream={} is up again", route_, u->addr.text);
   }
   u->fails_in_row = 0;
@@ -155,13 +204,13 @@ void UpstreamPool::connectFailed(Upstream* u, int err) {
   std::lock_guard lock(mu_);
   ++u->errors;
   ++u->fails_in_row;
-  if (u->fails_in_row >= cfg_.max_fails) {
-    u->down_until = std::chrono::steady_clock::now() + cfg_.fail_timeout;
-    if (u->fails_in_row == cfg_.max_fails) {
+  if (u->fails_in_row >= cfg_->max_fails) {
+    u->down_until = std::chrono::steady_clock::now() + cfg_->fail_timeout;
+    if (u->fails_in_row == cfg_->max_fails) {
       spdlog::warn(
           "error=upstream route={} upstream={} marked down for {} after {} failed "
           "connect(s): {}",
-          route_, u->addr.text, formatDuration(cfg_.fail_timeout), u->fails_in_row,
+          route_, u->addr.text, formatDuration(cfg_->fail_timeout), u->fails_in_row,
           std::strerror(err));
     }
   }
@@ -175,7 +224,7 @@ void UpstreamPool::onCheckTimer(evutil_socket_t, short, void* arg) {
   u->probe = connectNonBlocking(u->addr, err);
   if (!u->probe.valid()) return self->probeResult(*u, false, err);
   u->probe_ev.reset(event_new(self->base_, u->probe.get(), EV_WRITE, &UpstreamPool::onProbe, u));
-  addEvent(u->probe_ev.get(), self->cfg_.health_check->timeout);
+  addEvent(u->probe_ev.get(), self->cfg_->health_check->timeout);
 }
 
 void UpstreamPool::onProbe(evutil_socket_t fd, short what, void* arg) {
@@ -188,7 +237,7 @@ void UpstreamPool::onProbe(evutil_socket_t fd, short what, void* arg) {
 
 void UpstreamPool::probeResult(Upstream& u, bool ok, int err) {
   std::lock_guard lock(mu_);
-  const HealthCheckConfig& hc = *cfg_.health_check;
+  const HealthCheckConfig& hc = *cfg_->health_check;
   if (ok) {
     u.check_bad_in_row = 0;
     ++u.check_ok_in_row;

@@ -16,7 +16,8 @@ namespace spliced {
 
 // ---- RouteWorker ----
 
-RouteWorker::RouteWorker(Route& route, Worker& worker) : route_(route), worker_(worker) {}
+RouteWorker::RouteWorker(Route& route, Worker& worker, std::shared_ptr<const RouteConfig> cfg)
+    : route_(route), worker_(worker), cfg_(std::move(cfg)) {}
 
 RouteWorker::~RouteWorker() {
   udp_.reset();
@@ -25,8 +26,8 @@ RouteWorker::~RouteWorker() {
 }
 
 SysCalls& RouteWorker::sys() { return route_.sys(); }
-const std::string& RouteWorker::routeName() const { return route_.cfg_.name; }
-std::chrono::milliseconds RouteWorker::idleTimeout() const { return route_.cfg_.idle_timeout; }
+const std::string& RouteWorker::routeName() const { return route_.name_; }
+std::chrono::milliseconds RouteWorker::idleTimeout() const { return cfg_->idle_timeout; }
 uint64_t RouteWorker::nextConnectionId() { return route_.nextConnectionId(); }
 
 void RouteWorker::stopAccepting() {
@@ -55,7 +56,7 @@ void RouteWorker::closeAll() {
 
 void RouteWorker::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t len,
                            FdCharge charge) {
-  const RouteConfig& cfg = route_.cfg_;
+  const RouteConfig& cfg = *cfg_;
   const auto* sa = reinterpret_cast<const sockaddr*>(&peer);
   // Behind a front load balancer the real client is known only from its PROXY header.
   if (!cfg.accept_proxy && !allowed(cfg.allow, sa)) {
@@ -68,7 +69,7 @@ void RouteWorker::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t 
   if (!route_.admit()) {
     ++metrics_.rejected_limit;
     spdlog::debug("route={} refused {}: max_connections ({}) reached", cfg.name,
-                  describePeer(sa, len).display(), cfg.max_connections);
+                  describePeer(sa, len).display(), route_.max_connections_.load());
     return;
   }
   // The connection's descriptors stay taken while it is active (sessionDone gives them back).
@@ -78,8 +79,11 @@ void RouteWorker::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t 
   ++metrics_.connections_total;
   ++metrics_.connections_active;
   if (cfg.accept_proxy) {
-    adopt(std::make_unique<ProxyHeaderSession>(*this, *route_.kind_, cfg.allow,
-                                               cfg.accept_proxy_timeout, std::move(fd), peer, len));
+    // It holds the config too: its allow list and timeout are those of the time it was accepted.
+    SessionPtr s = std::make_unique<ProxyHeaderSession>(
+        *this, *route_.kind_, cfg.allow, cfg.accept_proxy_timeout, std::move(fd), peer, len);
+    s->holdConfig(cfg_);
+    adopt(std::move(s));
     return;
   }
   Connection conn;
@@ -110,17 +114,27 @@ void RouteWorker::sessionDone(Session* s) {
 // ---- Route ----
 
 Route::Route(Server& server, ConfigPtr snapshot, const RouteConfig& cfg)
-    : server_(server), snapshot_(std::move(snapshot)), cfg_(cfg) {
-  for (const auto& w : server_.workers())
-    workers_.push_back(std::make_unique<RouteWorker>(*this, *w));
-  if (cfg_.archive) {
-    auto kind = std::make_unique<CollectRoute>(*this, *cfg_.archive, server_.lifecycle(),
-                                               cfg_.forward ? &*cfg_.forward : nullptr);
+    : server_(server),
+      snapshot_(std::move(snapshot)),
+      current_(snapshot_),
+      cfg_(&cfg),
+      name_(cfg.name),
+      max_connections_(cfg.max_connections) {
+  // Shares of the snapshot (aliasing its ownership) for what keeps a part of it.
+  for (const auto& w : server_.workers()) {
+    workers_.push_back(std::make_unique<RouteWorker>(
+        *this, *w, std::shared_ptr<const RouteConfig>(snapshot_, cfg_)));
+  }
+  if (cfg.archive) {
+    auto kind = std::make_unique<CollectRoute>(
+        *this, std::shared_ptr<const ArchiveConfig>(snapshot_, &*cfg.archive), server_.lifecycle(),
+        cfg.forward ? &*cfg.forward : nullptr);
     collect_ = kind.get();
     kind_ = std::move(kind);
   } else {
-    SPLICED_ASSERT(cfg_.forward.has_value(), "a valid route collects or forwards");
-    auto kind = std::make_unique<ProxyRoute>(*this, *cfg_.forward);
+    SPLICED_ASSERT(cfg.forward.has_value(), "a valid route collects or forwards");
+    auto kind = std::make_unique<ProxyRoute>(
+        *this, std::shared_ptr<const ForwardConfig>(snapshot_, &*cfg.forward));
     proxy_ = kind.get();
     kind_ = std::move(kind);
   }
@@ -149,19 +163,97 @@ void Route::replaceSession(Session* /*from*/, SessionPtr /*next*/) {
   SPLICED_ASSERT(false, "a route kind's context has no sessions");
 }
 
+std::string Route::reloadRefusal(const RouteConfig& next) const {
+  const RouteConfig& now = *cfg_;
+  auto refuse = [&](std::string_view key, std::string_view why) {
+    return fmt::format(
+        "route {}: {} changed: {}; restart, or give the new version another name (the old one "
+        "then drains and the new one starts)",
+        name_, key, why);
+  };
+  if (now.listen.text != next.listen.text) {
+    return refuse("listen", "a reload keeps a route's listening socket");
+  }
+  if (now.archive.has_value() != next.archive.has_value() ||
+      now.forward.has_value() != next.forward.has_value()) {
+    return refuse("archive or forward", "the route would be of another kind");
+  }
+  if (now.listen.isUdp() && now.udp_rcvbuf != next.udp_rcvbuf) {
+    return refuse("udp_rcvbuf", "it is set on the socket, which a reload keeps");
+  }
+  if (now.archive) {
+    const ArchiveConfig& a = *now.archive;
+    const ArchiveConfig& b = *next.archive;
+    const char* key = nullptr;
+    if (a.dir != b.dir) {
+      key = "archive.dir";
+    } else if (a.layout != b.layout) {
+      key = "archive.layout";
+    } else if (a.framing != b.framing) {
+      key = "archive.framing";
+    } else if (a.output != b.output) {
+      key = "archive.output";
+    } else if (a.name.text() != b.name.text() || a.localtime != b.localtime) {
+      key = "archive.name or archive.localtime";
+    } else if (a.fsync != b.fsync) {
+      key = "archive.fsync";
+    } else if (a.manifest.hash != b.manifest.hash) {
+      key = "archive.manifest";
+    } else if (!(a.on_publish == b.on_publish)) {
+      key = "archive.on_publish";
+    }
+    if (key != nullptr) {
+      return refuse(key,
+                    "it shapes the archive that running connections write and the next start "
+                    "reads");
+    }
+    if (now.forward && !(*now.forward == *next.forward)) {
+      return refuse("forward", "a shipping route's upstream connection and cursor are its own");
+    }
+  }
+  return "";
+}
+
+void Route::reconfigure(ConfigPtr snapshot, const RouteConfig& next) {
+  SPLICED_ASSERT(reloadRefusal(next).empty(), "a reload applies only what it may change");
+  current_ = std::move(snapshot);
+  cfg_ = &next;
+  max_connections_.store(next.max_connections);
+  auto route_cfg = std::shared_ptr<const RouteConfig>(current_, cfg_);
+  // The kind first: a connection accepted once its worker has the new config finds the new kind
+  // config too.
+  if (collect_ != nullptr) {
+    auto archive = std::shared_ptr<const ArchiveConfig>(current_, &*next.archive);
+    collect_->reconfigure(archive);
+    for (auto& rw : workers_) {
+      RouteWorker* w = rw.get();
+      server_.onWorkerWait(w->worker(), [w, route_cfg, archive] {
+        w->cfg_ = route_cfg;
+        if (w->udp_) w->udp_->reconfigure(archive, route_cfg->allow);
+      });
+    }
+    return;
+  }
+  proxy_->reconfigure(std::shared_ptr<const ForwardConfig>(current_, &*next.forward));
+  for (auto& rw : workers_) {
+    RouteWorker* w = rw.get();
+    server_.onWorkerWait(w->worker(), [w, route_cfg] { w->cfg_ = route_cfg; });
+  }
+}
+
 Status Route::start() {
   if (Status s = kind_->start(); !s) return s;
-  if (cfg_.listen.isUdp()) return startUdp();
+  if (cfg_->listen.isUdp()) return startUdp();
   for (auto& rw : workers_) {
     RouteWorker* w = rw.get();
     w->listener_ = std::make_unique<Listener>(
-        w->base(), server_.sys(), cfg_.name,
+        w->base(), server_.sys(), cfg_->name,
         [w](UniqueFd fd, const sockaddr_storage& peer, socklen_t len, FdCharge charge) {
           w->onAccept(std::move(fd), peer, len, std::move(charge));
         },
         &w->worker().fdBudget(), kind_->descriptorsPerSession());
   }
-  if (UniqueFd fd = server_.takeActivatedSocket(cfg_.name); fd.valid()) {
+  if (UniqueFd fd = server_.takeActivatedSocket(cfg_->name); fd.valid()) {
     // systemd bound it (socket activation): one socket, in every worker's loop, as a Unix one.
     int accepting = 0;
     socklen_t len = sizeof accepting;
@@ -169,7 +261,7 @@ Status Route::start() {
       return Error(ErrorSource::Environment,
                    fmt::format("the socket systemd passed for route {} is not a listening stream "
                                "socket",
-                               cfg_.name));
+                               cfg_->name));
     }
     ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
     ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
@@ -183,23 +275,23 @@ Status Route::start() {
         server_.onWorkerWait(rw->worker(), [l, sfd] { l->share(sfd, SocketAddress{}); });
       }
     }
-    spdlog::info("route={} takes its listening socket from systemd", cfg_.name);
+    spdlog::info("route={} takes its listening socket from systemd", cfg_->name);
   } else if (workers_.size() == 1) {
-    if (Status s = workers_.front()->listener_->open(cfg_.listen); !s) return s;
-  } else if (cfg_.listen.isUnix()) {
+    if (Status s = workers_.front()->listener_->open(cfg_->listen); !s) return s;
+  } else if (cfg_->listen.isUnix()) {
     // No SO_REUSEPORT for Unix sockets: one socket, in every worker's loop (see docs/DESIGN.md).
-    Result<std::vector<UniqueFd>> group = openListenGroup(cfg_.listen, 1);
+    Result<std::vector<UniqueFd>> group = openListenGroup(cfg_->listen, 1);
     if (!group) return std::move(group).takeError();
     shared_fd_ = std::move(group.value().front());
-    unix_path_ = cfg_.listen.path;
+    unix_path_ = cfg_->listen.path;
     for (auto& rw : workers_) {
       Listener* l = rw->listener_.get();
       const int sfd = shared_fd_.get();
-      server_.onWorkerWait(rw->worker(), [this, l, sfd] { l->share(sfd, cfg_.listen); });
+      server_.onWorkerWait(rw->worker(), [this, l, sfd] { l->share(sfd, cfg_->listen); });
     }
   } else {
     // One SO_REUSEPORT socket per worker: the kernel spreads connections between them.
-    Result<std::vector<UniqueFd>> group = openListenGroup(cfg_.listen, workers_.size());
+    Result<std::vector<UniqueFd>> group = openListenGroup(cfg_->listen, workers_.size());
     if (!group) return std::move(group).takeError();
     for (size_t i = 0; i < workers_.size(); ++i) {
       Listener* l = workers_[i]->listener_.get();
@@ -216,21 +308,21 @@ Status Route::startUdp() {
   SPLICED_ASSERT(collect_ != nullptr, "a udp: route collects (checked with the config)");
   uint64_t granted = 0;
   Result<std::vector<UniqueFd>> group =
-      openUdpGroup(cfg_.listen, workers_.size(), cfg_.udp_rcvbuf, &granted);
+      openUdpGroup(cfg_->listen, workers_.size(), cfg_->udp_rcvbuf, &granted);
   if (!group) return std::move(group).takeError();
-  if (granted < cfg_.udp_rcvbuf) {
+  if (granted < cfg_->udp_rcvbuf) {
     spdlog::warn(
         "route={} udp_rcvbuf: asked for {}, the kernel granted {} per socket (net.core.rmem_max "
         "caps it for a process without CAP_NET_ADMIN); bursts beyond it are dropped and counted "
         "in spliced_udp_dropped_total",
-        cfg_.name, formatSize(cfg_.udp_rcvbuf), formatSize(granted));
+        cfg_->name, formatSize(cfg_->udp_rcvbuf), formatSize(granted));
   }
   for (size_t i = 0; i < workers_.size(); ++i) {
     RouteWorker* w = workers_[i].get();
     UniqueFd* fd = &group.value()[i];
     // A sender's chain (layout: per_peer) counts as a connection, and holds a segment's
     // descriptor from its worker's budget.
-    UdpAdmission admission{cfg_.allow,
+    UdpAdmission admission{cfg_->allow,
                            [this, w] {
                              FdBudget& fds = w->worker().fdBudget();
                              if (!fds.take(1)) return false;
@@ -291,8 +383,9 @@ void Route::finish() { kind_->finish(); }
 
 bool Route::admit() {
   uint64_t now = active_.load();
+  const uint64_t limit = max_connections_.load();
   while (true) {
-    if (now >= cfg_.max_connections) return false;
+    if (now >= limit) return false;
     if (active_.compare_exchange_weak(now, now + 1)) return true;
   }
 }
@@ -319,7 +412,7 @@ bool Route::listening() const {
 
 std::vector<std::string> Route::problems() const {
   std::vector<std::string> out;
-  if (!listening()) out.push_back(fmt::format("route {}: not listening", cfg_.name));
+  if (!listening()) out.push_back(fmt::format("route {}: not listening", name_));
   kind_->problems(out);
   return out;
 }

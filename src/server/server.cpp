@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <future>
 
@@ -294,19 +295,18 @@ void Server::reload() {
   }
   const Config& nc = *next.config;
   if (std::string why = needsRestart(*config_, nc); !why.empty()) return reloadFailed(why);
-  // Routes are kept when unchanged, started when new, drained when gone. A changed route is not
-  // applied piecemeal: the whole reload is refused.
+  // Routes are kept when unchanged, started when new, drained when gone, and changed in place
+  // (new connections and segments take the new config; the socket stays). A change that a reload
+  // cannot apply refuses the whole reload: nothing is applied piecemeal.
   std::vector<const RouteConfig*> added;
+  std::vector<std::pair<Route*, const RouteConfig*>> changed;
   for (const auto& rc : nc.routes) {
-    const Route* old = route(rc.name);
+    Route* old = route(rc.name);
     if (old == nullptr) {
       added.push_back(&rc);
     } else if (old->config().text != rc.text) {
-      return reloadFailed(fmt::format(
-          "route {} changed: a reload adds and removes routes and keeps the others as they are; "
-          "restart to change a route, or give the new version another name (the old one then "
-          "drains and the new one starts)",
-          rc.name));
+      if (std::string why = old->reloadRefusal(rc); !why.empty()) return reloadFailed(why);
+      changed.emplace_back(old, &rc);
     }
   }
   std::vector<Route*> removed;
@@ -341,13 +341,30 @@ void Server::reload() {
         }
         u->finish();
       }
-      return reloadFailed(fmt::format("route {}: {}", rc->name, s.error().message()));
+      std::string why = fmt::format("route {}: {}", rc->name, s.error().message());
+      if (s.error().code() == EACCES && ::geteuid() != 0 && !rc->listen.isUnix()) {
+        // Privileges were dropped (user:) after the first bind: a port below 1024 needs a
+        // capability now, or a socket systemd binds.
+        why += fmt::format(
+            "; spliced runs as uid {} now and may not bind a privileged port: give it "
+            "CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit), let systemd bind it "
+            "(socket activation, a .socket unit with FileDescriptorName={}), or restart",
+            ::geteuid(), rc->name);
+      }
+      return reloadFailed(why);
     }
     started.push_back(std::move(r));
   }
   for (auto& r : started) {
     spdlog::info("route={} listening on {} (added by reload)", r->config().name, r->boundAddress());
     routes_.push_back(std::move(r));
+  }
+  for (auto [r, rc] : changed) {
+    r->reconfigure(next.config, *rc);
+    spdlog::info(
+        "route={} changed by reload: new connections and segments follow the new config; {} "
+        "connection(s) keep theirs",
+        rc->name, r->activeConnections());
   }
   for (Route* r : removed) {
     spdlog::info(
@@ -376,8 +393,9 @@ void Server::reload() {
   ++generation_;
   ++reloads_ok_;
   last_reload_error_.clear();
-  spdlog::info("reload applied: configuration generation {}: {} route(s) added, {} removed",
-               generation_, added.size(), removed.size());
+  spdlog::info(
+      "reload applied: configuration generation {}: {} route(s) added, {} changed, {} removed",
+      generation_, added.size(), changed.size(), removed.size());
   notifier_.ready(statusLine());
   retireQuietRoutes();
 }
@@ -586,7 +604,7 @@ void Server::maybeFinishShutdown() {
   event_base_loopexit(base_.get(), nullptr);
 }
 
-const Route* Server::route(std::string_view name) const {
+Route* Server::route(std::string_view name) const {
   for (const auto& r : routes_) {
     if (r->config().name == name) return r.get();
   }

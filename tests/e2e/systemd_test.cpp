@@ -228,6 +228,36 @@ TEST_CASE("privileges: user: drops root for good after binding, and the archive 
   CHECK(firstDifference(got, payload) == "");
 }
 
+TEST_CASE("privileges: a reload that needs a privileged port after user: says what would allow it",
+          "[e2e][systemd]") {
+  if (::geteuid() != 0) {
+    WARN("SKIPPED: dropping privileges needs root");
+    return;
+  }
+  if (readFile("/proc/sys/net/ipv4/ip_unprivileged_port_start").substr(0, 4) != "1024") {
+    WARN("SKIPPED: every port is unprivileged here (net.ipv4.ip_unprivileged_port_start)");
+    return;
+  }
+  TempDir dir;
+  Daemon daemon(dir, withDir(collect("user: nobody\ngroup: nogroup\n"), dir));
+  daemon.port("app");
+  REQUIRE(daemon.waitLog("running as user nobody", 5s));
+  // Port 1 (tcpmux) needs CAP_NET_BIND_SERVICE, which the daemon gave up.
+  writeFile(daemon.configPath(),
+            withDir(collect("user: nobody\ngroup: nogroup\n") +
+                        "  - name: low\n    listen: 127.0.0.1:1\n    forward: { upstreams: "
+                        "[\"127.0.0.1:9\"] }\n",
+                    dir));
+  daemon.signal(SIGHUP);
+  REQUIRE(daemon.waitLog("reload failed", 5s));
+  INFO(daemon.log());
+  CHECK(daemon.log().find("reload failed: route low: cannot bind 127.0.0.1:1: Permission denied; "
+                          "spliced runs as uid 65534 now and may not bind a privileged port: give "
+                          "it CAP_NET_BIND_SERVICE") != std::string::npos);
+  daemon.signal(SIGTERM);
+  REQUIRE(daemon.waitExit(10s) == 0);
+}
+
 TEST_CASE("privileges: a user or group that does not exist is a config error", "[e2e][systemd]") {
   TempDir dir;
   const fs::path cfg = dir / "bad.yaml";

@@ -49,6 +49,7 @@ struct OnPublishConfig {
   milliseconds timeout{60000};
   uint64_t concurrency = 1;
   bool enabled() const { return !exec.empty(); }
+  bool operator==(const OnPublishConfig&) const = default;
 };
 
 struct ArchiveConfig {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -43,7 +44,6 @@ struct LifecycleMetrics {
 struct ArchiveTarget {
   std::string route;
   const ArchiveDir* dir = nullptr;  // each job holds its descriptor (hold()) while it runs
-  const ArchiveConfig* cfg = nullptr;
   LifecycleMetrics* metrics = nullptr;
   SysCalls* sys =
       &SysCalls::kernel();             // stateless in production; a test's seam must be thread-safe
@@ -54,10 +54,25 @@ struct ArchiveTarget {
   std::function<bool(const std::string& rel)> unshipped;
   // retain.unshipped: drop: retention deleted a segment that was not shipped whole.
   std::function<void(const std::string& rel)> dropped_unshipped;
-  bool compresses() const { return cfg->compress != Compress::None; }
-  bool retains() const {
-    return cfg->retain.max_files || cfg->retain.max_age.count() || cfg->retain.max_bytes;
+  // The route's archive config: a reload replaces it while jobs run, so a job takes it once
+  // (config() returns a share of it) and uses that copy to its end. Any thread.
+  std::shared_ptr<const ArchiveConfig> config() const {
+    std::lock_guard lock(cfg_mu_);
+    return cfg_;
   }
+  void setConfig(std::shared_ptr<const ArchiveConfig> cfg) {
+    std::lock_guard lock(cfg_mu_);
+    cfg_ = std::move(cfg);
+  }
+  bool compresses() const { return config()->compress != Compress::None; }
+  bool retains() const {
+    const std::shared_ptr<const ArchiveConfig> c = config();
+    return c->retain.max_files || c->retain.max_age.count() || c->retain.max_bytes;
+  }
+
+ private:
+  mutable std::mutex cfg_mu_;
+  std::shared_ptr<const ArchiveConfig> cfg_;
 };
 
 // An ArchiveLifecycle owns its thread (the archive lifecycle thread) and its queue; the targets

@@ -180,6 +180,10 @@ class SegmentChain : public Sink {
   void observe(ChainObserver* o) { observer_ = o; }
   // Several threads write into this chain from now on (before any of them does).
   void shareBetweenThreads() { mu_ = std::make_unique<std::recursive_mutex>(); }
+  // A reload changed the route's archive block: the next size check and the next segment follow
+  // `next` (its rotation); the keys a reload may not change (dir, name, layout, framing, fsync)
+  // are the same in both. The chain holds `next` from now on.
+  void reconfigure(std::shared_ptr<const ArchiveConfig> next);
 
  private:
   // Opens the next segment if none is open (dropping one whose directory is gone). Returns 0 or
@@ -207,7 +211,8 @@ class SegmentChain : public Sink {
     }
   }
 
-  const ArchiveConfig& cfg_;
+  const ArchiveConfig* cfg_;
+  std::shared_ptr<const ArchiveConfig> cfg_hold_;  // set by reconfigure(): what cfg_ points into
   ArchiveDir& dir_;
   NameVars vars_;
   SysCalls& sys_;

@@ -36,8 +36,10 @@ class CollectRoute : public RouteKind {
  public:
   // With `forward` (borrowed, part of the snapshot too) the route also ships what it archives
   // (store-and-forward): it owns the upstream pool and the shared chain's Shipper.
-  CollectRoute(RouteContext& ctx, const ArchiveConfig& cfg, ArchiveLifecycle& lifecycle,
-               const ForwardConfig* forward = nullptr);
+  // `cfg` shares the config snapshot it belongs to: the route keeps it (and `forward`, of the same
+  // snapshot) for the keys a reload cannot change.
+  CollectRoute(RouteContext& ctx, std::shared_ptr<const ArchiveConfig> cfg,
+               ArchiveLifecycle& lifecycle, const ForwardConfig* forward = nullptr);
   ~CollectRoute() override;
 
   // Creates and locks the archive dir, finalises what a crash left, opens the shared chain
@@ -50,7 +52,15 @@ class CollectRoute : public RouteKind {
   void finish() override;
   void problems(std::vector<std::string>& out) const override;
 
-  // What its sessions use.
+  // A reload changed the archive block in what it may change (rotation, retention, compression,
+  // max_line, oversize): new connections and new segments follow `next`; running connections keep
+  // the config they started with. Main thread.
+  void reconfigure(std::shared_ptr<const ArchiveConfig> next);
+  // The archive config now (a share of it: a reload may replace it). Any thread.
+  std::shared_ptr<const ArchiveConfig> current() const;
+
+  // What its sessions use. config() is the config the route started with: for the keys a reload
+  // cannot change (dir, layout, framing, output, name, fsync, manifest, on_publish).
   const ArchiveConfig& config() const { return cfg_; }
   int dirFd() const { return dir_.fd(); }
   ArchiveDir& dir() { return dir_; }
@@ -98,6 +108,9 @@ class CollectRoute : public RouteKind {
   static void onInterval(evutil_socket_t, short, void* arg);
   static void onMaintenance(evutil_socket_t, short, void* arg);
   void armInterval();
+  // The maintenance timer (a catch-up now and every max_age / 10, at most a minute), when the
+  // route compresses or retains; else none.
+  void armMaintenance();
   static void onPublishRetry(evutil_socket_t, short, void* arg);
   // Tries to publish every segment waiting in unpublished_.
   void retryPublishing();
@@ -115,7 +128,10 @@ class CollectRoute : public RouteKind {
   void connectionShipped(const std::string& chain);
 
   RouteContext& ctx_;
-  const ArchiveConfig& cfg_;
+  const std::shared_ptr<const ArchiveConfig> first_;  // the config the route started with
+  const ArchiveConfig& cfg_;                          // *first_
+  mutable std::mutex live_mu_;
+  std::shared_ptr<const ArchiveConfig> live_;  // the latest (guarded: sessions start on workers)
   ArchiveLifecycle& lifecycle_;
   const ForwardConfig* forward_;
   ArchiveDir dir_;

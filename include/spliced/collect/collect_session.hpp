@@ -25,10 +25,12 @@ const char* toString(EndReason r);
 // A CollectSession owns the client socket, its events, its pump, and (layout: per_connection)
 // its own segment chain; with layout: shared it borrows the route's chain. The RouteContext and
 // the CollectRoute that created it are borrowed; the route frees the session after the callback
-// that closed it has returned.
+// that closed it has returned. `ac` is the archive config the session started with (held by the
+// session: see Session::holdConfig), which a reload does not change for it.
 class CollectSession : public Session {
  public:
-  CollectSession(RouteContext& ctx, CollectRoute& archive, UniqueFd fd, PeerInfo peer, uint64_t id);
+  CollectSession(RouteContext& ctx, CollectRoute& archive, const ArchiveConfig& ac, UniqueFd fd,
+                 PeerInfo peer, uint64_t id);
   ~CollectSession() override;
   CollectSession(const CollectSession&) = delete;
   CollectSession& operator=(const CollectSession&) = delete;

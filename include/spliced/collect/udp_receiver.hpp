@@ -68,6 +68,9 @@ class UdpReceiver {
   void close();
   // Closes the active segment of every sender's chain (SIGUSR1, interval).
   void rotate();
+  // A reload changed the route: datagrams from now on follow `cfg` (max_line) and `allow`, and
+  // senders' chains opened from now on its rotation; chains already open keep theirs.
+  void reconfigure(std::shared_ptr<const ArchiveConfig> cfg, std::vector<Cidr> allow);
   bool isOpen() const { return fd_.valid(); }
   // "udp:127.0.0.1:5140" (the real port when the config said 0).
   std::string boundAddress() const;
@@ -78,6 +81,7 @@ class UdpReceiver {
   struct Peer {
     PeerInfo info;
     uint64_t id = 0;
+    std::shared_ptr<const ArchiveConfig> cfg;  // what its chain was opened with
     std::unique_ptr<SegmentChain> chain;
     std::chrono::steady_clock::time_point started;
     std::chrono::steady_clock::time_point last;
@@ -112,6 +116,8 @@ class UdpReceiver {
 
   RouteContext& ctx_;
   CollectRoute& archive_;
+  std::shared_ptr<const ArchiveConfig>
+      cfg_;  // the route's archive config, as its last reload left it
   UniqueFd fd_;
   UdpAdmission admission_;
   UdpRecordShape shape_;

@@ -42,8 +42,14 @@ class Session {
   // A shutdown has begun: tell the client the stream is ending (nothing by default).
   virtual void beginDrain() {}
 
+  // The configuration the session started with (its route's config snapshot, opaque here): kept
+  // alive as long as the session, whatever reloads change meanwhile.
+  void holdConfig(std::shared_ptr<const void> config) { config_ = std::move(config); }
+  const std::shared_ptr<const void>& heldConfig() const { return config_; }
+
  private:
   friend class SessionList;
+  std::shared_ptr<const void> config_;
   std::list<std::unique_ptr<Session>>::iterator self_{};  // its place in the owning list
   bool listed_ = false;
 };

@@ -20,6 +20,7 @@ struct HealthCheckConfig {
   milliseconds timeout{1000};
   uint64_t fall = 3;
   uint64_t rise = 2;
+  bool operator==(const HealthCheckConfig&) const = default;
 };
 
 struct ForwardConfig {
@@ -36,6 +37,7 @@ struct ForwardConfig {
   // (0: never).
   milliseconds checkpoint_interval{1000};
   milliseconds max_lag{0};
+  bool operator==(const ForwardConfig&) const = default;
 };
 
 }  // namespace spliced

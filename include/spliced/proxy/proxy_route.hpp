@@ -1,5 +1,7 @@
 #pragma once
 // The proxy kind of route: what a route with a `forward:` block owns besides its listener.
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -10,11 +12,12 @@
 namespace spliced {
 
 // A ProxyRoute owns the upstream pool (balancing, health checks) and creates the route's
-// ProxySessions, which borrow the pool. The RouteContext and the forward config (part of the
-// config snapshot) are borrowed and outlive it.
+// ProxySessions, which borrow the pool. The RouteContext is borrowed and outlives it; the forward
+// config is shared with the config snapshot it belongs to, and each session holds the one it
+// started with.
 class ProxyRoute : public RouteKind {
  public:
-  ProxyRoute(RouteContext& ctx, const ForwardConfig& cfg);
+  ProxyRoute(RouteContext& ctx, std::shared_ptr<const ForwardConfig> cfg);
 
   // Starts the active health checks, if configured.
   Status start() override;
@@ -23,9 +26,17 @@ class ProxyRoute : public RouteKind {
 
   const UpstreamPool& pool() const { return pool_; }
 
+  // A reload changed the route's forward block (main thread): new sessions take `next`, running
+  // ones keep the config they started with. The pool keeps the upstreams whose address stays (with
+  // their health and counters), adds the new ones and no longer picks the others.
+  void reconfigure(std::shared_ptr<const ForwardConfig> next);
+
  private:
+  std::shared_ptr<const ForwardConfig> current() const;
+
   RouteContext& ctx_;
-  const ForwardConfig& cfg_;
+  mutable std::mutex mu_;  // guards cfg_ (workers read it, a reload replaces it)
+  std::shared_ptr<const ForwardConfig> cfg_;
   UpstreamPool pool_;
 };
 

@@ -63,6 +63,12 @@ class UpstreamPool {
 
   // Starts the active checks, if configured.
   void start();
+  // A reload changed the forward block (main thread; the caller keeps `next` alive while the pool
+  // uses it). Upstreams whose address stays keep their state (health, errors, active sessions);
+  // new addresses are added, up; the others are no longer picked, and stay (retired, unchecked)
+  // for the sessions still connected through them. Balancing, health checks and passive health
+  // follow `next` from now on.
+  void reconfigure(const ForwardConfig& next);
   // The next upstream to try for a client at `client` (used by source_hash), skipping `tried`;
   // nullptr when none is up.
   Upstream* pick(const sockaddr* client, const std::vector<Upstream*>& tried);
@@ -91,9 +97,12 @@ class UpstreamPool {
   void probeResult(Upstream& u, bool ok, int err);
 
   event_base* base_;
-  const ForwardConfig& cfg_;
+  const ForwardConfig* cfg_;  // replaced by reconfigure() (under mu_); its owner keeps it alive
   std::string route_;
   std::vector<std::unique_ptr<Upstream>> upstreams_;
+  // Removed by a reload: sessions may still point at them (one per address; one that comes back
+  // is taken from here with its state).
+  std::vector<std::unique_ptr<Upstream>> retired_;
   size_t next_ = 0;        // round-robin position
   mutable std::mutex mu_;  // guards every Upstream's state and next_
 };

@@ -32,7 +32,7 @@ class Route;
 // thread may read; the main thread posts what it wants done.
 class RouteWorker final : public RouteContext {
  public:
-  RouteWorker(Route& route, Worker& worker);
+  RouteWorker(Route& route, Worker& worker, std::shared_ptr<const RouteConfig> cfg);
   ~RouteWorker();
 
   void stopAccepting();
@@ -67,6 +67,9 @@ class RouteWorker final : public RouteContext {
 
   Route& route_;
   Worker& worker_;
+  // The route's config as this worker applies it to new connections (allow, accept_proxy,
+  // idle_timeout): replaced on this worker's thread by a reload.
+  std::shared_ptr<const RouteConfig> cfg_;
   RouteMetrics metrics_;
   size_t fds_held_ = 0;  // descriptors taken for its active connections (its worker's FdBudget)
   std::unique_ptr<Listener> listener_;
@@ -84,6 +87,14 @@ class Route final : public RouteContext {
   Route(Server& server, ConfigPtr snapshot, const RouteConfig& cfg);
   ~Route();
 
+  // Why `next` (the same route in a new config) cannot be applied to this route by a reload, or
+  // "" when it can: the keys that need a restart, or a new route name (see docs/OPERATIONS.md).
+  std::string reloadRefusal(const RouteConfig& next) const;
+  // Applies `next`, one of `snapshot`'s routes, to new connections and new segments (main thread;
+  // reloadRefusal(next) is ""). The listening sockets stay; sessions running keep the config
+  // they started with.
+  void reconfigure(ConfigPtr snapshot, const RouteConfig& next);
+
   // Prepares the route kind and starts listening on every worker.
   Status start();
   // Every worker stops accepting (its sessions are told the stream is ending), and this waits
@@ -96,7 +107,8 @@ class Route final : public RouteContext {
   // Frees every session and closes every segment at once (server teardown, workers stopped).
   void closeAll();
 
-  const RouteConfig& config() const { return cfg_; }
+  // The config now (main thread).
+  const RouteConfig& config() const { return *cfg_; }
   // Every worker's counters summed, and the kind's.
   RouteMetrics counters() const;
   // Worker 0's counters (with one worker, the route's).
@@ -120,8 +132,8 @@ class Route final : public RouteContext {
   PipePool& pipes() override;
   SysCalls& sys() override;
   RouteMetrics& metrics() override;
-  const std::string& routeName() const override { return cfg_.name; }
-  std::chrono::milliseconds idleTimeout() const override { return cfg_.idle_timeout; }
+  const std::string& routeName() const override { return name_; }
+  std::chrono::milliseconds idleTimeout() const override { return cfg_->idle_timeout; }
   uint64_t nextConnectionId() override;
   void sessionDone(Session* s) override;
   void replaceSession(Session* from, SessionPtr next) override;
@@ -137,8 +149,11 @@ class Route final : public RouteContext {
   Status startUdp();
 
   Server& server_;
-  ConfigPtr snapshot_;
-  const RouteConfig& cfg_;
+  ConfigPtr snapshot_;  // the one the route started with: its kind keeps parts of it
+  ConfigPtr current_;   // the latest a reload applied (snapshot_ until then)
+  const RouteConfig* cfg_;
+  const std::string name_;
+  std::atomic<uint64_t> max_connections_;  // read by every worker's admit()
   std::unique_ptr<RouteKind> kind_;
   CollectRoute* collect_ = nullptr;  // kind_, when it collects
   ProxyRoute* proxy_ = nullptr;      // kind_, when it proxies

@@ -100,7 +100,7 @@ class Server final : public AdminSource {
   static void onWatchdog(evutil_socket_t, short, void* arg);
   static void onStatus(evutil_socket_t, short, void* arg);
   std::string statusLine() const;
-  const Route* route(std::string_view name) const;
+  Route* route(std::string_view name) const;
 
   ConfigPtr config_;
   SysCalls& sys_;
