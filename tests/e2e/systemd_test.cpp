@@ -234,14 +234,20 @@ TEST_CASE("privileges: a reload that needs a privileged port after user: says wh
     WARN("SKIPPED: dropping privileges needs root");
     return;
   }
-  if (readFile("/proc/sys/net/ipv4/ip_unprivileged_port_start").substr(0, 4) != "1024") {
+  std::string start;
+  std::getline(std::ifstream("/proc/sys/net/ipv4/ip_unprivileged_port_start"), start);
+  if (start != "1024") {
     WARN("SKIPPED: every port is unprivileged here (net.ipv4.ip_unprivileged_port_start)");
     return;
   }
   TempDir dir;
+  // The user reads the config file again at the reload.
+  fs::permissions(dir.path(), fs::perms::others_read | fs::perms::others_exec,
+                  fs::perm_options::add);
   Daemon daemon(dir, withDir(collect("user: nobody\ngroup: nogroup\n"), dir));
   daemon.port("app");
   REQUIRE(daemon.waitLog("running as user nobody", 5s));
+  fs::permissions(daemon.configPath(), fs::perms::others_read, fs::perm_options::add);
   // Port 1 (tcpmux) needs CAP_NET_BIND_SERVICE, which the daemon gave up.
   writeFile(daemon.configPath(),
             withDir(collect("user: nobody\ngroup: nogroup\n") +
