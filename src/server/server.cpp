@@ -98,6 +98,7 @@ Server::~Server() {
   draining_.clear();
   retired_.clear();
   signal_evs_.clear();
+  reload_worker_.reset();  // a file being read is waited for; its completion is dropped
   reload_ev_.reset();
   route_drain_ev_.reset();
   drain_ev_.reset();
@@ -285,9 +286,38 @@ void Server::reload() {
     spdlog::warn("SIGHUP while shutting down: not reloaded");
     return;
   }
+  if (reload_reading_) {
+    reload_again_ = true;
+    spdlog::info("SIGHUP while the config file is being read: it is read again after this reload");
+    return;
+  }
   notifier_.reloading();
   spdlog::info("SIGHUP: reloading {}", config_->source);
-  ConfigResult next = loadConfigFile(config_->source);
+  if (!reload_worker_) reload_worker_ = std::make_unique<LoopWorker>(base_.get(), "config reload");
+  const std::string source = config_->source;
+  reload_reading_ = true;
+  const bool posted = reload_worker_->post([this, source]() -> LoopWorker::Completion {
+    auto next = std::make_shared<ConfigResult>(loadConfigFile(source));
+    return [this, next] {
+      reload_reading_ = false;
+      applyReload(std::move(*next));
+      if (reload_again_) {
+        reload_again_ = false;
+        reload();
+      }
+    };
+  });
+  if (!posted) {  // no thread for it: read here
+    reload_reading_ = false;
+    applyReload(loadConfigFile(source));
+  }
+}
+
+void Server::applyReload(ConfigResult next) {
+  if (shutting_down_) {
+    spdlog::warn("the config file was read while shutting down: not applied");
+    return;
+  }
   if (!next.errors.empty()) {
     for (const auto& e : next.errors) spdlog::error("error=config {}", e.format());
     return reloadFailed(fmt::format("{}: configuration is invalid ({} error(s))", config_->source,

@@ -855,6 +855,22 @@ MetricValues scrapeMetrics(const std::string& admin) {
   return out;
 }
 
+double metricValue(const std::string& admin, const std::string& key) {
+  MetricValues m = scrapeMetrics(admin);
+  auto it = m.find(key);
+  return it == m.end() ? -1 : it->second;
+}
+
+bool waitReloads(const Daemon& d, size_t n) {
+  return waitUntil(
+      [&] {
+        const std::string log = d.log();
+        return logLines(log, {"reload applied"}).size() + logLines(log, {"reload failed"}).size() >=
+               n;
+      },
+      Millis(10000));
+}
+
 TmpfsMount::TmpfsMount(const fs::path& path, const std::string& options, unsigned long flags)
     : path_(path) {
   fs::create_directories(path_);

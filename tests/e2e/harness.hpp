@@ -329,6 +329,10 @@ bool rssIsMeaningful();
 // the scrape fails).
 using MetricValues = std::map<std::string, double>;
 MetricValues scrapeMetrics(const std::string& admin);
+// One sample of a fresh scrape ("name{labels}" as exposed), or -1 when it is missing.
+double metricValue(const std::string& admin, const std::string& key);
+// Waits (10 s at most) until the daemon has logged `n` reloads, applied or failed.
+bool waitReloads(const Daemon& d, size_t n);
 
 // A tmpfs mounted at `path` with `options` (and extra mount `flags`, e.g. MS_RDONLY) for the life
 // of the object, unmounted even when the test fails. mounted() is false where mounting is not

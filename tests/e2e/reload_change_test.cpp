@@ -40,22 +40,6 @@ std::string proxy(const std::vector<std::string>& upstreams, const std::string& 
   return out;
 }
 
-double value(const std::string& admin, const std::string& key) {
-  MetricValues m = scrapeMetrics(admin);
-  auto it = m.find(key);
-  return it == m.end() ? -1 : it->second;
-}
-
-bool waitReloads(const Daemon& d, size_t n) {
-  return waitUntil(
-      [&] {
-        return logLines(d.log(), {"reload applied"}).size() +
-                   logLines(d.log(), {"reload failed"}).size() >=
-               n;
-      },
-      10s);
-}
-
 void reload(Daemon& d, const std::string& text, size_t& n) {
   writeFile(d.configPath(), text);
   d.signal(SIGHUP);
@@ -181,7 +165,8 @@ TEST_CASE(
   }
   CHECK(found);
   CHECK(b->accepted() > b_before);
-  CHECK(value(admin, "spliced_upstream_up{route=\"web\",upstream=\"" + b->address() + "\"}") == 1);
+  CHECK(metricValue(admin,
+                    "spliced_upstream_up{route=\"web\",upstream=\"" + b->address() + "\"}") == 1);
 
   // Ten more changes back and forth while the looping client goes on: none of its connections
   // fails, and every byte it sent reached one of the two upstreams.
@@ -193,7 +178,7 @@ TEST_CASE(
   looper.finish();
   CHECK(looper.failed() == 0);
   CHECK(looper.done() > 0);
-  CHECK(value(admin, "spliced_config_generation") == 12);
+  CHECK(metricValue(admin, "spliced_config_generation") == 12);
   // The socket was never reopened: one "listening" line for the route.
   CHECK(logLines(daemon.log(), {"route=web listening on"}).size() == 1);
   REQUIRE(waitUntil(
@@ -324,7 +309,7 @@ TEST_CASE(
         return names.size() == 2 && names[0].ends_with(".zst") && names[1].ends_with(".zst");
       },
       10s));
-  CHECK(value(admin, "spliced_archive_deleted_segments_total{route=\"keep\"}") == 3);
+  CHECK(metricValue(admin, "spliced_archive_deleted_segments_total{route=\"keep\"}") == 3);
   // What is left reads back as what the last two clients sent.
   CommandResult cat = runSpliced(dir, {"cat", (dir / "keep").string()});
   CHECK(cat.exit_code == 0);
@@ -358,8 +343,8 @@ TEST_CASE("reload: an allow list changed by a reload applies to new connections 
   }
   REQUIRE(waitUntil(
       [&] {
-        return value(admin, "spliced_connections_rejected_total{route=\"a\",reason=\"denied\"}") ==
-               4;
+        return metricValue(
+                   admin, "spliced_connections_rejected_total{route=\"a\",reason=\"denied\"}") == 4;
       },
       5s));
   // ... while the running one goes on to its end.
@@ -420,7 +405,7 @@ TEST_CASE("reload: a change a reload cannot apply is refused whole - the message
     INFO(c.reason);
     reload(daemon, top() + c.routes, reloads);
     CHECK(daemon.log().find("reload failed: " + c.reason) != std::string::npos);
-    CHECK(value(admin, "spliced_config_generation") == 1);
+    CHECK(metricValue(admin, "spliced_config_generation") == 1);
   }
   // A change it can apply, to both routes, goes through.
   reload(daemon,
@@ -428,5 +413,5 @@ TEST_CASE("reload: a change a reload cannot apply is refused whole - the message
              route("s", "      layout: shared\n      framing: lines\n      max_line: 4KiB\n",
                    up->address()),
          reloads);
-  CHECK(value(admin, "spliced_config_generation") == 2);
+  CHECK(metricValue(admin, "spliced_config_generation") == 2);
 }

@@ -28,23 +28,6 @@ std::string config(const std::string& routes, const std::string& top = "") {
          routes;
 }
 
-double value(const std::string& admin, const std::string& key) {
-  MetricValues m = scrapeMetrics(admin);
-  auto it = m.find(key);
-  return it == m.end() ? -1 : it->second;
-}
-
-// Waits for the n-th "reload applied" or "reload failed" line.
-bool waitReloads(const Daemon& d, size_t n) {
-  return waitUntil(
-      [&] {
-        return logLines(d.log(), {"reload applied"}).size() +
-                   logLines(d.log(), {"reload failed"}).size() >=
-               n;
-      },
-      10s);
-}
-
 std::string archived(const fs::path& dir) {
   std::string all;
   for (const auto& f : closedSegments(dir)) all += readFile(f);
@@ -69,9 +52,9 @@ TEST_CASE("reload: an invalid file keeps the running config, says why, and count
   CHECK(log.find("reload failed: " + daemon.configPath().string() +
                  ": configuration is invalid (1 error(s)); the running configuration "
                  "(generation 1) is kept") != std::string::npos);
-  CHECK(value(admin, "spliced_config_reloads_total{result=\"failure\"}") == 1);
-  CHECK(value(admin, "spliced_config_reloads_total{result=\"success\"}") == 0);
-  CHECK(value(admin, "spliced_config_generation") == 1);
+  CHECK(metricValue(admin, "spliced_config_reloads_total{result=\"failure\"}") == 1);
+  CHECK(metricValue(admin, "spliced_config_reloads_total{result=\"success\"}") == 0);
+  CHECK(metricValue(admin, "spliced_config_generation") == 1);
   HttpResponse h = httpGet(admin, "/healthz");
   CHECK(h.status == 200);
   CHECK(h.body.find("ok\nlast reload failed (configuration generation 1 is running)") == 0);
@@ -84,7 +67,7 @@ TEST_CASE("reload: an invalid file keeps the running config, says why, and count
   writeFile(daemon.configPath(), withDir(config(route("a") + route("b")), dir));
   daemon.signal(SIGHUP);
   REQUIRE(waitReloads(daemon, 2));
-  CHECK(value(admin, "spliced_config_generation") == 2);
+  CHECK(metricValue(admin, "spliced_config_generation") == 2);
   CHECK(httpGet(admin, "/healthz").body == "ok\n");
 }
 
@@ -165,8 +148,8 @@ TEST_CASE(
   looper.join();
   CHECK(refused.load() == 0);
   CHECK(done.load() > 0);
-  CHECK(value(admin, "spliced_config_reloads_total{result=\"success\"}") == 21);
-  CHECK(value(admin, "spliced_config_generation") == 22);
+  CHECK(metricValue(admin, "spliced_config_reloads_total{result=\"success\"}") == 21);
+  CHECK(metricValue(admin, "spliced_config_generation") == 22);
   daemon.signal(SIGTERM);
   REQUIRE(daemon.waitExit(10s) == 0);
   // Every loop connection's line, once.
@@ -197,9 +180,9 @@ TEST_CASE("reload: what a reload cannot apply is refused whole, with the reason"
     daemon.signal(SIGHUP);
     REQUIRE(waitReloads(daemon, ++n));
     CHECK(daemon.log().find("reload failed: " + c.reason) != std::string::npos);
-    CHECK(value(admin, "spliced_config_generation") == 1);
+    CHECK(metricValue(admin, "spliced_config_generation") == 1);
   }
   // Nothing was half-applied: route b of the last file was not started.
   CHECK(daemon.log().find("route=b listening") == std::string::npos);
-  CHECK(value(admin, "spliced_config_reloads_total{result=\"failure\"}") == 3);
+  CHECK(metricValue(admin, "spliced_config_reloads_total{result=\"failure\"}") == 3);
 }

@@ -4,6 +4,10 @@
 //                        [--lines L]
 //       N concurrent clients each send B bytes of client i's stream (seed S+i), then close.
 //       Prints one JSON line: clients, bytes, seconds (first connect to last close).
+//   spliced-loadgen streams --to HOST:PORT --clients N --seconds T [--seed S] [--chunk C]
+//       N long streams (client i's stream, seed S+i) sent as fast as they go for T seconds, then
+//       half-closed, each waiting for the peer's close. Prints one JSON line: clients, bytes,
+//       seconds, resets (streams that saw ECONNRESET or EPIPE), failed and the first error.
 //   spliced-loadgen sink --listen PORT_FILE [--epoll] [--reply R] [--check]
 //       Listens on 127.0.0.1:0, writes the port to PORT_FILE, and discards every connection's
 //       bytes with splice(2) into /dev/null (so the sink is never the bottleneck), closing its
@@ -60,6 +64,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -67,6 +72,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -283,6 +289,16 @@ int connectTo(const std::string& to) {
 }
 
 // Failed clients: how many, and the first failure's cause, for the driver to show.
+// Connects, trying again for up to a second (a listener that is not up yet, a full backlog).
+int connectRetrying(const std::string& to) {
+  int fd = -1;
+  for (int attempt = 0; attempt < 50 && fd < 0; ++attempt) {
+    fd = connectTo(to);
+    if (fd < 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return fd;
+}
+
 class Failures {
  public:
   void note(const char* what, int err) {
@@ -312,11 +328,7 @@ int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size
   auto start = std::chrono::steady_clock::now();
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
-      int fd = -1;
-      for (int attempt = 0; attempt < 50 && fd < 0; ++attempt) {
-        fd = connectTo(to);
-        if (fd < 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
+      int fd = connectRetrying(to);
       if (fd < 0) {
         failed.note("connect", errno);
         return;
@@ -350,6 +362,63 @@ int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("{\"clients\":%d,\"bytes\":%llu,\"seconds\":%.6f,%s}\n", clients,
               static_cast<unsigned long long>(bytes) * static_cast<unsigned>(clients), secs,
+              failed.json().c_str());
+  return failed.count() ? 1 : 0;
+}
+
+// `clients` long streams, each sending its pattern (seed + i) as fast as it can for `seconds`,
+// then a half-close and a wait for the peer's close: a proxy reloaded (or upgraded) meanwhile must
+// carry every stream on without a reset. Prints the bytes sent and how many streams were reset.
+int streams(const std::string& to, int clients, double seconds, uint64_t seed, size_t chunk) {
+  Failures failed;
+  std::atomic<uint64_t> total{0};
+  std::atomic<int> resets{0};
+  std::vector<std::thread> threads;
+  const auto start = std::chrono::steady_clock::now();
+  const auto end = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               std::chrono::duration<double>(seconds));
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      int fd = connectRetrying(to);
+      if (fd < 0) {
+        failed.note("connect", errno);
+        return;
+      }
+      auto broken = [&](const char* what, int err) {
+        if (err == ECONNRESET || err == EPIPE) {
+          ++resets;
+        } else {
+          failed.note(what, err);
+        }
+        ::close(fd);
+      };
+      std::vector<char> buf(chunk);
+      Stream stream(seed + static_cast<uint64_t>(c), 0, {});
+      uint64_t off = 0;
+      while (std::chrono::steady_clock::now() < end) {
+        stream.fill(off, buf.data(), chunk);
+        for (size_t done = 0; done < chunk;) {
+          ssize_t w = ::send(fd, buf.data() + done, chunk - done, MSG_NOSIGNAL);
+          if (w < 0 && errno == EINTR) continue;
+          if (w <= 0) return broken("send", w < 0 ? errno : EPIPE);
+          done += static_cast<size_t>(w);
+          total += static_cast<uint64_t>(w);
+        }
+        off += chunk;
+      }
+      ::shutdown(fd, SHUT_WR);
+      char tmp[256];
+      ssize_t r;
+      while ((r = ::recv(fd, tmp, sizeof tmp, 0)) > 0) {
+      }
+      if (r < 0) return broken("recv", errno);
+      ::close(fd);
+    });
+  }
+  for (auto& t : threads) t.join();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("{\"clients\":%d,\"bytes\":%llu,\"seconds\":%.6f,\"resets\":%d,%s}\n", clients,
+              static_cast<unsigned long long>(total.load()), secs, resets.load(),
               failed.json().c_str());
   return failed.count() ? 1 : 0;
 }
@@ -504,6 +573,42 @@ void raiseFdLimit() {
 // sums the client numbers of the good ones (each client once: 1 + 2 + ... + N).
 struct SinkStats {
   std::atomic<uint64_t> accepted{0}, closed{0}, bytes{0}, bad{0}, seeds{0};
+  // Bytes received per 100 ms since the sink started (CLOCK_MONOTONIC, as the driver's clock):
+  // the throughput over time, timed where the bytes arrive.
+  static constexpr size_t kWindows = 3000;
+  const int64_t start_ns = monotonicNs();
+  std::array<std::atomic<uint64_t>, kWindows> windows{};
+
+  static int64_t monotonicNs() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  }
+  void received(uint64_t n) {
+    bytes += n;
+    const auto w = static_cast<size_t>((monotonicNs() - start_ns) / 100000000);
+    if (w < kWindows) windows[w] += n;
+  }
+
+  // PORT_FILE.windows: the start (ns, CLOCK_MONOTONIC) and the bytes of each 100 ms since.
+  void writeWindows(const std::string& port_file) {
+    std::string out = "{\"start_ns\":" + std::to_string(start_ns) + ",\"bytes\":[";
+    size_t last = 0;
+    for (size_t i = 0; i < kWindows; ++i) {
+      if (windows[i].load() != 0) last = i + 1;
+    }
+    for (size_t i = 0; i < last; ++i) {
+      if (i != 0) out += ',';
+      out += std::to_string(windows[i].load());
+    }
+    out += "]}\n";
+    std::string tmp = port_file + ".windows.tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f == nullptr) return;
+    std::fwrite(out.data(), 1, out.size(), f);
+    std::fclose(f);
+    std::rename(tmp.c_str(), (port_file + ".windows").c_str());
+  }
 
   [[noreturn]] void writeLoop(const std::string& port_file) {
     uint64_t last[5] = {~0ull, ~0ull, ~0ull, ~0ull, ~0ull};
@@ -524,6 +629,7 @@ struct SinkStats {
         std::fclose(f);
         std::rename(tmp.c_str(), (port_file + ".stats").c_str());
         std::memcpy(last, now, sizeof now);
+        writeWindows(port_file);
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -579,7 +685,7 @@ bool readAndCheck(int fd, SinkStats& stats, uint64_t& seed_out) {
   for (ssize_t n = first; n != 0; n = ::read(fd, got.data(), got.size())) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return false;
-    stats.bytes += static_cast<uint64_t>(n);
+    stats.received(static_cast<uint64_t>(n));
     if (!checker.feed(got.data(), static_cast<size_t>(n))) return false;
   }
   return true;
@@ -609,7 +715,7 @@ bool readAndCheck(int fd, SinkStats& stats, uint64_t& seed_out) {
         while (true) {
           ssize_t n = ::splice(fd, nullptr, p[1], nullptr, 1 << 20, SPLICE_F_MOVE);
           if (n <= 0) break;
-          stats.bytes += static_cast<uint64_t>(n);
+          stats.received(static_cast<uint64_t>(n));
           for (ssize_t left = n; left > 0;) {
             ssize_t w =
                 ::splice(p[0], nullptr, devnull, nullptr, static_cast<size_t>(left), SPLICE_F_MOVE);
@@ -665,7 +771,7 @@ bool readAndCheck(int fd, SinkStats& stats, uint64_t& seed_out) {
             }
             break;
           }
-          stats.bytes += moved;
+          stats.received(moved);
           if (done) {
             ::close(fd);
             stats.closed++;
@@ -693,15 +799,6 @@ int sink(const std::string& port_file, bool use_epoll, size_t reply, bool check)
   std::thread([&port_file] { stats.writeLoop(port_file); }).detach();
   if (use_epoll) sinkEpoll(lfd, devnull, stats, reply);
   sinkThreads(lfd, devnull, stats, check);
-}
-
-int connectRetrying(const std::string& to) {
-  int fd = -1;
-  for (int attempt = 0; attempt < 50 && fd < 0; ++attempt) {
-    fd = connectTo(to);
-    if (fd < 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return fd;
 }
 
 bool sendAll(int fd, const char* p, size_t n) {
@@ -959,7 +1056,8 @@ int udp(const std::string& to, int senders, uint64_t messages, size_t size, uint
 
 int main(int argc, char** argv) {
   if (argc < 2)
-    die("usage: spliced-loadgen send|sink|verify|verify-lines|idle|rate|echo|pingpong|udp ...");
+    die("usage: spliced-loadgen send|streams|sink|verify|verify-lines|idle|rate|echo|pingpong|udp "
+        "...");
   std::string mode = argv[1];
   std::string to;
   int clients = 1;
@@ -1021,6 +1119,10 @@ int main(int argc, char** argv) {
   if (mode == "send") {
     if (to.empty() || bytes == 0) die("send needs --to and --bytes");
     return send(to, clients, bytes, seed, chunk, line_len);
+  }
+  if (mode == "streams") {
+    if (to.empty() || seconds <= 0) die("streams needs --to and --seconds");
+    return streams(to, clients, seconds, seed, chunk);
   }
   if (mode == "verify") return verify(bytes, seed, files);
   if (mode == "write") {

@@ -579,10 +579,15 @@ class SplicedProxy(Spliced):
                          binary=binary, workers=workers)
 
     def start_forward(self, upstream_port):
-        cfg = os.path.join(self.workdir, "spliced-proxy.yaml")
+        self.cfg = os.path.join(self.workdir, "spliced-proxy.yaml")
         port, admin = free_ports(2)
         self.port, self.admin = str(port), f"127.0.0.1:{admin}"
-        with open(cfg, "w") as f:
+        self.upstream_port = upstream_port
+        self.write_proxy_config("round_robin")
+        return self.launch([self.program(), "-c", self.cfg], self.port, stderr=self.log())
+
+    def write_proxy_config(self, balance):
+        with open(self.cfg, "w") as f:
             f.write(f"""log: {{ level: warn }}
 admin: {{ listen: {self.admin} }}
 pipes: {{ size: {self.pipe_size}, max: {self.pipes_max} }}
@@ -592,9 +597,17 @@ routes:
     listen: 127.0.0.1:{self.port}
     max_connections: 100000
     forward:
-      upstreams: [127.0.0.1:{upstream_port}]
+      upstreams: [127.0.0.1:{self.upstream_port}]
+      balance: {balance}
 """)
-        return self.launch([self.program(), "-c", cfg], self.port, stderr=self.log())
+
+    def reload(self, i):
+        """A changed route (balance), applied in place: SIGHUP."""
+        self.write_proxy_config("least_connections" if i % 2 == 0 else "round_robin")
+        self.proc.send_signal(signal.SIGHUP)
+
+    def old_processes(self):
+        return 0  # one process: a reload changes the route in place
 
 
 class HAProxy(System):
@@ -609,8 +622,35 @@ class HAProxy(System):
 
     def start_forward(self, upstream_port):
         self.port = free_port()
-        cfg = os.path.join(self.workdir, "haproxy.cfg")
-        with open(cfg, "w") as f:
+        self.upstream_port = upstream_port
+        self.cfg = os.path.join(self.workdir, "haproxy.cfg")
+        self.olds = []
+        self.write_config("roundrobin")
+        return self.launch([tool("haproxy"), "-db", "-f", self.cfg], self.port,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def reload(self, i):
+        """HAProxy's reload: a new process takes the port, the old one (-sf) stops listening and
+        keeps its connections until they end."""
+        self.write_config("leastconn" if i % 2 == 0 else "roundrobin")
+        self.olds.append(self.proc)
+        self.proc = subprocess.Popen([tool("haproxy"), "-db", "-f", self.cfg, "-sf",
+                                      str(self.proc.pid)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+    def old_processes(self):
+        return sum(1 for p in getattr(self, "olds", []) if p.poll() is None)
+
+    def stop(self):
+        for p in getattr(self, "olds", []):
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+        System.stop(self)
+
+    def write_config(self, balance):
+        upstream_port = self.upstream_port
+        with open(self.cfg, "w") as f:
             f.write(f"""global
     maxconn 7000
     nbthread {self.threads}
@@ -626,10 +666,9 @@ frontend f
     bind 127.0.0.1:{self.port}
     default_backend b
 backend b
+    balance {balance}
     server s1 127.0.0.1:{upstream_port}
 """)
-        return self.launch([tool("haproxy"), "-db", "-f", cfg], self.port, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
 
 
 
@@ -643,8 +682,31 @@ class NginxStream(System):
 
     def start_forward(self, upstream_port):
         self.port = free_port()
-        cfg = os.path.join(self.workdir, "nginx.conf")
-        with open(cfg, "w") as f:
+        self.upstream_port = upstream_port
+        self.cfg = os.path.join(self.workdir, "nginx.conf")
+        self.write_config("5s")
+        return self.launch([tool("nginx"), "-c", self.cfg, "-p", self.workdir], self.port,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def reload(self, i):
+        """nginx's reload: SIGHUP to the master, which starts new workers; the old ones stop
+        accepting and finish their connections (no worker_shutdown_timeout: they wait for them)."""
+        self.write_config("6s" if i % 2 == 0 else "5s")
+        self.proc.send_signal(signal.SIGHUP)
+
+    def old_processes(self):
+        n = 0
+        for pid in children(self.proc.pid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    n += b"shutting down" in f.read()
+            except OSError:
+                pass
+        return n
+
+    def write_config(self, connect_timeout):
+        upstream_port = self.upstream_port
+        with open(self.cfg, "w") as f:
             f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes {self.workers};
 worker_rlimit_nofile 20000;
@@ -656,13 +718,12 @@ stream {{
     server {{
         listen 127.0.0.1:{self.port} backlog=4096{" reuseport" if self.workers > 1 else ""};
         proxy_pass 127.0.0.1:{upstream_port};
+        proxy_connect_timeout {connect_timeout};
         proxy_buffer_size 256k;
         proxy_half_close on;
     }}
 }}
 """)
-        return self.launch([tool("nginx"), "-c", cfg, "-p", self.workdir], self.port,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 
@@ -1140,6 +1201,107 @@ def run_rounds(args, systems, run_one, show):
             if i >= 0:
                 results[name].append(r)
     return results
+
+
+def run_reload(system, work, clients, steady, reloads, interval, after):
+    """`clients` long streams through `system` for steady + reloads x interval + after seconds,
+    reloading it every `interval` seconds after the first `steady` ones (the config alternates
+    between two versions that differ in one forward setting). Every stream is then checked byte
+    for byte by the sink, which also counts the bytes it received in each 100 ms. Returns the
+    steady throughput (the median 100 ms window before the first reload, and the worst), the
+    worst window from the first reload to one interval after the last, the streams reset, the
+    bytes lost (sent by a client, never received: each stream received is a correct prefix of
+    what was sent), and the most old processes seen still serving connections."""
+    sink = None
+    try:
+        sink = Sink(work, check=True)
+        to = system.start_forward(sink.port)
+        seconds = steady + reloads * interval + after
+        t0 = time.monotonic()
+        gen = subprocess.Popen([LOADGEN, "streams", "--to", to, "--clients", str(clients),
+                                "--seconds", str(seconds), "--chunk", "65536"],
+                               stdout=subprocess.PIPE, text=True)
+        done, olds, hups = 0, 0, []
+        next_reload, next_look = t0 + steady, t0
+        while gen.poll() is None:
+            now = time.monotonic()
+            if done < reloads and now >= next_reload:
+                system.reload(done)
+                hups.append(now)
+                done += 1
+                next_reload += interval
+            if now >= next_look:
+                olds = max(olds, system.old_processes())
+                next_look = now + 0.2
+            time.sleep(0.005)
+        sent = json.loads(gen.stdout.read())
+        if sent.get("failed"):
+            raise RuntimeError(f"{system.name}: {sent['failed']} stream(s) failed: "
+                               f"{sent['error']}; its log: {system.log_tail()}")
+        # Every client saw its stream closed; the upstream side of each should close too. One
+        # that a proxy keeps open (an old process) is counted, not waited for.
+        try:
+            wait_for(lambda: sink.stats()["connections"] >= clients and not sink.stats()["open"],
+                     15, "the sink's totals")
+        except RuntimeError:
+            pass
+        time.sleep(0.1)  # the windows file follows the stats file
+        got = sink.stats()
+        if got.get("bad"):
+            raise RuntimeError(f"{system.name}: {got['bad']} stream(s) differ from what their "
+                               "client sent")
+        with open(sink.port_file + ".windows") as f:
+            w = json.load(f)
+        base = w["start_ns"] / 1e9
+
+        def rates(start, end):  # GB/s of each whole 100 ms window within [start, end)
+            return [b / 0.1 / 1e9 for i, b in enumerate(w["bytes"])
+                    if base + i * 0.1 >= start and base + (i + 1) * 0.1 <= end]
+
+        calm = rates(t0 + 0.5, hups[0])
+        during = rates(hups[0], hups[-1] + interval)
+        steady_gbps = statistics.median(calm)
+        worst = min(during)
+        return {"steady_gbps": steady_gbps, "worst_gbps": worst, "calm_worst_gbps": min(calm),
+                "dip": worst / steady_gbps if steady_gbps > 0 else 0.0,
+                "resets": sent["resets"], "old_processes": olds, "left_open": got["open"],
+                "lost_bytes": max(0, sent["bytes"] - got["bytes"]),
+                "gbps": sent["bytes"] / 1e9 / sent["seconds"]}
+    finally:
+        stop_all(system, sink)
+
+
+def scenario_reload(args):
+    """Forward long streams while reloading every second: spliced (SIGHUP: the route changed in
+    place) against HAProxy's reload (a new process, -sf) and nginx's (SIGHUP: new workers)."""
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
+    clients, steady, reloads, interval, after = 100, 2.0, 10, 1.0, 2.0
+    if args.quick:
+        clients, steady, reloads, interval, after = 20, 1.0, 3, 0.5, 0.5
+    systems = lineup(args, [own("spliced", lambda **kw: SplicedProxy(work, **kw)),
+                            ("haproxy+splice", lambda: HAProxy(work, splice=True)),
+                            ("nginx", lambda: NginxStream(work))])
+    try:
+        results = run_rounds(
+            args, systems,
+            lambda _, s: run_reload(s, work, clients, steady, reloads, interval, after),
+            lambda r: f"steady {r['steady_gbps']:.2f} GB/s worst {r['worst_gbps']:.2f} "
+                      f"(x{r['dip']:.2f}) resets {r['resets']} lost {r['lost_bytes']} "
+                      f"old processes {r['old_processes']} left open {r['left_open']}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"scenario": f"reload: forward {clients} long streams, a reload every "
+                        f"{interval:g} s, {reloads} times",
+            "kind": "reload",
+            "results": {name: {k: statistics.median(r[k] for r in rs)
+                               for k in ("steady_gbps", "worst_gbps", "calm_worst_gbps", "dip",
+                                         "gbps")}
+                        | {"resets": max(r["resets"] for r in rs),
+                           "left_open": max(r["left_open"] for r in rs),
+                           "lost_bytes": max(r["lost_bytes"] for r in rs),
+                           "old_processes": max(r["old_processes"] for r in rs),
+                           "runs": len(rs), "all": rs}
+                        for name, rs in results.items()}}
 
 
 def scenario_idle(args, n=5000):
@@ -1776,6 +1938,18 @@ def table(sc):
             rows.append(f"| {name} | {r['msgs_per_s']:.0f} | {spread(r, 'msgs_per_s', '.0f')} "
                         f"| {r['cpu_us_per_msg']:.2f} | {r['loss'] * 100:.2f}% |")
         return rows
+    if kind == "reload":
+        rows = ["| system | steady GB/s | worst 100 ms window before the reloads | worst 100 ms "
+                "window while reloading (runs min–max) | worst / steady | streams reset (most in a "
+                "run) | bytes lost (most in a run) | old processes still serving (most seen) | "
+                "upstream connections left open (most in a run) |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in sc["results"].items():
+            rows.append(f"| {name} | {r['steady_gbps']:.2f} | {r['calm_worst_gbps']:.2f} | "
+                        f"{r['worst_gbps']:.2f} ({spread(r, 'worst_gbps', '.2f')}) | "
+                        f"{r['dip']:.2f} | {r['resets']} | {r['lost_bytes']} | "
+                        f"{r['old_processes']} | {r['left_open']} |")
+        return rows
     if kind == "rate":
         rows = ["| system | connections/s | runs (min–max) | CPU-µs per connection |",
                 "|---|---|---|---|"]
@@ -1804,7 +1978,8 @@ COMPARED = {"throughput": (("GB/s", "gbps"), ("CPU-s/GB", "cpu_per_gb")),
             "latency": (("rt/s", "rt_per_s"), ("CPU-µs/rt", "cpu_us_per_rt")),
             "syscalls": (("syscalls/conn", "syscalls_per_conn"),
                          ("syscalls/conn", "syscalls_per_conn")),
-            "cat": (("GB/s", "gbps"), ("CPU-s/GB", "cpu_per_gb"))}
+            "cat": (("GB/s", "gbps"), ("CPU-s/GB", "cpu_per_gb")),
+            "reload": (("worst/steady", "dip"), ("steady GB/s", "steady_gbps"))}
 
 
 def baseline_table(out):
@@ -2017,7 +2192,7 @@ def main():
     ap.add_argument("--scenario", action="append",
                     choices=["archive-tmpfs", "archive-disk", "archive-1000x1", "forward-4x500",
                              "forward-100x20", "idle", "rate", "syscalls", "latency",
-                             "study", "cat", "udp", "ship-4x500"])
+                             "study", "cat", "udp", "ship-4x500", "reload"])
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--markdown", help="write the tables here (and a PNG chart beside it)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -2071,7 +2246,7 @@ def main():
     out = []
     for sc in args.scenario or ["archive-tmpfs", "archive-disk", "archive-1000x1",
                                 "forward-4x500", "forward-100x20", "idle", "rate", "syscalls",
-                                "latency", "study", "udp", "ship-4x500"]:
+                                "latency", "study", "udp", "ship-4x500", "reload"]:
         print(f"scenario {sc}", file=sys.stderr)
         if sc == "archive-1000x1":
             out.append(scenario_archive(args, "tmpfs", 1000, 1_000_000))
@@ -2087,6 +2262,8 @@ def main():
             out.append(scenario_udp(args))
         elif sc == "ship-4x500":
             out.append(scenario_ship(args))
+        elif sc == "reload":
+            out.append(scenario_reload(args))
         elif sc == "latency":
             for clients, size in [(1, 64), (16, 64), (1, 16384), (16, 16384)]:
                 out.append(scenario_latency(args, clients, size))

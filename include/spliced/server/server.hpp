@@ -15,6 +15,7 @@
 #include "spliced/admin/admin.hpp"
 #include "spliced/admin/admin_status.hpp"
 #include "spliced/archive/lifecycle.hpp"
+#include "spliced/archive/loop_worker.hpp"
 #include "spliced/config/config.hpp"
 #include "spliced/core/error.hpp"
 #include "spliced/core/event.hpp"
@@ -60,8 +61,12 @@ class Server final : public AdminSource {
   void onWorker(Worker& w, std::function<void()> fn);
   // The same, and waits until it has run (main thread; a worker's loop never waits for main).
   void onWorkerWait(Worker& w, const std::function<void()>& fn);
-  // SIGHUP: reads and checks the config file again; applies it, or keeps the running one.
+  // SIGHUP: reads and checks the config file again off the loop (the reload thread), then applies
+  // it on the loop, or keeps the running one. A SIGHUP while a file is being read makes one more
+  // reload once this one is applied.
   void reload();
+  // The file read by reload(): applied, or refused with the reason (main loop).
+  void applyReload(ConfigResult next);
   // A route may have become quiet (its last connection or listener gone): a removed route is
   // retired, a shutdown may finish.
   void routeQuiet();
@@ -120,8 +125,13 @@ class Server final : public AdminSource {
   EventPtr drain_ev_;
   SystemdNotifier notifier_;
   std::map<std::string, UniqueFd> activated_;  // socket activation: taken by routes at start
-  EventPtr reload_ev_;       // SIGHUP activates it: repeated signals coalesce into one reload
-  EventPtr route_drain_ev_;  // drain_timeout of the routes a reload removed
+  EventPtr reload_ev_;  // SIGHUP activates it: repeated signals coalesce into one reload
+  // Reads and checks the file of a reload, so that a data path on the main loop (worker 0) does
+  // not wait for the YAML parser.
+  std::unique_ptr<LoopWorker> reload_worker_;
+  bool reload_reading_ = false;  // a file is being read on reload_worker_
+  bool reload_again_ = false;    // a SIGHUP came meanwhile
+  EventPtr route_drain_ev_;      // drain_timeout of the routes a reload removed
   uint64_t generation_ = 1;
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_failed_ = 0;
