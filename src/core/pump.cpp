@@ -223,6 +223,9 @@ PumpResult Pump::run(size_t budget) {
         f.moved = moved;
         return done(f);
       }
+      // The sink has seen the bytes now (framing: auto has decided): it may take the next ones
+      // itself.
+      if (sink_.pulls()) continue;
     }
     size_t want = std::min({buf_size_ - buf_off_ - buf_len_, budget - moved, limit});
     ssize_t n = sys_.read(source_, buf_.get() + buf_off_ + buf_len_, want);

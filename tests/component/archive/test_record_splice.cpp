@@ -545,3 +545,18 @@ TEST_CASE("octet counted: a shared chain never interleaves a spliced record with
     rig.checkCounted();
   }
 }
+
+TEST_CASE("framing: auto splices once it has chosen octet counting", "[records][splice]") {
+  Rig rig;
+  rig.cfg.framing = Framing::Auto;
+  PipePool pool(rig.sys, 1 << 20, 4);
+  std::vector<std::string> msgs;
+  for (size_t i = 0; i < 8; ++i) msgs.push_back(message(30000 + i, 800 + i));
+  // The first read (copied) decides; the record it ends in has the rest of its body spliced,
+  // and every later one is spliced whole.
+  std::string stream = archiveWaiting(rig, msgs, pool);
+  CHECK(rig.archived() == stream);
+  CHECK(rig.metrics.framing_auto_octet == 1);
+  CHECK(rig.metrics.framing_spliced_bytes >= stream.size() - 64 * 1024);
+  rig.checkCounted();
+}
