@@ -21,7 +21,7 @@ constexpr const char* kPublishRunsHelp =
     "archive.on_publish command runs (success: exit 0; failure: another exit status, a signal, or "
     "it could not start; timeout: killed after on_publish.timeout).";
 
-constexpr std::array<RouteMetricDef, 41> kRouteMetrics{{
+constexpr std::array<RouteMetricDef, 43> kRouteMetrics{{
     {"spliced_connections_active", T::Gauge, "Open client connections.", "", "", TotalsFor::None,
      [](const R& r) { return r.counters.connections_active.get(); }},
     {"spliced_connections_total", T::Counter, "Client connections accepted.", "", "connections",
@@ -84,6 +84,14 @@ constexpr std::array<RouteMetricDef, 41> kRouteMetrics{{
      [](const R& r) { return r.counters.frames_malformed.get(); }},
     {"spliced_frame_errors_total", T::Counter, "", "incomplete", "", TotalsFor::None,
      [](const R& r) { return r.counters.frames_incomplete.get(); }},
+    {"spliced_framing_copied_bytes_total", T::Counter,
+     "framing: octet_counted and auto: bytes that passed through user space to be framed (every "
+     "byte of a record under 4 KiB, the headers of output: lines, what came with a copied read).",
+     "", "", TotalsFor::None, [](const R& r) { return r.counters.framing_copied_bytes.get(); }},
+    {"spliced_framing_spliced_bytes_total", T::Counter,
+     "framing: octet_counted and auto: bytes of records spliced from the socket into the segment "
+     "(the header only peeked at), never passing through user space.",
+     "", "", TotalsFor::None, [](const R& r) { return r.counters.framing_spliced_bytes.get(); }},
     {"spliced_udp_datagrams_total", T::Counter,
      "Datagrams received on udp: listeners (archived, truncated, denied or rejected alike).", "",
      "", TotalsFor::None, [](const R& r) { return r.counters.udp_datagrams.get(); }},

@@ -2,8 +2,12 @@
 
 #include "spliced/core/check.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 namespace spliced {
@@ -47,10 +51,14 @@ RecordFramer::RecordFramer(SegmentChain& chain, uint64_t owner, const ArchiveCon
                  "max_line leaves room for a payload");
 }
 
-RecordFramer::~RecordFramer() { chain_.releaseOwner(owner_); }
+RecordFramer::~RecordFramer() {
+  releasePipe();  // closed, not pooled, if it still holds bytes
+  chain_.releaseOwner(owner_);
+}
 
 size_t RecordFramer::held() const {
-  return buf_.size() + hdr_.size() + (lines_ ? lines_->held() : 0);
+  const size_t piped = splicing_ ? sp_prefix_ + sp_got_ + sp_suffix_ - sp_written_ : 0;
+  return buf_.size() + hdr_.size() + piped + (lines_ ? lines_->held() : 0);
 }
 
 void RecordFramer::refuse(std::string why) {
@@ -83,7 +91,243 @@ SinkResult RecordFramer::writeComplete() {
 
 SinkResult RecordFramer::flushHeld() {
   if (mode_ == Mode::Lines) return lines_->flushHeld();
+  if (splicing_) {
+    // Records before it are written; it is written once the pipe holds it whole.
+    return sp_got_ == sp_need_ ? writePiped() : SinkResult{};
+  }
   return writeComplete();
+}
+
+void RecordFramer::releasePipe() {
+  if (pipe_) {
+    pool_->release(std::move(*pipe_));
+    pipe_.reset();
+  }
+}
+
+PullResult RecordFramer::pull(SourceTap& tap, size_t budget) {
+  if (mode_ != Mode::Octet || splice_off_) return {};
+  if (splicing_) return fillPipe(tap, budget);
+  // Records before it go first (a blocked chain is then seen by the copy path).
+  if (!ends_.empty() && writeComplete().status != IoStatus::Ok) return {};
+  if (in_body_) {
+    if (rec_split_ || rec_left_ < kSpliceMin) {
+      // Copied. A large record's last bytes are read up to its end, so that the next header
+      // can be peeked at.
+      return {PullStatus::Declined, 0, rec_large_ && !rec_split_ ? rec_left_ : SIZE_MAX, 0};
+    }
+    const size_t suffix = cfg_.output == RecordOutput::Lines ? 1 : 0;
+    return startSplice(tap, buf_.size() - piece_start_, rec_left_, suffix, budget);
+  }
+  if (!hdr_.empty() || !peek_) return {};
+  // At a record boundary, with large records coming lately: is the next one large?
+  char h[kMaxDigits + 1];
+  ssize_t n = 0;
+  do {
+    n = tap.sys.recv(tap.fd, h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && errno == EAGAIN) return {PullStatus::Drained, 0, SIZE_MAX, 0};
+  if (n <= 0) return {};  // the read sees the end or the error
+  const auto got = static_cast<size_t>(n);
+  size_t digits = 0;
+  while (digits < got && h[digits] >= '0' && h[digits] <= '9') ++digits;
+  if (digits == got) return {};  // the header is not all here yet
+  if (digits == 0 || h[0] == '0' || h[digits] != ' ') {
+    peek_ = false;
+    return {};  // malformed: the copy path says so
+  }
+  const uint64_t len = std::stoull(std::string(h, digits));
+  const bool as_received = cfg_.output == RecordOutput::AsReceived;
+  const uint64_t written = as_received ? digits + 1 + len : len + 1;
+  if (len < kSpliceMin || written > cfg_.max_line || written > splice_limit_) {
+    peek_ = false;  // until the next large record
+    return {};
+  }
+  // output: lines drops the header: it is read (copied), then the body is spliced.
+  if (!as_received) return {PullStatus::Declined, 0, digits + 1, 0};
+  return startSplice(tap, 0, static_cast<size_t>(written), 0, budget);
+}
+
+PullResult RecordFramer::startSplice(SourceTap& tap, size_t prefix, size_t need, size_t suffix,
+                                     size_t budget) {
+  const size_t total = prefix + need + suffix;
+  if (total > splice_limit_) return {};
+  if (!pipe_) {
+    pipe_ = tap.pool.acquire();
+    if (!pipe_) return {};  // none to be had: copied
+    pool_ = &tap.pool;
+  }
+  if (pipe_->capacity < total) {
+    splice_limit_ = pipe_->capacity;
+    releasePipe();
+    return {};
+  }
+  sys_ = &tap.sys;
+  copied_ = tap.counters.copied;
+  SPLICED_ASSERT(ends_.empty() && pipe_->empty(), "a spliced record follows written ones");
+  size_t put = 0;
+  while (put < prefix) {
+    ssize_t w = tap.sys.write(pipe_->wr.get(), buf_.data() + piece_start_ + put, prefix - put);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    put += static_cast<size_t>(w);
+    pipe_->bytes += static_cast<size_t>(w);
+  }
+  if (put < prefix) {
+    // The pipe took less than it holds: this record and longer ones are copied (the pipe is
+    // closed with what it took; buf_ still has all of it).
+    splice_limit_ = put;
+    releasePipe();
+    return {};
+  }
+  buf_.resize(piece_start_);
+  splicing_ = true;
+  sp_prefix_ = prefix;
+  sp_need_ = need;
+  sp_got_ = 0;
+  sp_suffix_ = 0;
+  sp_written_ = 0;
+  return fillPipe(tap, budget);
+}
+
+PullResult RecordFramer::fillPipe(SourceTap& tap, size_t budget) {
+  size_t moved = 0;
+  while (sp_got_ < sp_need_) {
+    if (moved >= budget) return {PullStatus::Moved, moved, SIZE_MAX, 0};
+    const size_t want = std::min(sp_need_ - sp_got_, budget - moved);
+    ssize_t n = tap.sys.splice(tap.fd, nullptr, pipe_->wr.get(), nullptr, want,
+                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) {
+      sp_got_ += static_cast<size_t>(n);
+      pipe_->bytes += static_cast<size_t>(n);
+      moved += static_cast<size_t>(n);
+      *tap.counters.read += static_cast<uint64_t>(n);
+      // Less than asked for: the socket is (most likely) empty; level-triggered polling calls
+      // back when more came.
+      if (static_cast<size_t>(n) < want && sp_got_ < sp_need_) {
+        return {PullStatus::Drained, moved, SIZE_MAX, 0};
+      }
+      continue;
+    }
+    if (n == 0) {
+      unpipe();  // ends as a frame cut short, as on the copy path
+      return {PullStatus::Eof, moved, SIZE_MAX, 0};
+    }
+    const int err = errno;
+    if (err == EINTR) continue;
+    if (err == EAGAIN) {
+      // The socket is empty, or the pipe takes no more (its slots are used up by small
+      // pieces): a peek tells which.
+      char c = 0;
+      ssize_t p = 0;
+      do {
+        p = tap.sys.recv(tap.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+      } while (p < 0 && errno == EINTR);
+      if (p < 0 && errno == EAGAIN) return {PullStatus::Drained, moved, SIZE_MAX, 0};
+      const int peek_err = p < 0 ? errno : 0;
+      splice_limit_ = std::min(splice_limit_, pipe_->bytes);
+      unpipe();
+      if (p == 0) return {PullStatus::Eof, moved, SIZE_MAX, 0};
+      if (p < 0) return {PullStatus::SourceError, moved, SIZE_MAX, peek_err};
+      return {PullStatus::Moved, moved, SIZE_MAX, 0};  // this record goes on by the copy path
+    }
+    unpipe();
+    if (err == EINVAL || err == ENOSYS || err == EOPNOTSUPP || err == EBADF) {
+      splice_off_ = true;  // this socket cannot be spliced from: copied from now on
+      return {PullStatus::Moved, moved, SIZE_MAX, 0};
+    }
+    return {PullStatus::SourceError, moved, SIZE_MAX, err};
+  }
+  if (sp_suffix_ == 0 && cfg_.output == RecordOutput::Lines) {
+    ssize_t w = 0;
+    do {
+      w = tap.sys.write(pipe_->wr.get(), "\n", 1);
+    } while (w < 0 && errno == EINTR);
+    if (w != 1) {
+      splice_limit_ = std::min(splice_limit_, pipe_->bytes);
+      unpipe();  // the record is complete in buf_ now
+      return {PullStatus::Moved, moved, SIZE_MAX, 0};
+    }
+    sp_suffix_ = 1;
+    pipe_->bytes += 1;
+  }
+  SinkResult r = writePiped();
+  if (r.status == IoStatus::Ok) return {PullStatus::Moved, moved, SIZE_MAX, 0};
+  if (r.status == IoStatus::Error) return {PullStatus::SinkError, moved, SIZE_MAX, r.err};
+  return {PullStatus::SinkBlocked, moved, SIZE_MAX, 0};
+}
+
+SinkResult RecordFramer::writePiped() {
+  const size_t total = sp_prefix_ + sp_got_ + sp_suffix_;
+  SinkResult r = chain_.writeRecordFromPipe(owner_, *pipe_, total - sp_written_, sp_written_ > 0);
+  sp_written_ += r.bytes;
+  if (sp_written_ == total) {
+    metrics_.framing_spliced_bytes += sp_got_;
+    finishSplice();
+    return {};
+  }
+  if (r.status == IoStatus::Unsupported) {
+    // The segment file cannot be spliced into: the rest of the record is copied, and so is
+    // every later one of this connection.
+    splice_off_ = true;
+    const size_t rest = total - sp_written_;
+    const size_t at = buf_.size();
+    buf_.resize(at + rest);
+    size_t got = 0;
+    while (got < rest) {
+      ssize_t n = sys_->read(pipe_->rd.get(), buf_.data() + at + got, rest - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    SPLICED_ASSERT(got == rest, "a pipe gives back what it holds");
+    pipe_->bytes -= got;
+    *copied_ += sp_got_;
+    metrics_.framing_copied_bytes += sp_got_;
+    ends_.push_back(buf_.size());
+    finishSplice();
+    return writeComplete();
+  }
+  return {0, r.status == IoStatus::Ok ? IoStatus::Blocked : r.status, r.err};
+}
+
+void RecordFramer::finishSplice() {
+  splicing_ = false;
+  stream_off_ += sp_got_;
+  in_body_ = false;
+  hdr_.clear();
+  rec_left_ = 0;
+  piece_left_ = 0;
+  piece_start_ = buf_.size();
+  piece_content_ = buf_.size();
+  peek_ = true;
+  sp_prefix_ = sp_need_ = sp_got_ = sp_suffix_ = sp_written_ = 0;
+  releasePipe();  // empty: back to the pool
+}
+
+void RecordFramer::unpipe() {
+  SPLICED_ASSERT(splicing_ && sp_written_ == 0, "only a record not written yet goes back");
+  std::string back(pipe_->bytes, '\0');
+  size_t got = 0;
+  while (got < back.size()) {
+    ssize_t n = sys_->read(pipe_->rd.get(), back.data() + got, back.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  SPLICED_ASSERT(got == back.size(), "a pipe gives back what it holds");
+  pipe_->bytes = 0;
+  releasePipe();
+  splicing_ = false;
+  *copied_ += sp_got_;
+  metrics_.framing_copied_bytes += sp_got_;
+  // As if read: the prefix was buf_'s, the source bytes are parsed (the suffix is the
+  // framer's own, and it adds it again when the record ends).
+  const size_t prefix = sp_prefix_;
+  const size_t source = sp_got_;
+  sp_prefix_ = sp_need_ = sp_got_ = sp_suffix_ = 0;
+  buf_.append(back, 0, prefix);
+  parse(back.data() + prefix, source);
 }
 
 void RecordFramer::detect(const char* data, size_t n, size_t& used) {
@@ -112,6 +356,9 @@ void RecordFramer::detect(const char* data, size_t n, size_t& used) {
 void RecordFramer::startRecord(uint64_t len) {
   rec_left_ = len;
   in_body_ = true;
+  rec_large_ = len >= kSpliceMin;
+  rec_split_ = false;
+  if (rec_large_) peek_ = true;
   const bool as_received = cfg_.output == RecordOutput::AsReceived;
   const uint64_t written = as_received ? hdr_.size() + len : len + 1;
   if (written <= cfg_.max_line) {
@@ -122,6 +369,7 @@ void RecordFramer::startRecord(uint64_t len) {
     piece_last_ = true;
   } else {
     ++metrics_.frames_oversize;
+    rec_split_ = true;
     if (cfg_.oversize == Oversize::Close) {
       refuse(
           fmt::format("record of {} bytes at byte {} of the stream is longer than max_line ({} "
@@ -202,6 +450,13 @@ void RecordFramer::parse(const char* data, size_t n) {
 }
 
 SinkResult RecordFramer::fromBuffer(const char* data, size_t n) {
+  SinkResult r = take(data, n);
+  metrics_.framing_copied_bytes += r.bytes;
+  return r;
+}
+
+SinkResult RecordFramer::take(const char* data, size_t n) {
+  SPLICED_ASSERT(!splicing_, "no bytes are read while a record is spliced");
   if (mode_ == Mode::Lines) return lines_->fromBuffer(data, n);
   if (!ends_.empty()) {
     SinkResult r = writeComplete();
@@ -235,6 +490,14 @@ SinkResult RecordFramer::fromBuffer(const char* data, size_t n) {
 }
 
 SinkResult RecordFramer::finish() {
+  if (splicing_) {
+    if (sp_got_ < sp_need_) {
+      unpipe();  // cut short: back to the copy path, which keeps it as a record of its own
+    } else {
+      SinkResult r = writePiped();
+      if (r.status != IoStatus::Ok) return r;
+    }
+  }
   if (mode_ == Mode::Detect) {
     // Ended before the first frame said what it was: what came is a (last) line.
     if (hdr_.empty()) return {};

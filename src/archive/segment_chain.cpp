@@ -382,6 +382,58 @@ SinkResult SegmentChain::writeRecords(uint64_t owner, const char* data, size_t n
   return writeOwned(owner, data, n, false, ends);
 }
 
+SinkResult SegmentChain::writeRecordFromPipe(uint64_t owner, Pipe& pipe, size_t n, bool continued) {
+  ChainLock lock(mu_.get());
+  if (incomplete_owner_ != 0 && incomplete_owner_ != owner) return {0, IoStatus::Blocked, 0};
+  SPLICED_ASSERT(n <= pipe.bytes, "the record waits whole in the pipe");
+  size_t done = 0;
+  SinkResult r{0, IoStatus::Ok, 0};
+  while (done < n) {
+    if (int err = ensureOpen()) {
+      r = fail(done, err);
+      break;
+    }
+    uint64_t room = roomInSegment(size_, cfg_->rotate.max_bytes);
+    if (room == 0 || (!continued && done == 0 && room < n && size_ > 0)) {
+      closeSegment();  // the record starts in a segment of its own room
+      continue;
+    }
+    size_t chunk = static_cast<size_t>(std::min<uint64_t>(n - done, room));
+    loff_t off = static_cast<loff_t>(size_);
+    ssize_t w = sys_.splice(pipe.rd.get(), nullptr, fd_.get(), &off, chunk, SPLICE_F_MOVE);
+    if (w > 0) {
+      SPLICED_ASSERT(static_cast<size_t>(w) <= chunk, "splice moves at most what was asked");
+      size_ += static_cast<uint64_t>(w);
+      total_ += static_cast<uint64_t>(w);
+      metrics_.archive_bytes += static_cast<uint64_t>(w);
+      pipe.bytes -= static_cast<size_t>(w);
+      done += static_cast<size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+      r = {done, IoStatus::Unsupported, errno};
+      notifyAppended();
+      break;
+    }
+    r = fail(done, w == 0 || errno == EAGAIN ? EIO : errno);
+    break;
+  }
+  if (r.status == IoStatus::Ok) {
+    notifyAppended();
+    last_err_ = 0;
+    r.bytes = done;
+  }
+  // As writeOwned: a record cut short must be completed by its owner before anyone else writes.
+  if (done < n && (done > 0 || continued)) {
+    incomplete_owner_ = owner;
+  } else if (done == n && incomplete_owner_ != 0) {
+    incomplete_owner_ = 0;
+    if (rotate_pending_) rotate();
+  }
+  return r;
+}
+
 SinkResult SegmentChain::writeOwned(uint64_t owner, const char* data, size_t n, bool whole_lines,
                                     std::span<const size_t> ends) {
   ChainLock lock(mu_.get());

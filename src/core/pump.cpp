@@ -179,6 +179,40 @@ PumpResult Pump::run(size_t budget) {
     }
 
     // Copy path: forced for this stream, or no pipe could be had for this wake-up.
+    size_t limit = SIZE_MAX;
+    if (forced_copy_ && sink_.pulls()) {
+      // Each read goes to the sink at once: it sees where the next record starts and says how
+      // its bytes are taken (it may splice a record's body itself).
+      if (buf_len_ > 0) {
+        PumpResult f = flushInternal();
+        if (f.status != PumpStatus::Drained) {
+          f.moved = moved;
+          return done(f);
+        }
+      }
+      SourceTap tap{source_, pool_, sys_, counters_};
+      PullResult p = sink_.pull(tap, budget - moved);
+      moved += p.moved;
+      switch (p.status) {
+        case PullStatus::Declined:
+          SPLICED_ASSERT(p.limit > 0, "a declined pull leaves room for a read");
+          limit = p.limit;
+          break;
+        case PullStatus::Moved:
+          continue;
+        case PullStatus::Drained:
+          return leave(PumpStatus::Drained, 0);
+        case PullStatus::Eof:
+          eof_ = true;
+          return leave(PumpStatus::Eof, 0);
+        case PullStatus::SourceError:
+          return leave(PumpStatus::SourceError, p.err);
+        case PullStatus::SinkBlocked:
+          return done({PumpStatus::SinkBlocked, moved, 0});
+        case PullStatus::SinkError:
+          return done({PumpStatus::SinkError, moved, p.err});
+      }
+    }
     if (!buf_) {
       buf_ = std::make_unique_for_overwrite<char[]>(kCopyBuffer);
       buf_size_ = kCopyBuffer;
@@ -189,8 +223,11 @@ PumpResult Pump::run(size_t budget) {
         f.moved = moved;
         return done(f);
       }
+      // The sink has seen the bytes now (framing: auto has decided): it may take the next ones
+      // itself.
+      if (sink_.pulls()) continue;
     }
-    size_t want = std::min(buf_size_ - buf_off_ - buf_len_, budget - moved);
+    size_t want = std::min({buf_size_ - buf_off_ - buf_len_, budget - moved, limit});
     ssize_t n = sys_.read(source_, buf_.get() + buf_off_ + buf_len_, want);
     if (n > 0) {
       buf_len_ += static_cast<size_t>(n);

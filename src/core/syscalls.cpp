@@ -19,6 +19,7 @@ ssize_t SysCalls::splice(int fd_in, loff_t* off_in, int fd_out, loff_t* off_out,
   return ::splice(fd_in, off_in, fd_out, off_out, len, flags);
 }
 ssize_t SysCalls::read(int fd, void* buf, size_t len) { return ::read(fd, buf, len); }
+ssize_t SysCalls::write(int fd, const void* buf, size_t len) { return ::write(fd, buf, len); }
 ssize_t SysCalls::pwrite(int fd, const void* buf, size_t len, off_t offset) {
   return ::pwrite(fd, buf, len, offset);
 }

@@ -38,8 +38,9 @@ enum class Call {
   Unlinkat,
   Fdatasync,
   Fsync,
+  Write,
 };
-inline constexpr size_t kCallKinds = static_cast<size_t>(Call::Fsync) + 1;
+inline constexpr size_t kCallKinds = static_cast<size_t>(Call::Write) + 1;
 
 inline bool isPipe(int fd) {
   struct stat st;
@@ -51,10 +52,10 @@ inline bool isPipe(int fd) {
 //
 // Two hooks, so that a test written for the data path keeps seeing only the data path:
 //   hook   splice, read, pwrite (the kinds SpliceFromSocket .. Pwrite);
-//   fault  send, recv, shutdown, openat, mkdirat, renameat2, unlinkat, fdatasync, fsync, with
-//          `nth`, the 1-based number of this call among the calls of its kind, so a test can
-//          fail an exact call. `len` is the byte count of send/recv (a cap makes a short
-//          transfer) and 0 for the others.
+//   fault  send, recv, shutdown, openat, mkdirat, renameat2, unlinkat, fdatasync, fsync,
+//          write, with `nth`, the 1-based number of this call among the calls of its kind, so
+//          a test can fail an exact call. `len` is the byte count of send/recv/write (a cap
+//          makes a short transfer) and 0 for the others.
 // Every call is counted per kind (calls(kind)), with atomics: the archive lifecycle thread may
 // call compression through the same object. A hook that may run on that thread must itself be
 // thread-safe, and hooks are set before the calls they watch can start.
@@ -148,6 +149,10 @@ class FaultySysCalls : public SysCalls {
   int fsync(int fd) override {
     if (faulted(Call::Fsync)) return -1;
     return SysCalls::fsync(fd);
+  }
+  ssize_t write(int fd, const void* buf, size_t len) override {
+    if (faulted(Call::Write, len)) return -1;
+    return SysCalls::write(fd, buf, len);
   }
 
  private:

@@ -3,11 +3,16 @@
 // omfwd with TCP_Framing="octet-counted". Every message must land exactly once and whole.
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <regex>
+#include <sstream>
+#include <thread>
 
 #include "harness.hpp"
 #include "rsyslogd.hpp"
@@ -273,4 +278,203 @@ TEST_CASE("syslog: a malformed header closes that connection only", "[e2e][syslo
   REQUIRE(g != nullptr);
   CHECK(concatFiles(b->files()) == "6 before3 a\nb");  // the records before the bad header
   CHECK(concatFiles(g->files()) == "5 first6 second");
+}
+
+namespace {
+
+// FNV-1a, 64 bits: archives are compared by hash (and length), so a failure prints two numbers.
+uint64_t fnv(std::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+// Client `c`'s messages: mostly large (4 KiB to 60 KiB, spliced), some small (copied), printable,
+// no '\n' (so output: lines reads back one per line), each naming its client and number.
+std::vector<std::string> largeMessages(int c, size_t total) {
+  std::vector<std::string> out;
+  size_t sent = 0;
+  uint64_t x = 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(c + 1);
+  for (int k = 0; sent < total; ++k) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    size_t n = k % 5 == 4 ? 40 + (x >> 58) : 4096 + (x >> 33) % (56 * 1024);
+    std::string m = "<14>c" + std::to_string(c) + " k" + std::to_string(k) + " ";
+    while (m.size() < n) m.push_back(static_cast<char>('A' + (m.size() * 7 + k + c) % 26));
+    sent += m.size();
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+std::string octetStream(const std::vector<std::string>& msgs) {
+  std::string s;
+  for (const auto& m : msgs) s += std::to_string(m.size()) + " " + m;
+  return s;
+}
+
+// Several clients at once send large octet-counted records; the archive is compared with what
+// each sent: per connection, its chain byte for byte; shared, each client's records in order,
+// whole, every segment made of whole records.
+void largeRecords(const std::string& layout, const std::string& output, size_t per_client) {
+  constexpr int kClients = 4;
+  TempDir dir;
+  const bool shared = layout == "shared";
+  const bool lines = output == "lines";
+  Daemon d(dir, "admin: { listen: 127.0.0.1:0 }\n" +
+                    config(dir,
+                           "framing: octet_counted, layout: " + layout + ", output: " + output +
+                               ", max_line: 64KiB, rotate: { max_bytes: 1MiB }",
+                           shared ? "{route}-{seq}.log" : kPerConnName));
+  const uint16_t port = d.port("app");
+  const std::string admin = d.waitAdmin();
+  std::vector<std::vector<std::string>> msgs;
+  std::vector<uint16_t> ports(kClients);
+  for (int c = 0; c < kClients; ++c) msgs.push_back(largeMessages(c, per_client));
+  std::vector<std::thread> senders;
+  std::atomic<int> failed{0};
+  for (int c = 0; c < kClients; ++c) {
+    senders.emplace_back([&, c] {
+      Conn conn = connectTcp(port);
+      ports[c] = conn.localPort();
+      const std::string stream = octetStream(msgs[c]);
+      // Writes of odd sizes, so that headers and bodies fall anywhere in a read.
+      for (size_t off = 0; off < stream.size();) {
+        const size_t n = std::min<size_t>(stream.size() - off, 1000 + (off * 31) % 70000);
+        if (conn.sendAll(stream.data() + off, n) != 0) {
+          ++failed;
+          return;
+        }
+        off += n;
+      }
+      conn.shutdownWrite();
+      if (conn.waitClosed(Millis(60000)) != 0) ++failed;
+    });
+  }
+  for (auto& t : senders) t.join();
+  REQUIRE(failed == 0);
+  const MetricValues m = scrapeMetrics(admin);
+  d.signal(SIGTERM);
+  REQUIRE(d.waitExit(Millis(20000)) == 0);
+  const std::string route = "{route=\"app\"}";
+  const double in = m.at("spliced_bytes_in_total" + route);
+  const double spliced = m.at("spliced_framing_spliced_bytes_total" + route);
+  const double copied = m.at("spliced_framing_copied_bytes_total" + route);
+  CHECK(copied + spliced == in);
+  CHECK(spliced > in / 2);  // most bytes are in large records
+  CHECK(m.at("spliced_copy_fallback_bytes_total" + route) == copied);
+  if (!shared) {
+    const auto chains = chainsByConn(dir / "archive");
+    REQUIRE(chains.size() == kClients);
+    for (int c = 0; c < kClients; ++c) {
+      INFO("client " << c);
+      const Chain* chain = findByPort(chains, ports[c]);
+      REQUIRE(chain != nullptr);
+      std::string want;
+      if (lines) {
+        for (const auto& msg : msgs[c]) want += msg + "\n";
+      } else {
+        want = octetStream(msgs[c]);
+      }
+      const std::string got = concatFiles(chain->files());
+      CHECK(got.size() == want.size());
+      CHECK(fnv(got) == fnv(want));
+    }
+    return;
+  }
+  // Shared: each segment whole records; each client's records in order.
+  std::vector<std::vector<std::string>> got(kClients);
+  std::vector<fs::path> segs = closedSegments(dir / "archive");
+  auto seq = [](const fs::path& p) { return std::stoi(p.stem().string().substr(4)); };  // app-N
+  std::sort(segs.begin(), segs.end(),
+            [&](const fs::path& a, const fs::path& b) { return seq(a) < seq(b); });
+  CHECK(segs.size() > 4);  // rotated: records never torn by it
+  for (const auto& seg : segs) {
+    const std::string text = readFile(seg);
+    std::vector<std::string> records;
+    if (lines) {
+      REQUIRE(!text.empty());
+      REQUIRE(text.back() == '\n');
+      std::istringstream in(text);
+      for (std::string l; std::getline(in, l);) records.push_back(l);
+    } else {
+      auto parsed = octetMessages(text);
+      REQUIRE(parsed.has_value());
+      records = *parsed;
+    }
+    for (auto& r : records) {
+      REQUIRE(r.size() > 6);
+      const int c = r[5] - '0';
+      REQUIRE(c >= 0);
+      REQUIRE(c < kClients);
+      got[static_cast<size_t>(c)].push_back(r);
+    }
+  }
+  for (int c = 0; c < kClients; ++c) {
+    INFO("client " << c);
+    CHECK(got[c].size() == msgs[c].size());
+    CHECK(fnv(octetStream(got[c])) == fnv(octetStream(msgs[c])));
+  }
+}
+
+size_t largePerClient() {
+  // 4 x 4 MB in the regular runs; 4 x 64 MB under the ctest label `long`.
+  const char* long_env = std::getenv("SPLICED_LONG_TESTS");
+  return long_env != nullptr && std::string(long_env) == "1" ? 64'000'000 : 4'000'000;
+}
+
+}  // namespace
+
+TEST_CASE("syslog: large octet-counted records from several clients, spliced, byte for byte",
+          "[e2e][syslog][splice]") {
+  SECTION("per_connection, as_received") {
+    largeRecords("per_connection", "as_received", largePerClient());
+  }
+  SECTION("per_connection, output: lines") {
+    largeRecords("per_connection", "lines", largePerClient());
+  }
+  SECTION("shared, as_received") { largeRecords("shared", "as_received", largePerClient()); }
+  SECTION("shared, output: lines") { largeRecords("shared", "lines", largePerClient()); }
+}
+
+TEST_CASE("syslog: logger --octet-count with messages of 16 KiB: each archived whole",
+          "[e2e][syslog][splice]") {
+  if (!haveLogger()) {
+    WARN("SKIPPED: logger is not installed (Debian's bsdutils)");
+    return;
+  }
+  TempDir dir;
+  Daemon d(dir, "admin: { listen: 127.0.0.1:0 }\n" +
+                    config(dir, "framing: octet_counted, max_line: 64KiB"));
+  const uint16_t port = d.port("app");
+  const std::string admin = d.waitAdmin();
+  // 20 messages of 16,000 bytes, one per line of the file.
+  std::string text;
+  std::vector<std::string> want;
+  for (int n = 1; n <= 20; ++n) {
+    char tail[32];
+    std::snprintf(tail, sizeof tail, " n=%06d", n);
+    std::string body(16000 - std::strlen(tail), static_cast<char>('a' + n % 26));
+    want.push_back(body + tail);
+    text += body + tail + "\n";
+  }
+  writeFile(dir / "big.txt", text);
+  REQUIRE(runLogger("--octet-count --size 20000 -T", port, dir / "big.txt") == 0);
+  waitUntil([&] { return arrived(dir / "archive") >= want.size(); }, Millis(20000));
+  // Records this long are spliced into the segment.
+  CHECK(scrapeMetrics(admin).at("spliced_framing_spliced_bytes_total{route=\"app\"}") > 0);
+  d.signal(SIGTERM);
+  REQUIRE(d.waitExit(Millis(10000)) == 0);
+  std::vector<std::string> got;
+  for (const auto& [conn, chain] : chainsByConn(dir / "archive")) {
+    auto msgs = octetMessages(concatFiles(chain.files()));
+    REQUIRE(msgs.has_value());
+    for (auto& m : *msgs) got.push_back(m);
+  }
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    INFO("message " << i + 1);
+    // logger adds its syslog header; the message is the end of the record, whole.
+    REQUIRE(got[i].size() >= want[i].size());
+    CHECK(got[i].compare(got[i].size() - want[i].size(), want[i].size(), want[i]) == 0);
+  }
 }

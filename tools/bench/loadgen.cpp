@@ -1,8 +1,11 @@
 // spliced-loadgen: the benchmark's load generator, sink and verifier.
 //
 //   spliced-loadgen send --to HOST:PORT|unix:PATH --clients N --bytes B [--seed S] [--chunk C]
-//                        [--lines L]
+//                        [--lines L [--octet]]
 //       N concurrent clients each send B bytes of client i's stream (seed S+i), then close.
+//       --octet: each line goes as a syslog octet-counted record (RFC 6587) "L-1 SP" and the
+//       line without its '\n' (what framing: octet_counted with output: lines, or rsyslog's
+//       imtcp with "%rawmsg%\n", turns back into the line); B counts the lines' bytes.
 //       Prints one JSON line: clients, bytes, seconds (first connect to last close).
 //   spliced-loadgen streams --to HOST:PORT --clients N --seconds T [--seed S] [--chunk C]
 //       N long streams (client i's stream, seed S+i) sent as fast as they go for T seconds, then
@@ -320,8 +323,55 @@ class Failures {
   std::string first_;
 };
 
+// Client `seed`'s lines as octet-counted records, as many whole records per piece as fit in
+// `chunk` bytes (at least one).
+class OctetRecords {
+ public:
+  OctetRecords(uint64_t seed, size_t line_len, uint64_t bytes, const std::vector<char>& text)
+      : seed_(seed),
+        lines_(line_len, text),
+        header_(std::to_string(line_len - 1) + " "),
+        count_(bytes / line_len) {}
+
+  bool done() const { return k_ >= count_; }
+  // The next piece, into `buf` (grown as needed); returns its length.
+  size_t next(std::vector<char>& buf, size_t chunk) {
+    const size_t rec = header_.size() + lines_.len() - 1;
+    if (buf.size() < std::max(chunk, rec)) buf.resize(std::max(chunk, rec));
+    size_t used = 0;
+    while (k_ < count_ && (used == 0 || used + rec <= chunk)) {
+      std::memcpy(buf.data() + used, header_.data(), header_.size());
+      std::memcpy(buf.data() + used + header_.size(), lines_.line(seed_, k_), lines_.len() - 1);
+      used += rec;
+      ++k_;
+    }
+    return used;
+  }
+
+ private:
+  uint64_t seed_;
+  Lines lines_;
+  std::string header_;
+  uint64_t count_;
+  uint64_t k_ = 0;
+};
+
+bool sendAll(int fd, const char* p, size_t n, Failures& failed) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = ::send(fd, p + done, n - done, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      failed.note(w < 0 ? "send" : "send returned 0", errno);
+      return false;
+    }
+    done += static_cast<size_t>(w);
+  }
+  return true;
+}
+
 int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size_t chunk,
-         size_t line_len) {
+         size_t line_len, bool octet) {
   Failures failed;
   std::vector<char> text = line_len ? makeText() : std::vector<char>();
   std::vector<std::thread> threads;
@@ -334,6 +384,22 @@ int send(const std::string& to, int clients, uint64_t bytes, uint64_t seed, size
         return;
       }
       std::vector<char> buf(chunk);
+      if (octet) {
+        OctetRecords records(seed + static_cast<uint64_t>(c), line_len, bytes, text);
+        while (!records.done()) {
+          size_t n = records.next(buf, chunk);
+          if (!sendAll(fd, buf.data(), n, failed)) {
+            ::close(fd);
+            return;
+          }
+        }
+        ::shutdown(fd, SHUT_WR);
+        char tmp[256];
+        while (::recv(fd, tmp, sizeof tmp, 0) > 0) {
+        }
+        ::close(fd);
+        return;
+      }
       Stream stream(seed + static_cast<uint64_t>(c), line_len, text);
       for (uint64_t off = 0; off < bytes;) {
         size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, bytes - off));
@@ -1064,7 +1130,7 @@ int main(int argc, char** argv) {
   uint64_t bytes = 0, seed = 1, conns = 0, reply = 0, messages = 0, per_second = 0;
   double seconds = 0;
   size_t chunk = 256 * 1024, line_len = 0;
-  bool use_epoll = false, unordered = false, whole_files = false, check = false;
+  bool use_epoll = false, unordered = false, whole_files = false, check = false, octet = false;
   std::vector<std::string> files;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
@@ -1102,6 +1168,8 @@ int main(int argc, char** argv) {
       whole_files = true;
     } else if (a == "--check") {
       check = true;
+    } else if (a == "--octet") {
+      octet = true;
     } else if (a.rfind("--", 0) == 0) {
       die(("unknown option " + a).c_str());
     } else {
@@ -1118,7 +1186,10 @@ int main(int argc, char** argv) {
   }
   if (mode == "send") {
     if (to.empty() || bytes == 0) die("send needs --to and --bytes");
-    return send(to, clients, bytes, seed, chunk, line_len);
+    if (octet && (line_len == 0 || bytes % line_len != 0)) {
+      die("--octet needs --lines, and --bytes a multiple of it");
+    }
+    return send(to, clients, bytes, seed, chunk, line_len, octet);
   }
   if (mode == "streams") {
     if (to.empty() || seconds <= 0) die("streams needs --to and --seconds");

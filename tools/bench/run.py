@@ -15,6 +15,10 @@ pipe and into /dev/null, and the peak RSS of reading a 4 GiB sparse segment.
 (a udp: route, shared chain, one line per datagram; 1 and 2 workers) and to rsyslog (imudp to
 omfile): messages archived per second, CPU per message, and the loss (what never reached the
 archive; every archived line is checked whole and unique).
+`octet-4x500` sends 4 x 500 MB of syslog messages of 500 B and of 16 KiB, octet counted (RFC 6587),
+to spliced (framing: octet_counted, output: lines; one shared chain, and a chain per connection)
+and to rsyslog (imtcp -> omfile): messages/s, GB/s, CPU-s per GB and CPU per message, and the
+bytes spliced's framing copied and spliced.
 `ship-4x500` sends 4 x 500 MB of lines into a shipping route (archive and forward, one shared
 chain in tmpfs) whose upstream is a sink on 127.0.0.1, until the sink has every byte and
 spliced_ship_lag_bytes is 0, against the same archive alone, a proxy route to the same sink, and
@@ -141,9 +145,10 @@ def files_under(d):
     return out
 
 
-def loadgen(to, clients, nbytes, seed=1, lines=0):
+def loadgen(to, clients, nbytes, seed=1, lines=0, octet=False):
     r = subprocess.run([LOADGEN, "send", "--to", to, "--clients", str(clients), "--bytes",
-                        str(nbytes), "--seed", str(seed), "--lines", str(lines)],
+                        str(nbytes), "--seed", str(seed), "--lines", str(lines),
+                        *(["--octet"] if octet else [])],
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"loadgen failed: {r.stderr.strip()} {r.stdout.strip()}")
@@ -189,9 +194,9 @@ class System:
         except (TypeError, OSError):
             return ""
 
-    def send(self, to, clients, nbytes, lines=0):
+    def send(self, to, clients, nbytes, lines=0, octet=False):
         try:
-            return loadgen(to, clients, nbytes, lines=lines)
+            return loadgen(to, clients, nbytes, lines=lines, octet=octet)
         except RuntimeError as e:
             raise RuntimeError(f"{self.name}: {e}; its log: {self.log_tail()}") from None
 
@@ -1361,14 +1366,16 @@ def scenario_forward(args, clients, nbytes, study=False):
             "results": {n: summarize(rs) for n, rs in results.items()}}
 
 
-def run_archive(system, base_dir, clients, nbytes, verify):
+def run_archive(system, base_dir, clients, nbytes, verify, line=LINE, octet=False):
+    """One timed run: `clients` send `nbytes` each of lines of `line` bytes (as octet-counted
+    records with `octet`), until the archive holds them all."""
     archive = tempfile.mkdtemp(prefix="archive-", dir=base_dir)
     try:
         to = system.start(archive)
         reported0 = host_reported_mib()
         cpu0 = tree_cpu(system.proc.pid)
         t0 = time.monotonic()
-        system.send(to, clients, nbytes, lines=LINE)
+        system.send(to, clients, nbytes, lines=line, octet=octet)
         total = clients * nbytes
         wait_for(lambda: system.done(archive, total), 300, f"{system.name} to archive",
                  interval=system.done_interval() if hasattr(system, "done_interval") else 0.005)
@@ -1379,7 +1386,7 @@ def run_archive(system, base_dir, clients, nbytes, verify):
         reported1 = host_reported_mib()
         system.stop()
         if verify:
-            verify(archive, clients, nbytes)
+            verify(archive, clients, nbytes, line)
         gb = total / 1e9
         return {"gbps": gb / wall, "cpu_per_gb": cpu / gb, "wall": wall, "cpu": cpu,
                 "copy_fallback_bytes": copied,
@@ -1392,7 +1399,7 @@ def run_archive(system, base_dir, clients, nbytes, verify):
         shutil.rmtree(archive, ignore_errors=True)
 
 
-def verify_per_connection(archive, clients, nbytes):
+def verify_per_connection(archive, clients, nbytes, line=LINE):
     """One chain per connection ({conn} counts from 1 in accept order): each chain, its segments
     in order, must be exactly one client's stream, and every client must have one."""
     chains = {}
@@ -1415,14 +1422,14 @@ def verify_per_connection(archive, clients, nbytes):
         if seed in seeds or not 1 <= seed <= clients:
             raise RuntimeError(f"chain {conn} starts with client {seed}'s line")
         seeds.add(seed)
-        r = subprocess.run([LOADGEN, "verify-lines", "--lines", str(LINE), "--bytes", str(nbytes),
+        r = subprocess.run([LOADGEN, "verify-lines", "--lines", str(line), "--bytes", str(nbytes),
                             "--seed", str(seed), "--clients", "1", *files],
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"chain {conn} failed verification: {r.stderr.strip()}")
 
 
-def verify_shared(archive, clients, nbytes):
+def verify_shared(archive, clients, nbytes, line=LINE):
     """One shared chain (spliced's {route}-{seq}.log segments, none ending inside a line, or
     rsyslog's one file): every client's lines, whole, each client's in order."""
     segments = []
@@ -1431,7 +1438,7 @@ def verify_shared(archive, clients, nbytes):
         if m is None:
             raise RuntimeError(f"unexpected file in the archive: {f}")
         segments.append((int(m.group(1) or 0), f))
-    r = subprocess.run([LOADGEN, "verify-lines", "--lines", str(LINE), "--bytes", str(nbytes),
+    r = subprocess.run([LOADGEN, "verify-lines", "--lines", str(line), "--bytes", str(nbytes),
                         "--seed", "1", "--clients", str(clients), "--whole-files",
                         *[f for _, f in sorted(segments)]], capture_output=True, text=True)
     if r.returncode != 0:
@@ -1480,6 +1487,101 @@ def scenario_archive(args, where, clients=4, nbytes=500_000_000):
         shutil.rmtree(work, ignore_errors=True)
     return {"scenario": f"archive {clients} x {nbytes // 1_000_000} MB into {where}",
             "results": {n: summarize(rs) for n, rs in results.items()}}
+
+
+class SplicedOctet(Spliced):
+    """spliced with framing: octet_counted and output: lines (each message and its '\\n', what
+    rsyslog's raw template writes), max_line 64 KiB, segments of 64 MiB: `layout` shared (one
+    chain for every client, as rsyslog's one file) or per_connection."""
+
+    def start(self, archive):
+        cfg = os.path.join(self.workdir, "spliced-octet.yaml")
+        port, admin = free_ports(2)
+        self.port, self.admin = str(port), f"127.0.0.1:{admin}"
+        self.archive = archive
+        name = "{route}-{seq}.log" if self.layout == "shared" else "{route}-{conn}-{seq}.log"
+        with open(cfg, "w") as f:
+            f.write(f"""log: {{ level: warn }}
+admin: {{ listen: {self.admin} }}
+pipes: {{ size: {self.pipe_size}, max: {self.pipes_max} }}
+workers: {self.workers}
+routes:
+  - name: bench
+    listen: 127.0.0.1:{self.port}
+    archive:
+      dir: {archive}
+      layout: {self.layout}
+      framing: octet_counted
+      output: lines
+      max_line: 64KiB
+      name: "{name}"
+      rotate: {{ max_bytes: 64MiB }}
+""")
+        return self.launch([self.program(), "-c", cfg], self.port, stderr=self.log())
+
+    def copy_bytes(self):
+        # Scraped before the stop, as copy_bytes is: the bytes by the path they took.
+        m = self.metrics()  # (a --baseline build from before these counters has none)
+        self.framing = {"copied": m.get('spliced_framing_copied_bytes_total{route="bench"}'),
+                        "spliced": m.get('spliced_framing_spliced_bytes_total{route="bench"}')}
+        return m['spliced_copy_fallback_bytes_total{route="bench"}']
+
+
+OCTET_SIZES = (500, 16384)  # message sizes of the octet-counted scenario (as lines, '\n' counted)
+
+
+def scenario_octet(args, clients=4, nbytes=500_000_000):
+    """Octet-counted syslog over TCP: `clients` send `nbytes` each of messages of each size in
+    OCTET_SIZES to spliced (framing: octet_counted, output: lines; one shared chain and one
+    chain per connection) and to rsyslog (imtcp, which takes octet counting, -> omfile with the
+    raw template): the same records, the same archived bytes (every message and a '\\n'),
+    verified line by line."""
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
+    if args.quick:
+        nbytes = max(nbytes // 100, 1_000_000)
+    out = []
+    try:
+        for size in OCTET_SIZES:
+            n = nbytes - nbytes % size
+            messages = clients * (n // size)
+            systems = lineup(args, [
+                own("spliced shared", lambda **kw: SplicedOctet(work, layout="shared", **kw)),
+                own("spliced per_connection",
+                    lambda **kw: SplicedOctet(work, layout="per_connection", **kw)),
+                ("rsyslog", lambda: RSyslog(work))])
+            verifiers = {"spliced shared": verify_shared, "rsyslog": verify_shared,
+                         "spliced per_connection": verify_per_connection}
+
+            def run_one(name, system, n=n, size=size, messages=messages):
+                if not args.quick:
+                    prefault_memory(clients * n * 1.25 / 1e9 + 0.5)
+                r = run_archive(system, work, clients, n, verifiers[name.removesuffix(BASELINE)],
+                                line=size, octet=True)
+                r["msgs_per_s"] = messages / r["wall"]
+                r["cpu_us_per_msg"] = r["cpu"] / messages * 1e6
+                framing = getattr(system, "framing", None) or {}
+                r["copied_bytes"], r["spliced_bytes"] = framing.get("copied"), framing.get("spliced")
+                return r
+
+            results = run_rounds(args, systems, run_one,
+                                 lambda r: f"{r['msgs_per_s']:.0f} msgs/s {show_throughput(r)} "
+                                           f"{r['cpu_us_per_msg']:.2f} CPU-us/msg")
+            med = {name: statistics.median(r["msgs_per_s"] for r in rs)
+                   for name, rs in results.items() if rs}
+            ratios = {f"{name} / rsyslog": v / med["rsyslog"] for name, v in med.items()
+                      if name != "rsyslog" and med.get("rsyslog")}
+            out.append({"scenario": f"octet-counted TCP {clients} x {n / 1e6:.0f} MB, messages "
+                                    f"of {size} B", "kind": "octet", "ratios": ratios,
+                        "results": {name: {**summarize(rs),
+                                           "msgs_per_s": med[name],
+                                           "cpu_us_per_msg": statistics.median(
+                                               r["cpu_us_per_msg"] for r in rs),
+                                           "copied_bytes": rs[0]["copied_bytes"],
+                                           "spliced_bytes": rs[0]["spliced_bytes"]}
+                                    for name, rs in results.items()}})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
 
 
 class SplicedShip(Spliced):
@@ -1950,6 +2052,19 @@ def table(sc):
                         f"{r['dip']:.2f} | {r['resets']} | {r['lost_bytes']} | "
                         f"{r['old_processes']} | {r['left_open']} |")
         return rows
+    if kind == "octet":
+        rows = ["| system | messages/s | runs (min–max) | GB/s | CPU-s per GB | CPU-µs per message "
+                "| bytes copied / spliced (one run) |", "|---|---|---|---|---|---|---|"]
+        for name, r in sc["results"].items():
+            paths = ("-" if r.get("copied_bytes") is None
+                     else f"{r['copied_bytes']:.0f} / {r['spliced_bytes']:.0f}")
+            rows.append(f"| {name} | {r['msgs_per_s']:.0f} | {spread(r, 'msgs_per_s', '.0f')} | "
+                        f"{r['gbps']:.3f} | {r['cpu_per_gb']:.3f} | {r['cpu_us_per_msg']:.2f} | "
+                        f"{paths} |")
+        if sc.get("ratios"):
+            rows += ["", "| messages/s ratio of the medians | |", "|---|---|"]
+            rows += [f"| {k} | {v:.2f}x |" for k, v in sc["ratios"].items()]
+        return rows
     if kind == "rate":
         rows = ["| system | connections/s | runs (min–max) | CPU-µs per connection |",
                 "|---|---|---|---|"]
@@ -1974,6 +2089,7 @@ def table(sc):
 COMPARED = {"throughput": (("GB/s", "gbps"), ("CPU-s/GB", "cpu_per_gb")),
             "rate": (("conns/s", "conns_per_s"), ("CPU-µs/conn", "cpu_us_per_conn")),
             "udp": (("msgs/s", "msgs_per_s"), ("CPU-µs/msg", "cpu_us_per_msg")),
+            "octet": (("msgs/s", "msgs_per_s"), ("CPU-µs/msg", "cpu_us_per_msg")),
             "idle": (("KiB/conn", "kib_per_conn"), ("fds/conn", "fds_per_conn")),
             "latency": (("rt/s", "rt_per_s"), ("CPU-µs/rt", "cpu_us_per_rt")),
             "syscalls": (("syscalls/conn", "syscalls_per_conn"),
@@ -2192,7 +2308,7 @@ def main():
     ap.add_argument("--scenario", action="append",
                     choices=["archive-tmpfs", "archive-disk", "archive-1000x1", "forward-4x500",
                              "forward-100x20", "idle", "rate", "syscalls", "latency",
-                             "study", "cat", "udp", "ship-4x500", "reload"])
+                             "study", "cat", "udp", "ship-4x500", "octet-4x500", "reload"])
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--markdown", help="write the tables here (and a PNG chart beside it)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -2246,7 +2362,8 @@ def main():
     out = []
     for sc in args.scenario or ["archive-tmpfs", "archive-disk", "archive-1000x1",
                                 "forward-4x500", "forward-100x20", "idle", "rate", "syscalls",
-                                "latency", "study", "udp", "ship-4x500", "reload"]:
+                                "latency", "study", "udp", "ship-4x500", "octet-4x500",
+                                "reload"]:
         print(f"scenario {sc}", file=sys.stderr)
         if sc == "archive-1000x1":
             out.append(scenario_archive(args, "tmpfs", 1000, 1_000_000))
@@ -2264,6 +2381,8 @@ def main():
             out.append(scenario_ship(args))
         elif sc == "reload":
             out.append(scenario_reload(args))
+        elif sc == "octet-4x500":
+            out += scenario_octet(args)
         elif sc == "latency":
             for clients, size in [(1, 64), (16, 64), (1, 16384), (16, 16384)]:
                 out.append(scenario_latency(args, clients, size))

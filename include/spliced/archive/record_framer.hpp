@@ -12,10 +12,25 @@
 // oversize: close the connection is refused (refused() says why). A malformed header always
 // refuses the connection: its bytes cannot be framed. Records before it are written.
 //
+// Splicing (pull): where framing needs only the length, a record's body does not pass through
+// user space. At a record boundary the framer peeks at the `LEN SP` header (recv MSG_PEEK); a
+// record of at least kSpliceMin message bytes that fits max_line and the pipe is moved socket ->
+// pipe by splice, with the bytes of it already read written into the pipe before it and the
+// '\n' of output: lines after it, and once the pipe holds it whole, pipe -> segment under the
+// chain's record discipline (writeRecordFromPipe: one segment, never interleaved). as_received
+// splices the header with the body; lines reads the header (copied) and splices the body. A
+// record whose header came in a copied read has the rest of its body spliced the same way. The
+// end of the stream, an error, or a pipe that takes no more in the middle of a body puts the
+// bytes in the pipe back into user space: the record then ends as on the copy path (a frame cut
+// short is kept as above). Bytes are counted by path (framing_copied_bytes,
+// framing_spliced_bytes).
+//
 // framing: auto decides from the first bytes (a digit 1-9, digits, a space: octet counted;
 // anything else: lines) and then frames the connection with a LineFramer, or as above.
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +38,7 @@
 #include "spliced/archive/line_framer.hpp"
 #include "spliced/archive/segment_chain.hpp"
 #include "spliced/core/metrics.hpp"
+#include "spliced/core/pipe_pool.hpp"
 #include "spliced/core/pump.hpp"
 
 namespace spliced {
@@ -45,6 +61,12 @@ class RecordFramer : public Sink {
   SinkResult finish() override;
   bool needsBytes() const override { return true; }
   size_t held() const override;
+  bool pulls() const override { return mode_ == Mode::Octet && !splice_off_; }
+  PullResult pull(SourceTap& tap, size_t budget) override;
+
+  // Message bytes from which a record's body is spliced: a shorter one is copied, where the
+  // system calls of a splice (peek, splice in, splice out) would cost more than the copy.
+  static constexpr size_t kSpliceMin = 4096;
 
   // Why the connection must be closed (a malformed header; oversize: close), or empty.
   const std::string& refused() const { return refused_; }
@@ -59,6 +81,17 @@ class RecordFramer : public Sink {
   void endPiece();
   void refuse(std::string why);
   SinkResult writeComplete();
+  SinkResult take(const char* data, size_t n);
+  // Starts splicing a record: `prefix` bytes of it at the end of buf_ go into a pipe first,
+  // then `need` bytes of the source (at a boundary: its header too), then `suffix` ('\n').
+  PullResult startSplice(SourceTap& tap, size_t prefix, size_t need, size_t suffix, size_t budget);
+  PullResult fillPipe(SourceTap& tap, size_t budget);
+  SinkResult writePiped();
+  void finishSplice();
+  // Puts the record in the pipe back into buf_ and parses its source bytes: the copy path's
+  // state, as if they had been read.
+  void unpipe();
+  void releasePipe();
 
   SegmentChain& chain_;
   uint64_t owner_;
@@ -80,6 +113,24 @@ class RecordFramer : public Sink {
   std::string buf_;           // records not yet written, then the record in progress
   std::vector<size_t> ends_;  // ends of the complete records in buf_
   std::string refused_;
+
+  bool rec_large_ = false;          // the record in progress has at least kSpliceMin message bytes
+  bool rec_split_ = false;          // the record in progress is oversize (split into pieces)
+  bool peek_ = true;                // peek at the next header (a large record came lately)
+  bool splice_off_ = false;         // splice failed for good on this connection
+  size_t splice_limit_ = SIZE_MAX;  // longest record a pipe took whole so far
+  // The record being spliced: the pipe holds its prefix, sp_got_ of sp_need_ source bytes, then
+  // its suffix; sp_written_ of them are in the segment.
+  std::optional<Pipe> pipe_;
+  PipePool* pool_ = nullptr;
+  SysCalls* sys_ = nullptr;
+  Counter* copied_ = nullptr;  // the pump's copy counter (copy_fallback_bytes)
+  bool splicing_ = false;
+  size_t sp_prefix_ = 0;
+  size_t sp_need_ = 0;
+  size_t sp_got_ = 0;
+  size_t sp_suffix_ = 0;
+  size_t sp_written_ = 0;
 };
 
 }  // namespace spliced

@@ -149,6 +149,13 @@ class SegmentChain : public Sink {
   // whole segment is split). Otherwise as writeLines.
   SinkResult writeRecords(uint64_t owner, const char* data, size_t n, std::span<const size_t> ends);
 
+  // Writes one record of `owner` that waits whole in `pipe` (`n` bytes of it; `continued`: the
+  // rest of a record an earlier call wrote in part). A new record goes into one segment: when
+  // it does not fit in the active one's room, the next segment is opened first (only a record
+  // longer than a whole segment is split). Bytes move by splice; a segment file that refuses
+  // splice gives Unsupported (nothing more written). Otherwise as writeRecords.
+  SinkResult writeRecordFromPipe(uint64_t owner, Pipe& pipe, size_t n, bool continued);
+
   // An owner that goes away gives up its claim on a half-written record (and a rotation that
   // waited for it happens now).
   void releaseOwner(uint64_t owner);

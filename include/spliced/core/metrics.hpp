@@ -64,6 +64,8 @@ struct RouteMetrics {
   Counter frames_oversize;           // octet-counted records longer than max_line
   Counter frames_malformed;          // connections refused for a malformed octet-count header
   Counter frames_incomplete;         // octet-counted frames cut short by the end of the stream
+  Counter framing_copied_bytes;      // octet_counted / auto: bytes framed in user space
+  Counter framing_spliced_bytes;     // octet_counted / auto: record bytes spliced into segments
   Counter udp_datagrams;             // udp: datagrams received (whatever became of them)
   Counter udp_truncated;             // udp: datagrams longer than a record may be, truncated
   Counter udp_dropped;               // udp: datagrams the kernel dropped (SO_RXQ_OVFL)
@@ -94,6 +96,8 @@ struct RouteMetrics {
     frames_oversize += o.frames_oversize;
     frames_malformed += o.frames_malformed;
     frames_incomplete += o.frames_incomplete;
+    framing_copied_bytes += o.framing_copied_bytes;
+    framing_spliced_bytes += o.framing_spliced_bytes;
     udp_datagrams += o.udp_datagrams;
     udp_truncated += o.udp_truncated;
     udp_dropped += o.udp_dropped;

@@ -3,6 +3,7 @@
 // buffer when splice cannot be used (EINVAL/ENOSYS from the kernel, no pipe to be had, or a sink
 // that must see the bytes). Copied bytes are always counted.
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 
@@ -26,6 +27,37 @@ struct SinkResult {
   int err = 0;
 };
 
+// The counters a pump adds to: bytes read from its source, and those that took the copy path.
+struct PumpCounters {
+  Counter* read;
+  Counter* copied;
+};
+
+// The source of a pump, lent to a sink that may take some bytes from it itself (Sink::pull).
+struct SourceTap {
+  int fd;
+  PipePool& pool;
+  SysCalls& sys;
+  PumpCounters counters;  // the sink adds what it reads (read) and what it copies (copied)
+};
+
+enum class PullStatus {
+  Declined,     // the pump reads the next bytes itself (copy path), at most `limit` of them
+  Moved,        // the sink took `moved` bytes from the source: ask again
+  Drained,      // the source has nothing more now (EAGAIN)
+  Eof,          // the source ended; every byte taken is with the sink
+  SourceError,  // reading the source failed with `err`
+  SinkBlocked,  // the sink cannot write now (as SinkResult Blocked)
+  SinkError,    // the sink failed with `err`
+};
+
+struct PullResult {
+  PullStatus status = PullStatus::Declined;
+  size_t moved = 0;
+  size_t limit = SIZE_MAX;  // Declined: the most the pump's next read may take
+  int err = 0;
+};
+
 // Where a pump's bytes go: an archive segment chain, a line framer, or a socket.
 class Sink {
  public:
@@ -42,6 +74,12 @@ class Sink {
   virtual bool needsBytes() const { return false; }
   // Bytes the sink has taken but not yet written (e.g. lines waiting for the chain).
   virtual size_t held() const { return 0; }
+  // A sink that must see the bytes may still take some straight from the source (the record
+  // framer splices record bodies): before each read of the copy path, with nothing held by the
+  // pump, the pump asks. A sink that pulls gets each read handed over at once, so that it sees
+  // every record boundary before the next read.
+  virtual bool pulls() const { return false; }
+  virtual PullResult pull(SourceTap&, size_t /*budget*/) { return {}; }
 };
 
 enum class PumpStatus {
@@ -57,12 +95,6 @@ struct PumpResult {
   PumpStatus status = PumpStatus::Drained;
   size_t moved = 0;  // bytes read from the source in this call
   int err = 0;
-};
-
-// The counters a pump adds to: bytes read from its source, and those that took the copy path.
-struct PumpCounters {
-  Counter* read;
-  Counter* copied;
 };
 
 // A Pump owns its pipe (while it holds bytes) and its copy buffer; the source fd, the sink, the

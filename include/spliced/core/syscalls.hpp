@@ -22,6 +22,8 @@ class SysCalls {
   virtual ssize_t splice(int fd_in, loff_t* off_in, int fd_out, loff_t* off_out, size_t len,
                          unsigned int flags);
   virtual ssize_t read(int fd, void* buf, size_t len);
+  // Into a pipe (the bytes of a record that surround a spliced body).
+  virtual ssize_t write(int fd, const void* buf, size_t len);
   virtual ssize_t pwrite(int fd, const void* buf, size_t len, off_t offset);
   virtual ssize_t send(int fd, const void* buf, size_t len, int flags);
   virtual ssize_t recv(int fd, void* buf, size_t len, int flags);
