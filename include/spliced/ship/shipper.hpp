@@ -211,7 +211,6 @@ class Shipper : public ChainObserver {
   uint64_t send_id_ = 1, send_off_ = 0;  // next byte to send
   uint64_t ack_id_ = 1, ack_off_ = 0;    // the cursor
   uint64_t high_id_ = 0, high_off_ = 0;  // the farthest byte ever sent (resent counting)
-  uint64_t acked_total_ = 0;             // bytes acknowledged over the chain's life
   uint64_t stream_sent_ = 0;             // on the current connection
   uint64_t stream_acked_ = 0;
   uint64_t ack_base_ = 0;  // tcpi_bytes_acked when the connection was set up
