@@ -225,7 +225,10 @@ void Shipper::startFresh() {
 void Shipper::finishChain() {
   if (finished_) return;
   finished_ = true;
-  if (sock_.valid() && upstream_ != nullptr) pool_.release(upstream_, UpstreamPool::PeerState::Ok);
+  // Only a connection the pool counted (connected()) is released; one still connecting is not.
+  if (state_ == State::Connected && upstream_ != nullptr) {
+    pool_.release(upstream_, UpstreamPool::PeerState::Ok);
+  }
   connect_ev_.reset();
   write_ev_.reset();
   read_ev_.reset();
@@ -403,7 +406,10 @@ void Shipper::stop() {
     if (finished_) return;
   }
   checkpoint();
-  if (sock_.valid() && upstream_ != nullptr) pool_.release(upstream_, UpstreamPool::PeerState::Ok);
+  // Only a connection the pool counted (connected()) is released; one still connecting is not.
+  if (state_ == State::Connected && upstream_ != nullptr) {
+    pool_.release(upstream_, UpstreamPool::PeerState::Ok);
+  }
   connect_ev_.reset();
   write_ev_.reset();
   read_ev_.reset();
@@ -557,11 +563,12 @@ void Shipper::truncated(uint64_t id, uint64_t real, int fd) {
   ++metrics_.segment_errors;
   std::string how = fd >= 0 ? fmt::format("was truncated to {} bytes", real)
                             : fmt::format("cannot be read past byte {}", real);
+  how += fmt::format(" under the shipper ({} archived in it)", archived);
   if (end != real) how += fmt::format("; shipping of it ends at its last whole line, byte {}", end);
   spdlog::error(
-      "error=storage route={} ship: segment {} {} under the shipper ({} archived in it): {} "
-      "byte(s) of it will never be shipped; shipping goes on with the next segment",
-      route_, rel, how, archived, lost);
+      "error=storage route={} ship: segment {} {}: {} byte(s) of it will never be shipped; "
+      "shipping goes on with the next segment",
+      route_, rel, how, lost);
   // Bytes past the end went out on this connection (with lines, maybe a torn line): it is cut,
   // so that nothing follows them on it. The next connection starts on a line.
   if (lines_ && state_ == State::Connected && send_id_ == id && send_off_ > end) {
@@ -993,10 +1000,12 @@ void Shipper::checkpoint() {
       return;
     }
     ++metrics_.cursor_errors;
-    spdlog::error(
-        "error=storage route={} ship: the cursor {} was removed; it is saved again (a restart "
-        "without it would ship every uncompressed segment again)",
-        route_, cursorPath(chain_));
+    if (save_log_.hit()) {
+      spdlog::error(
+          "error=storage route={} ship: the cursor {} was removed; saving it again (a restart "
+          "without it would ship every uncompressed segment again)",
+          route_, cursorPath(chain_));
+    }
   }
   if (int err = saveCursor(sys_, dir_.fd(), chain_, c)) {
     ++metrics_.cursor_errors;

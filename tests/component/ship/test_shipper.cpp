@@ -383,7 +383,7 @@ TEST_CASE(
 
 TEST_CASE(
     "shipper: a reset or EPIPE mid-stream rewinds to the cursor (lines: to the start of its "
-    "line); what goes out again is counted as resent",
+    "line), and what goes out again is counted as resent",
     "[ship][shipper]") {
   for (const bool lines : {true, false}) {
     for (const int err : {ECONNRESET, EPIPE}) {
@@ -427,7 +427,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "shipper: a refusing upstream is skipped for the next; none up: the bytes wait and nothing "
+    "shipper: a refusing upstream is skipped for the next, and with none up the bytes wait and "
+    "nothing "
     "is sent",
     "[ship][shipper]") {
   const std::string a = lineBytes(100000, 6);
@@ -584,7 +585,7 @@ TEST_CASE("shipper: a cursor file removed while nothing moves is saved again", "
 }
 
 TEST_CASE(
-    "shipper: an upstream that stops acknowledging is given up after ack_timeout; what it "
+    "shipper: an upstream that stops acknowledging is given up after ack_timeout, what it "
     "acknowledged stays shipped, the rest goes to the next upstream",
     "[ship][shipper]") {
   Peer hole, good;
@@ -611,4 +612,28 @@ TEST_CASE(
   CHECK(lineStartOf(a, resume) == resume);
   CHECK(firstDifference(second, a.substr(resume)) == "");
   CHECK(rig.shipper->totals().reconnects == std::vector<uint64_t>{0, 1});
+}
+
+TEST_CASE("shipper: stopped while a connect is in progress, it gives the pool back nothing",
+          "[ship][shipper]") {
+  // A listener whose accept queue is full: the kernel drops further SYNs, a connect to it stays
+  // in progress.
+  UniqueFd lfd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+  socklen_t len = sizeof sa;
+  REQUIRE(::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&sa), &len) == 0);
+  REQUIRE(::listen(lfd.get(), 0) == 0);
+  UniqueFd filler(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(::connect(filler.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+  Rig rig({"127.0.0.1:" + std::to_string(ntohs(sa.sin_port))}, true);
+  rig.cfg.connect_timeout = 5s;
+  rig.shipper->start();
+  rig.segment("a.log", lineBytes(1000, 15));
+  rig.runFor(100ms);
+  REQUIRE(rig.shipper->upstream().empty());  // not connected
+  rig.shipper->stop();
+  CHECK(rig.pool->view()[0].active == 0);
 }
