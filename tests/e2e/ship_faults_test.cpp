@@ -498,6 +498,11 @@ uint64_t cursorAcked(const fs::path& cursor) {
 
 void storm(const StormSize& size) {
   TempDir dir;
+  // A Unix-socket upstream: there, acknowledged means read by the upstream process (sent minus
+  // SIOCOUTQ), so stopping it loses nothing acknowledged, and what it had not read is counted
+  // (unreadAtStop). A TCP upstream's kernel acknowledges what sits unread in its receive buffer:
+  // an upstream process killed with such bytes loses them, by the contract (delivered = the
+  // upstream's kernel acknowledged it), so the storm could not check that everything arrived.
   UnixSink sink((dir / "up.sock").string());
   sink.throttle(1ms);  // shipping lags the clients a little: the faults land mid-shipping
   sink.start();
