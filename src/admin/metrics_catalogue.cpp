@@ -161,7 +161,7 @@ struct ShipMetricDef {
   double (*get)(const RouteStatus&);
 };
 
-constexpr std::array<ShipMetricDef, 7> kShipMetrics{{
+constexpr std::array<ShipMetricDef, 8> kShipMetrics{{
     {"spliced_ship_bytes_total", T::Counter,
      "Archived bytes sent to the upstream (sent again after a broken connection included).",
      [](const R& r) { return static_cast<double>(r.ship.sent); }},
@@ -181,8 +181,13 @@ constexpr std::array<ShipMetricDef, 7> kShipMetrics{{
      "or truncated or removed before they were shipped.",
      [](const R& r) { return static_cast<double>(r.ship.dropped); }},
     {"spliced_ship_cursor_errors_total", T::Counter,
-     "Failed saves of the shipping cursor or appends to its segment journal.",
+     "Failed saves of the shipping cursor or appends to its segment journal, and cursors found "
+     "removed.",
      [](const R& r) { return static_cast<double>(r.ship.cursor_errors); }},
+    {"spliced_ship_segment_errors_total", T::Counter,
+     "Segments found truncated, removed or unreadable under the shipper before the upstream "
+     "acknowledged them.",
+     [](const R& r) { return static_cast<double>(r.ship.segment_errors); }},
 }};
 
 using P = ProcessStats;

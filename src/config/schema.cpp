@@ -254,7 +254,7 @@ class Schema {
       r_.add(n, path, "a route needs an archive block (collect) or a forward block (proxy)");
     }
     if (forward && forward.IsMap() && !archive) {
-      for (const char* key : {"checkpoint_interval", "max_lag"}) {
+      for (const char* key : {"checkpoint_interval", "max_lag", "ack_timeout"}) {
         if (auto v = forward[key]) {
           r_.add(v, path + ".forward." + key,
                  "applies to a shipping route (archive and forward together) only");
@@ -504,7 +504,7 @@ class Schema {
     if (!r_.checkMap(
             n, path,
             {"upstreams", "balance", "connect_timeout", "proxy_protocol", "retries", "max_fails",
-             "fail_timeout", "health_check", "checkpoint_interval", "max_lag"})) {
+             "fail_timeout", "health_check", "checkpoint_interval", "max_lag", "ack_timeout"})) {
       return;
     }
     if (auto v = n["upstreams"]) {
@@ -539,6 +539,9 @@ class Schema {
       r_.duration(v, path + ".checkpoint_interval", f.checkpoint_interval, milliseconds(10), false);
     }
     if (auto v = n["max_lag"]) r_.duration(v, path + ".max_lag", f.max_lag, milliseconds(1), true);
+    if (auto v = n["ack_timeout"]) {
+      r_.duration(v, path + ".ack_timeout", f.ack_timeout, milliseconds(100), false);
+    }
     if (auto v = n["max_fails"]) r_.count(v, path + ".max_fails", f.max_fails, 1, 1000);
     if (auto v = n["fail_timeout"]) {
       r_.duration(v, path + ".fail_timeout", f.fail_timeout, milliseconds(100), false);

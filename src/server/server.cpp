@@ -46,8 +46,8 @@ RouteStatus routeStatus(const Route& r) {
     if (c->ships()) {
       const ShipTotals t = c->shipTotals();
       rs.ships = true;
-      rs.ship = {t.sent,   t.acked,   t.lag_bytes,    std::chrono::duration<double>(t.lag).count(),
-                 t.resent, t.dropped, t.cursor_errors};
+      rs.ship = {t.sent,   t.acked,   t.lag_bytes,     std::chrono::duration<double>(t.lag).count(),
+                 t.resent, t.dropped, t.cursor_errors, t.segment_errors};
       const auto views = c->pool()->view();
       for (size_t i = 0; i < views.size(); ++i) {
         const UpstreamView& u = views[i];

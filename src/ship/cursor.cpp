@@ -47,14 +47,15 @@ std::optional<std::string> readSmall(int dir_fd, const std::string& path) {
   return out;
 }
 
-std::string cursorPath(const std::string& name) {
-  return fmt::format("{}/{}.cursor", kShipDir, name);
-}
 std::string journalPath(const std::string& name) {
   return fmt::format("{}/{}.journal", kShipDir, name);
 }
 
 }  // namespace
+
+std::string cursorPath(const std::string& name) {
+  return fmt::format("{}/{}.cursor", kShipDir, name);
+}
 
 std::string formatCursor(const ShipCursor& c) {
   std::string body =

@@ -174,7 +174,7 @@ void Shipper::dropped(const std::string& rel) {
     // Bytes of it already on the wire: the connection is cut so that the upstream's stream ends
     // there instead of running on into the next segment mid-record.
     if (state_ == State::Connected && send_id_ == id && send_off_ > 0) {
-      broken("a segment being sent was deleted by retention");
+      broken("a segment being sent was deleted by retention", false);
     }
     settle();
     pump();
@@ -225,7 +225,10 @@ void Shipper::startFresh() {
 void Shipper::finishChain() {
   if (finished_) return;
   finished_ = true;
-  if (sock_.valid() && upstream_ != nullptr) pool_.release(upstream_, UpstreamPool::PeerState::Ok);
+  // Only a connection the pool counted (connected()) is released; one still connecting is not.
+  if (state_ == State::Connected && upstream_ != nullptr) {
+    pool_.release(upstream_, UpstreamPool::PeerState::Ok);
+  }
   connect_ev_.reset();
   write_ev_.reset();
   read_ev_.reset();
@@ -324,10 +327,10 @@ void Shipper::load() {
       UniqueFd fd(openSegment(dfd, rel));
       if (!fd.valid()) {
         int err = errno;
-        ++metrics_.dropped;  // at least: its size is unknown
+        ++metrics_.segment_errors;  // its size is unknown: no dropped bytes can be counted
         spdlog::error(
             "error=storage route={} ship: segment {} is gone ({}) before it was shipped whole; "
-            "what of it was unshipped is lost",
+            "what of it was unshipped is lost; shipping goes on with the next segment",
             route_, rel, std::strerror(err));
         if (i == 0) have_start = false;
         continue;
@@ -403,7 +406,10 @@ void Shipper::stop() {
     if (finished_) return;
   }
   checkpoint();
-  if (sock_.valid() && upstream_ != nullptr) pool_.release(upstream_, UpstreamPool::PeerState::Ok);
+  // Only a connection the pool counted (connected()) is released; one still connecting is not.
+  if (state_ == State::Connected && upstream_ != nullptr) {
+    pool_.release(upstream_, UpstreamPool::PeerState::Ok);
+  }
   connect_ev_.reset();
   write_ev_.reset();
   read_ev_.reset();
@@ -478,7 +484,8 @@ void Shipper::pump() {
     if (!v.exists) break;  // the next segment is not opened yet
     if (send_off_ < v.size) {
       if (v.fd < 0) {
-        truncated(send_id_, send_off_);
+        truncated(send_id_, send_off_, -1);
+        if (state_ != State::Connected) return;
         continue;
       }
       const size_t n = static_cast<size_t>(std::min({v.size - send_off_, kChunk, budget}));
@@ -486,6 +493,8 @@ void Shipper::pump() {
       ssize_t w = sys_.sendfile(sock_.get(), v.fd, &off, n);
       if (w > 0) {
         const auto sent = static_cast<uint64_t>(w);
+        // Bytes start to wait for an acknowledgement now (forward.ack_timeout).
+        if (stream_sent_ == stream_acked_) ack_progress_ = std::chrono::steady_clock::now();
         if (!spans_.empty() && spans_.back().id == send_id_ &&
             spans_.back().off + spans_.back().len == send_off_ &&
             spans_.back().stream + spans_.back().len == stream_sent_) {
@@ -509,7 +518,8 @@ void Shipper::pump() {
       if (w == 0) {
         struct stat st;
         uint64_t real = ::fstat(v.fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : send_off_;
-        truncated(send_id_, std::min(real, send_off_));
+        truncated(send_id_, std::min(real, send_off_), v.fd);
+        if (state_ != State::Connected) return;
         continue;
       }
       if (errno == EINTR) continue;
@@ -521,6 +531,7 @@ void Shipper::pump() {
       return broken(std::strerror(errno));
     }
     if (v.done) {
+      checkRemoved(send_id_);
       ++send_id_;
       send_off_ = 0;
       continue;
@@ -533,23 +544,55 @@ void Shipper::pump() {
   if (budget == 0) event_active(write_ev_.get(), EV_WRITE, 0);  // more, after the others' turn
 }
 
-void Shipper::truncated(uint64_t id, uint64_t real) {
-  uint64_t lost = 0;
+void Shipper::truncated(uint64_t id, uint64_t real, int fd) {
+  // With framing: lines, what is shipped of it ends with a whole line.
+  const uint64_t end = lines_ && fd >= 0 && real > 0 ? lineStart(fd, real) : real;
+  uint64_t lost = 0, archived = 0;
   std::string rel;
   {
     std::lock_guard lock(mu_);
     if (queue_.empty() || id < queue_.front().id || id > queue_.back().id) return;
     Seg& s = queue_[id - queue_.front().id];
-    lost = s.size > real ? s.size - real : 0;
-    s.size = std::min(s.size, real);
+    archived = s.size;
+    lost = s.size > end ? s.size - end : 0;
+    s.size = std::min(s.size, end);
     s.done = true;
     rel = s.rel;
   }
   metrics_.dropped += lost;
+  ++metrics_.segment_errors;
+  std::string how = fd >= 0 ? fmt::format("was truncated to {} bytes", real)
+                            : fmt::format("cannot be read past byte {}", real);
+  how += fmt::format(" under the shipper ({} archived in it)", archived);
+  if (end != real) how += fmt::format("; shipping of it ends at its last whole line, byte {}", end);
   spdlog::error(
-      "error=storage route={} ship: segment {} ends at {} bytes, {} fewer than were archived in "
-      "it: it was truncated or cannot be read; those bytes are lost to the upstream",
-      route_, rel, real, lost);
+      "error=storage route={} ship: segment {} {}: {} byte(s) of it will never be shipped; "
+      "shipping goes on with the next segment",
+      route_, rel, how, lost);
+  // Bytes past the end went out on this connection (with lines, maybe a torn line): it is cut,
+  // so that nothing follows them on it. The next connection starts on a line.
+  if (lines_ && state_ == State::Connected && send_id_ == id && send_off_ > end) {
+    broken(fmt::format("cut after the end of {}, which was cut short", rel), false);
+  }
+}
+
+void Shipper::checkRemoved(uint64_t id) {
+  std::string rel;
+  {
+    std::lock_guard lock(mu_);
+    if (queue_.empty() || id < queue_.front().id || id > queue_.back().id) return;
+    Seg& s = queue_[id - queue_.front().id];
+    struct stat st;
+    if (s.removed || !s.fd.valid() || ::fstat(s.fd.get(), &st) != 0 || st.st_nlink > 0) return;
+    s.removed = true;
+    rel = s.rel;
+  }
+  ++metrics_.segment_errors;
+  spdlog::warn(
+      "route={} ship: segment {} was removed from the archive dir before the upstream "
+      "acknowledged it; it was shipped whole from the descriptor spliced holds (its space is "
+      "freed once the upstream acknowledges it)",
+      route_, rel);
 }
 
 uint64_t Shipper::lineStart(int fd, uint64_t off) {
@@ -620,10 +663,14 @@ void Shipper::connected() {
   stream_sent_ = 0;
   stream_acked_ = 0;
   ack_base_ = 0;
+  ack_progress_ = std::chrono::steady_clock::now();
   if (!upstream_->addr.isUnix()) {
-    // What the handshake acknowledged (the SYN) is not a byte of the stream.
-    uint64_t acked = 0;
-    if (sys_.tcpBytesAcked(sock_.get(), &acked) == 0) ack_base_ = acked;
+    // What the handshake acknowledged (the SYN, counted as 1) is not a byte of the stream. When
+    // TCP_INFO cannot be read now, that 1 is what it would say: a base of 0 would count the SYN
+    // as a byte and put the cursor a byte ahead of what the upstream has.
+    uint64_t acked = 1;
+    if (sys_.tcpBytesAcked(sock_.get(), &acked) != 0) acked = 1;
+    ack_base_ = acked;
   }
   spans_.clear();
   {
@@ -661,13 +708,14 @@ void Shipper::onReadable(evutil_socket_t fd, short, void* arg) {
   }
 }
 
-void Shipper::broken(const std::string& why) {
+void Shipper::broken(const std::string& why, bool upstream_fault) {
   // A TCP connection's acknowledged count survives a reset; a Unix socket's send queue does not
   // tell (it is freed with the peer), so what was unread is sent again.
   if (upstream_ != nullptr && !upstream_->addr.isUnix()) sampleAck();
   const uint64_t unacked = stream_sent_ - stream_acked_;
   const uint64_t acked_here = stream_acked_;
-  pool_.release(upstream_, UpstreamPool::PeerState::Failed);
+  pool_.release(upstream_,
+                upstream_fault ? UpstreamPool::PeerState::Failed : UpstreamPool::PeerState::Ok);
   const std::string who = upstream_ != nullptr ? upstream_->addr.text : std::string("?");
   write_ev_.reset();
   read_ev_.reset();
@@ -692,7 +740,7 @@ void Shipper::broken(const std::string& why) {
   state_ = State::Idle;
   // An upstream that takes bytes before it fails is retried at once; one that acknowledged
   // nothing is retried after a growing pause.
-  if (acked_here > 0) {
+  if (acked_here > 0 || !upstream_fault) {
     backoff_ = std::chrono::milliseconds(0);
     connect();
   } else {
@@ -724,6 +772,19 @@ void Shipper::onTick(evutil_socket_t, short, void* arg) {
   if (self->state_ == State::Connected) {
     self->sampleAck();
     if (self->finished_) return;
+    const uint64_t waiting = self->stream_sent_ - self->stream_acked_;
+    if (waiting > 0 &&
+        std::chrono::steady_clock::now() - self->ack_progress_ >= self->cfg_.ack_timeout) {
+      // A stuck or black-holed upstream: what it acknowledged stays shipped, the rest goes to
+      // the next upstream.
+      self->broken(
+          fmt::format("none of {} byte(s) waiting was acknowledged for {} "
+                      "(forward.ack_timeout): the upstream is stuck; giving it up",
+                      waiting, formatDuration(self->cfg_.ack_timeout)));
+      if (self->finished_) return;
+      addEvent(self->tick_ev_.get(), kTick);
+      return;
+    }
     // A wake lost to nothing: keep going if there is something to send.
     if (!event_pending(self->write_ev_.get(), EV_WRITE, nullptr)) self->pump();
   } else if (self->state_ == State::Idle) {
@@ -763,6 +824,7 @@ void Shipper::sampleAck() {
 
 void Shipper::advanceCursor(uint64_t stream_acked) {
   metrics_.acked += stream_acked - stream_acked_;
+  ack_progress_ = std::chrono::steady_clock::now();
   stream_acked_ = stream_acked;
   uint64_t id = ack_id_, off = ack_off_;
   bool moved = false;
@@ -872,6 +934,7 @@ void ShipTotals::add(const ShipTotals& o) {
   resent += o.resent;
   dropped += o.dropped;
   cursor_errors += o.cursor_errors;
+  segment_errors += o.segment_errors;
   lag = std::max(lag, o.lag);
   if (reconnects.size() < o.reconnects.size()) reconnects.resize(o.reconnects.size());
   for (size_t i = 0; i < o.reconnects.size(); ++i) reconnects[i] += o.reconnects[i];
@@ -885,6 +948,7 @@ ShipTotals Shipper::totals() const {
   t.resent = metrics_.resent;
   t.dropped = metrics_.dropped;
   t.cursor_errors = metrics_.cursor_errors;
+  t.segment_errors = metrics_.segment_errors;
   t.lag = finished_ ? std::chrono::milliseconds(0) : lag();
   for (const auto& r : metrics_.reconnects) t.reconnects.push_back(r->load());
   return t;
@@ -927,8 +991,21 @@ void Shipper::checkpoint() {
   ShipCursor c = snapshot(seen);
   if (saved_once_ && c.segment == saved_.segment && c.offset == saved_.offset &&
       c.pending == saved_.pending && seen == 0) {
-    dirty_ = false;
-    return;
+    // Unchanged; but a cursor removed by someone (a restart would then ship everything again)
+    // is written again.
+    struct stat st;
+    if (::fstatat(dir_.fd(), cursorPath(chain_).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+        errno != ENOENT) {
+      dirty_ = false;
+      return;
+    }
+    ++metrics_.cursor_errors;
+    if (save_log_.hit()) {
+      spdlog::error(
+          "error=storage route={} ship: the cursor {} was removed; saving it again (a restart "
+          "without it would ship every uncompressed segment again)",
+          route_, cursorPath(chain_));
+    }
   }
   if (int err = saveCursor(sys_, dir_.fd(), chain_, c)) {
     ++metrics_.cursor_errors;

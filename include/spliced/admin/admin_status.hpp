@@ -29,6 +29,7 @@ struct ShipCounts {
   uint64_t resent = 0;
   uint64_t dropped = 0;
   uint64_t cursor_errors = 0;
+  uint64_t segment_errors = 0;
 };
 
 // The lifecycle thread's counters for one route.

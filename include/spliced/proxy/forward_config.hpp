@@ -37,6 +37,9 @@ struct ForwardConfig {
   // (0: never).
   milliseconds checkpoint_interval{1000};
   milliseconds max_lag{0};
+  // A shipping connection on which bytes wait and none is acknowledged for this long is given up
+  // (a stuck or black-holed upstream): shipping goes on with the next upstream.
+  milliseconds ack_timeout{30000};
   bool operator==(const ForwardConfig&) const = default;
 };
 

@@ -44,6 +44,8 @@ struct ShipCursor {
 };
 
 std::string formatCursor(const ShipCursor& c);
+// NAME's cursor file, relative to the archive dir: .spliced/ship/NAME.cursor.
+std::string cursorPath(const std::string& name);
 // The cursor in `text`, or nullopt with `why` ("line 3: ...", "check mismatch").
 std::optional<ShipCursor> parseCursor(std::string_view text, std::string& why);
 

@@ -45,14 +45,17 @@ struct ShipMetrics {
   std::atomic<uint64_t> dropped{0};  // unshipped bytes lost: retention (drop), truncation
   std::atomic<uint64_t> lag_bytes{0};
   std::atomic<int64_t> oldest_ms{0};       // when the oldest unshipped byte was archived (Unix ms)
-  std::atomic<uint64_t> cursor_errors{0};  // failed cursor saves
+  std::atomic<uint64_t> cursor_errors{0};  // failed cursor saves, a cursor found removed
+  // Segments found truncated, removed or unreadable under the shipper (by someone else).
+  std::atomic<uint64_t> segment_errors{0};
   std::vector<std::unique_ptr<std::atomic<uint64_t>>> reconnects;  // per upstream (pool order)
 };
 
 // A route's shipping figures at one moment: one shipper's, or summed over a route's (the lag in
 // time is the worst).
 struct ShipTotals {
-  uint64_t sent = 0, acked = 0, lag_bytes = 0, resent = 0, dropped = 0, cursor_errors = 0;
+  uint64_t sent = 0, acked = 0, lag_bytes = 0, resent = 0, dropped = 0, cursor_errors = 0,
+           segment_errors = 0;
   std::chrono::milliseconds lag{0};
   std::vector<uint64_t> reconnects;  // per upstream, pool order
   void add(const ShipTotals& o);
@@ -117,8 +120,9 @@ class Shipper : public ChainObserver {
     uint64_t id = 0;
     std::string rel;
     UniqueFd fd;
-    uint64_t size = 0;  // bytes known to be in it
-    bool done = false;  // complete: no byte will be added
+    uint64_t size = 0;     // bytes known to be in it
+    bool done = false;     // complete: no byte will be added
+    bool removed = false;  // found unlinked (said once)
   };
   // What the sender needs of one segment, copied out under the lock.
   struct View {
@@ -148,7 +152,9 @@ class Shipper : public ChainObserver {
   static void onTick(evutil_socket_t, short, void* arg);
   void connected();
   // The connection broke (or the upstream closed it): rewind to the cursor, reconnect later.
-  void broken(const std::string& why);
+  // `upstream_fault` false: the shipper cut it itself (a segment cut short under it): no upstream
+  // error, and it reconnects at once.
+  void broken(const std::string& why, bool upstream_fault = true);
   void scheduleRetry();
   // Reads SIOCOUTQ and moves the cursor over what the upstream acknowledged.
   void sampleAck();
@@ -160,8 +166,13 @@ class Shipper : public ChainObserver {
   // The offset of the start of the line that holds `off` in `fd` (lines framing).
   uint64_t lineStart(int fd, uint64_t off);
   void updateLag();
-  // A segment that turned out shorter than the chain said (truncated by someone): its rest is lost.
-  void truncated(uint64_t id, uint64_t real);
+  // Segment `id` turned out shorter than the chain said (truncated by someone) or unreadable: it
+  // ends at `real` (framing: lines, at the last whole line before it, read through `fd` when >= 0),
+  // its rest is lost. Bytes past that end already sent cut the connection, so that a torn line is
+  // the last thing the upstream got on it.
+  void truncated(uint64_t id, uint64_t real, int fd);
+  // Says (once) that segment `id`, sent whole, was found unlinked from the archive dir.
+  void checkRemoved(uint64_t id);
   void load();
   void arm();
   // A per-connection chain that ended is shipped whole: its files go, the connection closes.
@@ -203,6 +214,8 @@ class Shipper : public ChainObserver {
   uint64_t stream_sent_ = 0;             // on the current connection
   uint64_t stream_acked_ = 0;
   uint64_t ack_base_ = 0;  // tcpi_bytes_acked when the connection was set up
+  // When bytes on the connection last got acknowledged (or started to wait): forward.ack_timeout.
+  std::chrono::steady_clock::time_point ack_progress_{};
   std::deque<Span> spans_;
   // When bytes became known: (the last segment id then, Unix ms), for the lag in seconds.
   std::deque<std::pair<uint64_t, int64_t>> arrivals_;

@@ -840,13 +840,14 @@ TEST_CASE("config: forward routes and their checks", "[config][errors]") {
   - name: ship
     listen: 127.0.0.1:5140
     archive: { dir: @DIR@, layout: shared, retain: { max_files: 3, unshipped: drop } }
-    forward: { upstreams: [127.0.0.1:9443], max_lag: 5m }
+    forward: { upstreams: [127.0.0.1:9443], max_lag: 5m, ack_timeout: 2s }
 )",
                              tmp.str()));
   REQUIRE(ship->routes[0].archive);
   REQUIRE(ship->routes[0].forward);
   CHECK(ship->routes[0].forward->checkpoint_interval == milliseconds(1000));
   CHECK(ship->routes[0].forward->max_lag == milliseconds(300000));
+  CHECK(ship->routes[0].forward->ack_timeout == milliseconds(2000));
   CHECK(ship->routes[0].archive->retain.drop_unshipped);
   expectError(withDir(R"(routes:
   - name: app
@@ -874,7 +875,7 @@ TEST_CASE("config: forward routes and their checks", "[config][errors]") {
           {9, 7, "routes[0].forward.retry",
            "unknown key (known here: upstreams, balance, connect_timeout, "
            "proxy_protocol, retries, max_fails, fail_timeout, health_check, "
-           "checkpoint_interval, max_lag)"},
+           "checkpoint_interval, max_lag, ack_timeout)"},
           {5, 19, "routes[0].forward.upstreams[0]",
            "'127.0.0.1' has no port (expected host:port, [v6]:port or unix:/path)"},
           {6, 16, "routes[0].forward.balance",
