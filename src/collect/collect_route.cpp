@@ -176,7 +176,7 @@ std::shared_ptr<const ArchiveConfig> CollectRoute::current() const {
   return live_;
 }
 
-void CollectRoute::reconfigure(std::shared_ptr<const ArchiveConfig> next) {
+void CollectRoute::reconfigure(const std::shared_ptr<const ArchiveConfig>& next) {
   {
     std::lock_guard lock(live_mu_);
     live_ = next;

@@ -300,7 +300,7 @@ void Server::reload() {
     auto next = std::make_shared<ConfigResult>(loadConfigFile(source));
     return [this, next] {
       reload_reading_ = false;
-      applyReload(std::move(*next));
+      applyReload(*next);
       if (reload_again_) {
         reload_again_ = false;
         reload();
@@ -313,7 +313,7 @@ void Server::reload() {
   }
 }
 
-void Server::applyReload(ConfigResult next) {
+void Server::applyReload(const ConfigResult& next) {
   if (shutting_down_) {
     spdlog::warn("the config file was read while shutting down: not applied");
     return;

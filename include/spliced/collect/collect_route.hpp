@@ -55,7 +55,7 @@ class CollectRoute : public RouteKind {
   // A reload changed the archive block in what it may change (rotation, retention, compression,
   // max_line, oversize): new connections and new segments follow `next`; running connections keep
   // the config they started with. Main thread.
-  void reconfigure(std::shared_ptr<const ArchiveConfig> next);
+  void reconfigure(const std::shared_ptr<const ArchiveConfig>& next);
   // The archive config now (a share of it: a reload may replace it). Any thread.
   std::shared_ptr<const ArchiveConfig> current() const;
 

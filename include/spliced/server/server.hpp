@@ -66,7 +66,7 @@ class Server final : public AdminSource {
   // reload once this one is applied.
   void reload();
   // The file read by reload(): applied, or refused with the reason (main loop).
-  void applyReload(ConfigResult next);
+  void applyReload(const ConfigResult& next);
   // A route may have become quiet (its last connection or listener gone): a removed route is
   // retired, a shutdown may finish.
   void routeQuiet();
