@@ -141,6 +141,13 @@ Status Server::start() {
     spdlog::warn("cannot raise the descriptor limit above {}: {}", nofile.before,
                  std::strerror(nofile.err));
   }
+  // Signals are caught before the first "listening on" line: whoever waits for that line may
+  // signal at once, and a signal that arrives during start-up is handled when the loop runs.
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP}) {
+    EventPtr ev(evsignal_new(base_.get(), sig, &Server::onSignal, this));
+    event_add(ev.get(), nullptr);
+    signal_evs_.push_back(std::move(ev));
+  }
   lifecycle_ = std::make_unique<ArchiveLifecycle>();
   activated_ = takeActivatedSockets();
   for (const auto& rc : config_->routes) {
@@ -166,11 +173,6 @@ Status Server::start() {
     admin_ = std::make_unique<Admin>(base_.get(), *this, first_config_->admin);
     if (Status s = admin_->start(); !s) return std::move(s).takeError().withContext("admin");
     spdlog::info("admin listening on {}", admin_->boundAddress());
-  }
-  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP}) {
-    EventPtr ev(evsignal_new(base_.get(), sig, &Server::onSignal, this));
-    event_add(ev.get(), nullptr);
-    signal_evs_.push_back(std::move(ev));
   }
   drain_ev_.reset(evtimer_new(base_.get(), &Server::onDrainTimeout, this));
   reload_ev_.reset(event_new(base_.get(), -1, 0, &Server::onReload, this));
