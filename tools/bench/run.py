@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -109,6 +110,41 @@ def tree_cpu(pid):
         except FileNotFoundError:
             pass
     return total
+
+
+class CpuBudget:
+    """Where the CPU went during a timed run: the system under test, the load generator (the
+    children run.py waited for meanwhile), the sink, and the whole machine (/proc/stat: every
+    core's busy time, and the softirq part of it, which is the network stack's receive work
+    wherever it ran). Each in cores: CPU-seconds over the wall-clock time."""
+
+    def __init__(self, sut_pid, sink=None):
+        self.sut_pid, self.sink = sut_pid, sink
+        self.sut0 = tree_cpu(sut_pid)
+        self.sink0 = tree_cpu(sink.proc.pid) if sink else 0.0
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.kids0 = ru.ru_utime + ru.ru_stime
+        self.stat0 = self.machine()
+        self.t0 = time.monotonic()
+
+    @staticmethod
+    def machine():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + v[4]  # idle, iowait
+        return (sum(v[:8]) - idle) / TICK, v[6] / TICK  # busy (no guest), softirq
+
+    def end(self, sut_cpu=None):
+        wall = time.monotonic() - self.t0
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy, soft = self.machine()
+        sut = sut_cpu if sut_cpu is not None else tree_cpu(self.sut_pid) - self.sut0
+        sink = (tree_cpu(self.sink.proc.pid) - self.sink0) if self.sink else 0.0
+        return {"sut_cores": sut / wall,
+                "loadgen_cores": (ru.ru_utime + ru.ru_stime - self.kids0) / wall,
+                "sink_cores": sink / wall,
+                "busy_cores": (busy - self.stat0[0]) / wall,
+                "softirq_cores": (soft - self.stat0[1]) / wall}
 
 
 def free_ports(n):
@@ -771,9 +807,11 @@ def run_forward(system, work, clients, nbytes, check=False):
         sink = Sink(work, check=check)
         to = system.start_forward(sink.port)
         cpu0 = tree_cpu(system.proc.pid)
+        budget = CpuBudget(system.proc.pid, sink)
         t0 = time.monotonic()
         system.send(to, clients, nbytes)
         wall = time.monotonic() - t0
+        spent = budget.end()
         system.settle()
         cpu = tree_cpu(system.proc.pid) - cpu0
         copied = system.copy_bytes() if hasattr(system, "copy_bytes") else None
@@ -790,7 +828,7 @@ def run_forward(system, work, clients, nbytes, check=False):
                                "once (one repeated, another lost)")
         gb = total / 1e9
         return {"gbps": gb / wall, "cpu_per_gb": cpu / gb, "wall": wall, "cpu": cpu,
-                "copy_fallback_bytes": copied}
+                "copy_fallback_bytes": copied, **spent}
     finally:
         stop_all(system, sink)
 
@@ -922,11 +960,13 @@ def run_rate(system, work, n):
         sink = Sink(work, epoll=True, reply=RATE_BYTES)
         to = system.start_forward(sink.port)
         cpu0 = tree_cpu(system.proc.pid)
+        budget = CpuBudget(system.proc.pid, sink)
         t0 = time.monotonic()
         r = subprocess.run([LOADGEN, "rate", "--to", to, "--clients", str(RATE_THREADS), "--conns",
                             str(n), "--bytes", str(RATE_BYTES), "--reply", str(RATE_BYTES)],
                            capture_output=True, text=True, timeout=600)
         wall = time.monotonic() - t0
+        spent = budget.end()
         system.settle()
         cpu = tree_cpu(system.proc.pid) - cpu0
         if r.returncode != 0:
@@ -937,7 +977,7 @@ def run_rate(system, work, n):
             raise RuntimeError(f"{system.name}: the sink got {sink.stats()['bytes']} bytes of "
                                f"{n * RATE_BYTES}")
         return {"conns_per_s": n / wall, "cpu_us_per_conn": cpu / n * 1e6, "wall": wall,
-                "cpu": cpu}
+                "cpu": cpu, **spent}
     finally:
         stop_all(system, sink)
 
@@ -1375,12 +1415,14 @@ def run_archive(system, base_dir, clients, nbytes, verify, line=LINE, octet=Fals
         to = system.start(archive)
         reported0 = host_reported_mib()
         cpu0 = tree_cpu(system.proc.pid)
+        budget = CpuBudget(system.proc.pid)
         t0 = time.monotonic()
         system.send(to, clients, nbytes, lines=line, octet=octet)
         total = clients * nbytes
         wait_for(lambda: system.done(archive, total), 300, f"{system.name} to archive",
                  interval=system.done_interval() if hasattr(system, "done_interval") else 0.005)
         wall = time.monotonic() - t0
+        spent = budget.end()
         system.settle()
         cpu = tree_cpu(system.proc.pid) - cpu0
         copied = system.copy_bytes() if hasattr(system, "copy_bytes") else None
@@ -1391,7 +1433,8 @@ def run_archive(system, base_dir, clients, nbytes, verify, line=LINE, octet=Fals
         gb = total / 1e9
         return {"gbps": gb / wall, "cpu_per_gb": cpu / gb, "wall": wall, "cpu": cpu,
                 "copy_fallback_bytes": copied,
-                "host_reported_mib": None if reported0 is None else reported1 - reported0}
+                "host_reported_mib": None if reported0 is None else reported1 - reported0,
+                **spent}
     finally:
         try:
             system.stop()
@@ -2000,7 +2043,34 @@ def versions(baseline=None):
     }
 
 
+BUDGET = (("sut_cores", "system under test"), ("loadgen_cores", "load generator"),
+          ("sink_cores", "sink"), ("busy_cores", "whole machine busy"),
+          ("softirq_cores", "of which softirq"))
+
+
+def budget_table(sc):
+    """Where the CPU went (cores, medians of the runs), for scenarios whose runs measured it."""
+    rows = []
+    for name, r in sc["results"].items():
+        runs = [x for x in r.get("all", []) if "busy_cores" in x]
+        if runs:
+            cells = " | ".join(f"{statistics.median(x[k] for x in runs):.2f}" for k, _ in BUDGET)
+            rows.append(f"| {name} | {cells} |")
+    if not rows:
+        return []
+    return (["", "Where the CPU went, in cores (CPU-seconds per second of the timed run, "
+             "medians):", "", "| system | " + " | ".join(label for _, label in BUDGET) + " |",
+             "|---" * (len(BUDGET) + 1) + "|"] + rows)
+
+
 def table(sc):
+    """The markdown table of one scenario's medians, and where the CPU went when measured."""
+    rows = main_table(sc)
+    return rows + budget_table(sc) if sc.get("kind", "throughput") in ("throughput", "rate") \
+        else rows
+
+
+def main_table(sc):
     """The markdown table of one scenario's medians."""
     kind = sc.get("kind", "throughput")
     if kind == "idle":
