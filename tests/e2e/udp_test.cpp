@@ -315,7 +315,7 @@ TEST_CASE("udp: IPv6, octet_counted: datagrams with newlines kept byte for byte,
   }
 }
 
-TEST_CASE("udp: a datagram longer than max_line is truncated and counted; the next is whole",
+TEST_CASE("udp: a datagram longer than max_line is truncated and counted - the next is whole",
           "[e2e][udp]") {
   TempDir dir;
   Daemon d(dir, udpConfig(dir, "udp:127.0.0.1:0", "", "", ", max_line: 100"));
@@ -357,7 +357,7 @@ TEST_CASE("udp: the allow list applies per datagram", "[e2e][udp]") {
   CHECK(concatFiles(closedSegments(dir / "archive")) == "allowed 0\n");
 }
 
-TEST_CASE("udp: per_peer chains close after idle_timeout; max_connections caps senders",
+TEST_CASE("udp: per_peer chains close after idle_timeout - max_connections caps senders",
           "[e2e][udp]") {
   TempDir dir;
   Daemon d(dir, udpConfig(dir, "udp:127.0.0.1:0", "",
@@ -500,7 +500,7 @@ TEST_CASE("udp: a reload adds a udp: route and a later one removes it, its recor
   REQUIRE(d.waitExit(Millis(10000)) == 0);
 }
 
-TEST_CASE("udp: a full file system pauses reading; every datagram is archived once there is room",
+TEST_CASE("udp: a full file system pauses reading - every datagram is archived once there is room",
           "[e2e][udp][enospc]") {
   TempDir dir;
   TmpfsMount mnt(dir / "fs", "size=4m,mode=0755");

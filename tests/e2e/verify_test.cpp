@@ -326,7 +326,7 @@ TEST_CASE("verify: usage, a directory that is not an archive, a missing manifest
   CHECK(noroute.err.find("has no route named 'web'") != std::string::npos);
 }
 
-TEST_CASE("on_publish: rclone copies each published segment; the manifest records it",
+TEST_CASE("on_publish: rclone copies each published segment - the manifest records it",
           "[e2e][verify][on_publish]") {
   if (!haveProgram("rclone")) {
     WARN("SKIPPED: rclone is not installed (tools/deps.sh test)");
@@ -434,7 +434,7 @@ TEST_CASE("on_publish: a failing, a hanging and a flaky command are logged, coun
   }
 }
 
-TEST_CASE("on_publish: the queue survives a restart; require_published keeps a segment",
+TEST_CASE("on_publish: the queue survives a restart - require_published keeps a segment",
           "[e2e][verify][on_publish]") {
   TempDir dir;
   // Fails while @DIR@/block exists, and logs each success in @DIR@/done.

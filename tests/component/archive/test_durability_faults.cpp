@@ -335,7 +335,7 @@ class LoopStallMeter {
 // directory) ran on the event loop: a slow disk stalled every connection of the process. The close
 // worker does it now; a clean stop still waits for it, so no NAME.open is left.
 TEST_CASE(
-    "a slow fdatasync at close (fsync: on_close) stalls no other session; a stop waits for it",
+    "a slow fdatasync at close (fsync: on_close) stalls no other session - a stop waits for it",
     "[archive][faults]") {
   const bool shared = GENERATE(false, true);
   INFO("layout " << (shared ? "shared" : "per_connection"));

@@ -147,7 +147,7 @@ TEST_CASE("shutdown writes what sockets already hold, closes segments, and stops
   CHECK(m.archive_segments == 2);
 }
 
-TEST_CASE("a client that resets while the disk is full is noticed; what it sent is still written",
+TEST_CASE("a client that resets while the disk is full is noticed - what it sent is still written",
           "[server]") {
   TempDir tmp;
   FaultySysCalls sys;

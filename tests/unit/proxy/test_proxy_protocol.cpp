@@ -254,7 +254,7 @@ TEST_CASE("round trip: encode then parse gives the same addresses", "[proxy_prot
   }
 }
 
-TEST_CASE("round trip: UNIX v2 keeps both paths; v1 degrades to UNKNOWN", "[proxy_protocol]") {
+TEST_CASE("round trip: UNIX v2 keeps both paths - v1 degrades to UNKNOWN", "[proxy_protocol]") {
   ProxyAddresses in = unixPair("/run/client.sock", "/run/spliced.sock");
   std::string h2 = encodeProxyV2(in);
   ProxyParse p = parseOk(h2);
