@@ -234,8 +234,8 @@ void ArchiveLifecycle::appendRecord(ArchiveTarget* t, const ManifestRecord& rec)
 
 bool ArchiveLifecycle::recordClosed(ArchiveTarget* t, int dir_fd, const UnpublishedSegment& seg,
                                     const std::string& origin) {
-  const bool lines =
-      t->config()->framing == Framing::Lines && t->config()->layout == Layout::Shared;
+  // Line-framed chains (either layout) record their line count.
+  const bool lines = t->config()->framing == Framing::Lines;
   FileDigest d = hashFile(dir_fd, seg.rel, t->config()->manifest.hash, UINT64_MAX, lines);
   if (d.err != 0) {
     if (d.err != ENOENT) {

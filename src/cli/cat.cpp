@@ -54,8 +54,9 @@ constexpr const char* kUsage =
     "\n"
     "Exit status: 0 all good; 1 problems found (a segment that could not be read or decoded:\n"
     "named on stderr with the offset, what could be read was written, the other segments\n"
-    "follow); 2 usage (a bad option or time, an invalid config, no such route, DIR missing or\n"
-    "not an archive). A closed output (EPIPE, as with head) ends it quietly with 0.\n";
+    "follow; or writing the output failed, e.g. a full disk); 2 usage (a bad option or time,\n"
+    "an invalid config, no such route, DIR missing or not an archive). A closed output (EPIPE,\n"
+    "as with head) ends it quietly with 0.\n";
 
 int usageError(const std::string& message) {
   if (!message.empty()) std::fprintf(stderr, "spliced cat: %s\n", message.c_str());

@@ -184,6 +184,59 @@ TEST_CASE("verify: a clean archive passes, by directory and by config and route"
   CHECK(c.out.find("all good") != std::string::npos);
 }
 
+TEST_CASE("verify: a line-framed chain's closed lines record its line count, times and connection",
+          "[e2e][verify]") {
+  const bool shared = GENERATE(false, true);
+  TempDir dir;
+  const std::string layout = shared ? "shared" : "per_connection";
+  std::string cfg = config(dir, "      framing: lines\n      rotate: { max_bytes: 16KiB }\n");
+  cfg.replace(cfg.find("per_connection"), std::string("per_connection").size(), layout);
+  if (shared) cfg.replace(cfg.find(kName), std::string(kName).size(), "{route}-{seq}.log");
+  Daemon daemon(dir, cfg);
+  const uint16_t port = daemon.port("app");
+  constexpr size_t kLinesPerConn = 1000;  // 40-byte lines: 40,000 bytes, three segments or more
+  for (size_t c = 0; c < 2; ++c) {
+    std::string payload;
+    for (size_t i = 0; i < kLinesPerConn; ++i) {
+      std::string line = std::to_string(c);
+      line += " line ";
+      line += std::to_string(100000 + i);
+      line.resize(39, '.');
+      payload += line;
+      payload += '\n';
+    }
+    sendStream(port, payload);
+  }
+  daemon.signal(SIGTERM);
+  REQUIRE(daemon.waitExit(10s) == 0);
+
+  const fs::path archive = dir / "archive";
+  uint64_t counted = 0;
+  size_t closed = 0;
+  for (const auto& l : manifestLines(archive)) {
+    if (l.find("\"event\":\"closed\"") == std::string::npos) continue;
+    ++closed;
+    INFO(l);
+    CHECK(l.find("\"opened\":") != std::string::npos);
+    CHECK(l.find("\"closed\":") != std::string::npos);
+    CHECK((l.find("\"conn\":") != std::string::npos) == !shared);
+    const auto at = l.find("\"lines\":");
+    REQUIRE(at != std::string::npos);
+    counted += std::stoull(l.substr(at + 8));
+    // Each segment's count is the newlines it holds.
+    const auto name_at = l.find("\"name\":\"") + 8;
+    const std::string name = l.substr(name_at, l.find('"', name_at) - name_at);
+    const std::string text = readFile(archive / name);
+    CHECK(std::stoull(l.substr(at + 8)) ==
+          static_cast<uint64_t>(std::count(text.begin(), text.end(), '\n')));
+  }
+  CHECK(closed >= 3);
+  CHECK(counted == 2 * kLinesPerConn);
+  CommandResult r = verify(dir, archive);
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+}
+
 TEST_CASE("verify: each kind of damage is reported on its own line naming the file",
           "[e2e][verify]") {
   TempDir dir;
@@ -490,6 +543,8 @@ TEST_CASE("on_publish: the queue survives a restart - require_published keeps a 
   CHECK(closedSegments(dir / "archive").size() == 1);
   daemon.signal(SIGTERM);
   REQUIRE(daemon.waitExit(10s) == 0);
+  // Retention explains what it removed: a `deleted` line for each of the three.
+  CHECK(countLines(manifestLines(dir / "archive"), "\"event\":\"deleted\"") == 3);
   CommandResult r = verify(dir, dir / "archive");
   INFO(r.out << r.err << readFile(dir / "archive/.spliced/manifest.jsonl"));
   CHECK(r.exit_code == 0);
