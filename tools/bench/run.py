@@ -420,8 +420,9 @@ class SplicedUdp(UdpSystem):
     name = "spliced"
     log_file = "spliced.log"
 
-    def __init__(self, workdir, workers=1, name="spliced", binary=None):
+    def __init__(self, workdir, workers=1, name="spliced", binary=None, rcvbuf="4MiB"):
         self.workdir, self.workers, self.name, self.binary = workdir, workers, name, binary
+        self.rcvbuf = rcvbuf
 
     def start(self, archive):
         cfg = os.path.join(self.workdir, "spliced.yaml")
@@ -434,7 +435,7 @@ workers: {self.workers}
 routes:
   - name: bench
     listen: udp:127.0.0.1:{self.port}
-    udp_rcvbuf: 4MiB
+    udp_rcvbuf: {self.rcvbuf}
     archive:
       dir: {archive}
       name: "{{route}}-{{seq}}.log"
@@ -457,8 +458,8 @@ class RSyslogUdp(UdpSystem):
     name = "rsyslog"
     log_file = "rsyslog.err"
 
-    def __init__(self, workdir):
-        self.workdir = workdir
+    def __init__(self, workdir, rcvbuf="4m"):
+        self.workdir, self.rcvbuf = workdir, rcvbuf
 
     def start(self, archive):
         self.port = free_port()
@@ -473,7 +474,7 @@ template(name="raw" type="string" string="%rawmsg%\\n")
 ruleset(name="bench") {{
   action(type="omfile" file="{self.out}" template="raw" ioBufferSize="256k")
 }}
-input(type="imudp" port="{self.port}" address="127.0.0.1" ruleset="bench" rcvbufSize="4m")
+input(type="imudp" port="{self.port}" address="127.0.0.1" ruleset="bench" rcvbufSize="{self.rcvbuf}")
 """)
         self.errors = open(os.path.join(self.workdir, self.log_file), "w")
         return self.launch([tool("rsyslogd"), "-n", "-f", cfg, "-i", os.path.join(self.workdir,
@@ -534,6 +535,95 @@ def run_udp(system, base_dir, messages, size):
         except Exception:
             pass
         shutil.rmtree(archive, ignore_errors=True)
+
+
+UDP_DRAIN_MESSAGES = 300_000
+
+
+def run_udp_drain(system, base_dir, messages, size):
+    """The receiver as the limit: with the receiver stopped (SIGSTOP, every thread), one sender
+    queues `messages` datagrams in its 1 GiB receive buffer; then SIGCONT, and the time until the
+    archive holds them all is the receiver's own rate, whatever the sender could do. Checked as
+    run_udp checks (each line one whole datagram, none twice)."""
+    archive = tempfile.mkdtemp(prefix="archive-", dir=base_dir)
+    stopped = []
+    try:
+        to = system.start(archive)
+        time.sleep(0.2)  # set up and waiting in its loop
+        stopped = tree_pids(system.proc.pid)
+        for p in stopped:
+            os.kill(p, signal.SIGSTOP)
+        r = subprocess.run([LOADGEN, "udp", "--to", to, "--messages", str(messages), "--lines",
+                            str(size)], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"loadgen udp failed: {r.stderr.strip()} {r.stdout.strip()}")
+        cpu0 = tree_cpu(system.proc.pid)
+        t0 = time.monotonic()
+        for p in stopped:
+            os.kill(p, signal.SIGCONT)
+        stopped = []
+        expected = messages * (size + 1)
+        last, last_change = -1, time.monotonic()
+        while True:
+            now = sum(os.path.getsize(f) for f in files_under(archive))
+            if now != last:
+                last, last_change = now, time.monotonic()
+            if now >= expected or time.monotonic() - last_change > 1.0:
+                break
+            time.sleep(0.002)
+        wall = last_change - t0
+        cpu = tree_cpu(system.proc.pid) - cpu0
+        system.stop()
+        seen = set()
+        for f in sorted(files_under(archive)):
+            with open(f, "rb") as fh:
+                for line in fh:
+                    m = re.fullmatch(rb"<14>([0-9a-f]{8}) ([0-9]{10}) x+\n", line)
+                    if m is None or len(line) != size + 1:
+                        raise RuntimeError(f"{system.name}: a line that is not a whole datagram: "
+                                           f"{line[:80]!r}")
+                    if m.group(2) in seen:
+                        raise RuntimeError(f"{system.name}: datagram {m.group(2)} twice")
+                    seen.add(m.group(2))
+        got = len(seen)
+        return {"msgs_per_s": got / wall, "cpu_us_per_msg": cpu / max(got, 1) * 1e6,
+                "loss": 1 - got / messages, "received": got, "wall": wall, "cpu": cpu}
+    finally:
+        for p in stopped:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        try:
+            system.stop()
+        except Exception:
+            pass
+        shutil.rmtree(archive, ignore_errors=True)
+
+
+def scenario_udp_drain(args):
+    work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
+    messages = 20_000 if args.quick else UDP_DRAIN_MESSAGES
+    systems = lineup(args, [own("spliced", lambda **kw: SplicedUdp(work, rcvbuf="1GiB", **kw)),
+                            own("spliced workers 2",
+                                lambda **kw: SplicedUdp(work, workers=2, rcvbuf="1GiB", **kw)),
+                            ("rsyslog", lambda: RSyslogUdp(work, rcvbuf="1g"))])
+    try:
+        results = run_rounds(args, systems,
+                             lambda _, s: run_udp_drain(s, work, messages, UDP_SIZE),
+                             lambda r: f"{r['msgs_per_s']:.0f} msgs/s "
+                                       f"{r['cpu_us_per_msg']:.2f} CPU-us/msg "
+                                       f"loss {r['loss'] * 100:.2f}%")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"scenario": f"syslog over UDP, the receiver as the limit: {messages} queued "
+                        f"datagrams of {UDP_SIZE} B drained",
+            "kind": "udp",
+            "results": {name: {"msgs_per_s": statistics.median(r["msgs_per_s"] for r in rs),
+                               "cpu_us_per_msg": statistics.median(r["cpu_us_per_msg"]
+                                                                   for r in rs),
+                               "loss": statistics.median(r["loss"] for r in rs),
+                               "runs": len(rs), "all": rs} for name, rs in results.items()}}
 
 
 def scenario_udp(args):
@@ -2380,7 +2470,8 @@ def main():
     ap.add_argument("--scenario", action="append",
                     choices=["archive-tmpfs", "archive-disk", "archive-1000x1", "forward-4x500",
                              "forward-100x20", "idle", "rate", "syscalls", "latency",
-                             "study", "cat", "udp", "ship-4x500", "octet-4x500", "reload"])
+                             "study", "cat", "udp", "udp-drain", "ship-4x500", "octet-4x500",
+                             "reload"])
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--markdown", help="write the tables here (and a PNG chart beside it)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -2434,8 +2525,8 @@ def main():
     out = []
     for sc in args.scenario or ["archive-tmpfs", "archive-disk", "archive-1000x1",
                                 "forward-4x500", "forward-100x20", "idle", "rate", "syscalls",
-                                "latency", "study", "udp", "ship-4x500", "octet-4x500",
-                                "reload"]:
+                                "latency", "study", "udp", "udp-drain", "ship-4x500",
+                                "octet-4x500", "reload"]:
         print(f"scenario {sc}", file=sys.stderr)
         if sc == "archive-1000x1":
             out.append(scenario_archive(args, "tmpfs", 1000, 1_000_000))
@@ -2449,6 +2540,8 @@ def main():
             out += scenario_cat(args)
         elif sc == "udp":
             out.append(scenario_udp(args))
+        elif sc == "udp-drain":
+            out.append(scenario_udp_drain(args))
         elif sc == "ship-4x500":
             out.append(scenario_ship(args))
         elif sc == "reload":
