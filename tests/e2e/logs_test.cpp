@@ -519,6 +519,45 @@ TEST_CASE("logs: a port in use is error=environment, as JSON and as text", "[e2e
   }
 }
 
+TEST_CASE(
+    "logs: a listening socket in a missing directory is refused at start, naming it, as JSON and "
+    "as text",
+    "[e2e][logs]") {
+  // The config check finds it before anything starts: error=config (what the operator wrote),
+  // never error=internal, and nothing is created.
+  TempDir dir;
+  const std::string missing = (dir / "missing").string();
+  for (const std::string format : {"json", "text"}) {
+    INFO("format " << format);
+    const fs::path cfg = dir / ("missing-" + format + ".yaml");
+    writeFile(cfg, jsonConfig(dir, "unix:" + missing + "/app.sock", format));
+    CommandResult r = runSpliced(dir, {"-c", cfg.string()}, 10s);
+    INFO("stderr:\n" << r.err);
+    CHECK(r.exit_code == 1);
+    const std::string why =
+        cfg.string() + ":5:13: routes[0].listen: directory " + missing + " does not exist";
+    const std::string last_msg =
+        "cannot start: " + cfg.string() + ": configuration is invalid (1 error(s))";
+    if (format == "text") {
+      CHECK(r.err.find(" error error=config " + why + "\n") != std::string::npos);
+      CHECK(r.err.find(" error error=config " + last_msg + "\n") != std::string::npos);
+      CHECK(r.err.find("error=internal") == std::string::npos);
+      continue;
+    }
+    const std::vector<JsonObject> lines = parseJsonLines(r.err);
+    checkCommonMembers(lines);
+    REQUIRE(lines.size() == 2);
+    for (const JsonObject& o : lines) {
+      INFO(show(o));
+      CHECK(str(o, "level") == "error");
+      CHECK(str(o, "error") == "config");
+    }
+    CHECK(str(lines[0], "msg") == why);
+    CHECK(str(lines[1], "msg") == last_msg);
+  }
+  CHECK_FALSE(fs::exists(missing));
+}
+
 TEST_CASE("logs: a refused config is error=config, as JSON and as text", "[e2e][logs]") {
   TempDir dir;
   // The archive dir's parent is a regular file: it can never be created; or the dir itself is a
