@@ -1062,12 +1062,24 @@ def run_rate(system, work, n):
         if r.returncode != 0:
             raise RuntimeError(f"{system.name}: short connections failed: {r.stdout.strip()} "
                                f"{r.stderr.strip()}")
-        wait_for(lambda: sink.stats()["connections"] == n, 30, f"{system.name}: the sink's totals")
+        # Every client had its answer (the load generator checks it), so the sink saw each one;
+        # it may see more: a proxy whose connect timed out on a busy machine tries again, and the
+        # first attempt may still reach the sink's queue. Those are counted, not an error.
+        try:
+            wait_for(lambda: sink.stats()["connections"] >= n and sink.stats()["open"] == 0, 30,
+                     f"{system.name}: the sink's totals")
+        except RuntimeError:
+            raise RuntimeError(f"{system.name}: the sink's totals after 30 s: {sink.stats()} "
+                               f"for {n} connections") from None
         if sink.stats()["bytes"] != n * RATE_BYTES:
             raise RuntimeError(f"{system.name}: the sink got {sink.stats()['bytes']} bytes of "
                                f"{n * RATE_BYTES}")
+        extra = sink.stats()["connections"] - n
+        if extra:
+            print(f"  {system.name}: {extra} upstream connection(s) more than clients (connects "
+                  "tried again)", file=sys.stderr)
         return {"conns_per_s": n / wall, "cpu_us_per_conn": cpu / n * 1e6, "wall": wall,
-                "cpu": cpu, **spent}
+                "cpu": cpu, "extra_upstream_connections": extra, **spent}
     finally:
         stop_all(system, sink)
 
