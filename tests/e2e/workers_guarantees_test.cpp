@@ -115,6 +115,21 @@ std::string rawChunk(size_t client, size_t seq) {
   return out;
 }
 
+// Each client's per_connection chain below `archive` (found by its port) holds exactly
+// `expected[i]`, its segments numbered without a gap, and there is no other chain.
+void checkChains(const fs::path& archive, const std::vector<Conn>& conns,
+                 const std::vector<std::string>& expected) {
+  const auto chains = chainsByConn(archive);
+  CHECK(chains.size() == conns.size());
+  for (size_t i = 0; i < conns.size(); ++i) {
+    INFO("client " << i);
+    const Chain* chain = findByPort(chains, conns[i].localPort());
+    REQUIRE(chain != nullptr);
+    CHECK(chain->seqsContiguous());
+    CHECK(firstDifference(concatFiles(chain->files()), expected[i]) == "");
+  }
+}
+
 }  // namespace
 
 TEST_CASE("workers: 2 - a shared raw chain interleaves the clients of both workers in whole chunks",
@@ -389,14 +404,9 @@ TEST_CASE("workers: 2 - SIGTERM drains the clients of both workers, every byte a
   for (auto& c : conns) CHECK(c.waitClosed(10s) == 0);
   REQUIRE(daemon.waitExit(10s) == 0);
 
-  const auto chains = chainsByConn(dir / "archive");
-  CHECK(chains.size() == conns.size());
-  for (size_t i = 0; i < conns.size(); ++i) {
-    INFO("client " << i);
-    const Chain* chain = findByPort(chains, conns[i].localPort());
-    REQUIRE(chain != nullptr);
-    CHECK(firstDifference(concatFiles(chain->files()), before[i] + after[i]) == "");
-  }
+  std::vector<std::string> whole;
+  for (size_t i = 0; i < conns.size(); ++i) whole.push_back(before[i] + after[i]);
+  checkChains(dir / "archive", conns, whole);
   CHECK(openSegments(dir / "archive").empty());
 }
 
@@ -421,14 +431,7 @@ TEST_CASE("workers: 2 - idle_timeout closes idle clients on both workers, each b
   CHECK(value(m, workerKey("spliced_worker_connections_active", 1)) == 0);
   daemon.signal(SIGTERM);
   REQUIRE(daemon.waitExit(10s) == 0);
-  const auto chains = chainsByConn(dir / "archive");
-  CHECK(chains.size() == conns.size());
-  for (size_t i = 0; i < conns.size(); ++i) {
-    INFO("client " << i);
-    const Chain* chain = findByPort(chains, conns[i].localPort());
-    REQUIRE(chain != nullptr);
-    CHECK(firstDifference(concatFiles(chain->files()), payloads[i]) == "");
-  }
+  checkChains(dir / "archive", conns, payloads);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -519,15 +522,8 @@ TEST_CASE(
   daemon.signal(SIGTERM);
   REQUIRE(daemon.waitExit(10s) == 0);
   CHECK(openSegments(archive).empty());
-  const auto chains = chainsByConn(archive);
-  CHECK(chains.size() == clients);
-  for (size_t i = 0; i < clients; ++i) {
-    INFO("client " << i);
-    const Chain* chain = findByPort(chains, conns[i].localPort());
-    REQUIRE(chain != nullptr);
-    CHECK(chain->seqsContiguous());
-    CHECK(firstDifference(concatFiles(chain->files()), payloads[i]) == "");
-  }
+  REQUIRE(conns.size() == clients);
+  checkChains(archive, conns, payloads);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -488,6 +488,36 @@ UDP_MESSAGES = 1_000_000
 UDP_SIZE = 200
 
 
+def wait_archive_settled(archive, expected, interval):
+    """Waits until the archive holds `expected` bytes or has not grown for 1 s; returns when it
+    last grew (time.monotonic())."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        now = sum(os.path.getsize(f) for f in files_under(archive))
+        if now != last:
+            last, last_change = now, time.monotonic()
+        if now >= expected or time.monotonic() - last_change > 1.0:
+            return last_change
+        time.sleep(interval)
+
+
+def count_datagram_lines(system, archive, size):
+    """The datagrams archived: every line must be one whole datagram of `size` bytes (and its
+    newline), none twice."""
+    seen = set()
+    for f in sorted(files_under(archive)):
+        with open(f, "rb") as fh:
+            for line in fh:
+                m = re.fullmatch(rb"<14>([0-9a-f]{8}) ([0-9]{10}) x+\n", line)
+                if m is None or len(line) != size + 1:
+                    raise RuntimeError(f"{system.name}: a line that is not a whole datagram: "
+                                       f"{line[:80]!r}")
+                if m.group(2) in seen:
+                    raise RuntimeError(f"{system.name}: datagram {m.group(2)} twice")
+                seen.add(m.group(2))
+    return len(seen)
+
+
 def run_udp(system, base_dir, messages, size):
     """Sends `messages` datagrams of `size` bytes as fast as one sender goes, then waits until
     the archive stops growing (1 s without a new byte). Every archived line must be one whole
@@ -501,31 +531,11 @@ def run_udp(system, base_dir, messages, size):
                             str(size)], capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             raise RuntimeError(f"loadgen udp failed: {r.stderr.strip()} {r.stdout.strip()}")
-        expected = messages * (size + 1)
-        last, last_change = -1, time.monotonic()
-        while True:
-            now = sum(os.path.getsize(f) for f in files_under(archive))
-            if now != last:
-                last, last_change = now, time.monotonic()
-            if now >= expected or time.monotonic() - last_change > 1.0:
-                break
-            time.sleep(0.005)
-        wall = last_change - t0
+        wall = wait_archive_settled(archive, messages * (size + 1), 0.005) - t0
         cpu = tree_cpu(system.proc.pid) - cpu0
         drops = system.kernel_drops()
         system.stop()
-        seen = set()
-        for f in sorted(files_under(archive)):
-            with open(f, "rb") as fh:
-                for line in fh:
-                    m = re.fullmatch(rb"<14>([0-9a-f]{8}) ([0-9]{10}) x+\n", line)
-                    if m is None or len(line) != size + 1:
-                        raise RuntimeError(f"{system.name}: a line that is not a whole datagram: "
-                                           f"{line[:80]!r}")
-                    if m.group(2) in seen:
-                        raise RuntimeError(f"{system.name}: datagram {m.group(2)} twice")
-                    seen.add(m.group(2))
-        got = len(seen)
+        got = count_datagram_lines(system, archive, size)
         return {"msgs_per_s": got / wall, "cpu_us_per_msg": cpu / max(got, 1) * 1e6,
                 "loss": 1 - got / messages, "received": got, "wall": wall, "cpu": cpu,
                 "send_seconds": json.loads(r.stdout)["seconds"], "kernel_drops": drops}
@@ -562,30 +572,10 @@ def run_udp_drain(system, base_dir, messages, size):
         for p in stopped:
             os.kill(p, signal.SIGCONT)
         stopped = []
-        expected = messages * (size + 1)
-        last, last_change = -1, time.monotonic()
-        while True:
-            now = sum(os.path.getsize(f) for f in files_under(archive))
-            if now != last:
-                last, last_change = now, time.monotonic()
-            if now >= expected or time.monotonic() - last_change > 1.0:
-                break
-            time.sleep(0.002)
-        wall = last_change - t0
+        wall = wait_archive_settled(archive, messages * (size + 1), 0.002) - t0
         cpu = tree_cpu(system.proc.pid) - cpu0
         system.stop()
-        seen = set()
-        for f in sorted(files_under(archive)):
-            with open(f, "rb") as fh:
-                for line in fh:
-                    m = re.fullmatch(rb"<14>([0-9a-f]{8}) ([0-9]{10}) x+\n", line)
-                    if m is None or len(line) != size + 1:
-                        raise RuntimeError(f"{system.name}: a line that is not a whole datagram: "
-                                           f"{line[:80]!r}")
-                    if m.group(2) in seen:
-                        raise RuntimeError(f"{system.name}: datagram {m.group(2)} twice")
-                    seen.add(m.group(2))
-        got = len(seen)
+        got = count_datagram_lines(system, archive, size)
         return {"msgs_per_s": got / wall, "cpu_us_per_msg": cpu / max(got, 1) * 1e6,
                 "loss": 1 - got / messages, "received": got, "wall": wall, "cpu": cpu}
     finally:
