@@ -192,12 +192,14 @@ PullResult RecordFramer::startSplice(SourceTap& tap, size_t prefix, size_t need,
 
 PullResult RecordFramer::fillPipe(SourceTap& tap, size_t budget) {
   size_t moved = 0;
+  bool retried = false;  // an EAGAIN while bytes wait is tried once more (see below)
   while (sp_got_ < sp_need_) {
     if (moved >= budget) return {PullStatus::Moved, moved, SIZE_MAX, 0};
     const size_t want = std::min(sp_need_ - sp_got_, budget - moved);
     ssize_t n = tap.sys.splice(tap.fd, nullptr, pipe_->wr.get(), nullptr, want,
                                SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
+      retried = false;
       sp_got_ += static_cast<size_t>(n);
       pipe_->bytes += static_cast<size_t>(n);
       moved += static_cast<size_t>(n);
@@ -224,6 +226,12 @@ PullResult RecordFramer::fillPipe(SourceTap& tap, size_t budget) {
         p = tap.sys.recv(tap.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
       } while (p < 0 && errno == EINTR);
       if (p < 0 && errno == EAGAIN) return {PullStatus::Drained, moved, SIZE_MAX, 0};
+      // Bytes that came between the splice and the peek look like a full pipe: only a second
+      // EAGAIN in a row, with bytes still waiting, says the pipe takes no more.
+      if (p > 0 && !retried) {
+        retried = true;
+        continue;
+      }
       const int peek_err = p < 0 ? errno : 0;
       splice_limit_ = std::min(splice_limit_, pipe_->bytes);
       unpipe();

@@ -61,9 +61,12 @@ std::optional<Pipe> PipePool::acquire() {
   p.rd.reset(fds[0]);
   p.wr.reset(fds[1]);
   // Ask for the configured size; an unprivileged user over pipe-user-pages-soft or above
-  // pipe-max-size gets EPERM: halve until the kernel agrees, and remember what worked.
+  // pipe-max-size gets EPERM: halve until the kernel agrees, and remember what worked. The
+  // limit counts every pipe of the user, other processes' too, so the pressure can pass: every
+  // kRetryEvery-th pipe asks for the full size again.
+  if (try_size_ < requested_size_ && ++made_ % kRetryEvery == 0) try_size_ = requested_size_;
   while (try_size_ > 4096) {
-    if (::fcntl(p.wr.get(), F_SETPIPE_SZ, static_cast<int>(try_size_)) >= 0) break;
+    if (sys_.setPipeSize(p.wr.get(), static_cast<int>(try_size_)) >= 0) break;
     if (errno != EPERM && errno != EBUSY && errno != EINVAL) break;
     try_size_ /= 2;
   }
@@ -72,6 +75,8 @@ std::optional<Pipe> PipePool::acquire() {
   if (granted_size_ != p.capacity) {
     if (p.capacity < requested_size_) {
       spdlog::warn("pipes.size {} requested, kernel granted {}", requested_size_, p.capacity);
+    } else if (granted_size_ != 0) {
+      spdlog::info("pipes.size {} granted again", requested_size_);
     }
     granted_size_ = p.capacity;
   }
@@ -86,7 +91,9 @@ void PipePool::release(Pipe&& pipe) {
   --in_use_;
   // A listener waiting for descriptors gets this pipe's instead of the pool.
   const bool wanted = budget_ != nullptr && budget_->hasWaiters();
-  if (pipe.bytes == 0 && free_.size() + in_use_ < max_pipes_ && !wanted) {
+  // A small pipe from a time of pressure is not kept once full-size ones are granted again.
+  const bool small = pipe.capacity < granted_size_;
+  if (pipe.bytes == 0 && free_.size() + in_use_ < max_pipes_ && !wanted && !small) {
     free_.push_back(std::move(pipe));
     ++pooled_;
     return;

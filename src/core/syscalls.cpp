@@ -35,6 +35,7 @@ int SysCalls::recvmmsg(int fd, mmsghdr* msgs, unsigned int n, int flags) {
 }
 int SysCalls::shutdown(int fd, int how) { return ::shutdown(fd, how); }
 int SysCalls::pipe2(int fds[2], int flags) { return ::pipe2(fds, flags); }
+int SysCalls::setPipeSize(int fd, int size) { return ::fcntl(fd, F_SETPIPE_SZ, size); }
 int SysCalls::accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
   return ::accept4(fd, addr, len, flags);
 }

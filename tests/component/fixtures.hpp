@@ -94,6 +94,16 @@ class FaultySysCalls : public SysCalls {
     }
     return SysCalls::pipe2(fds, flags);
   }
+  // F_SETPIPE_SZ: refused (EPERM, as over pipe-user-pages-soft) above `pipe_size_max` when set.
+  std::atomic<int> pipe_size_max{0};
+  int setPipeSize(int fd, int size) override {
+    const int max = pipe_size_max.load();
+    if (max > 0 && size > max) {
+      errno = EPERM;
+      return -1;
+    }
+    return SysCalls::setPipeSize(fd, size);
+  }
   ssize_t read(int fd, void* buf, size_t len) override {
     count(Call::Read);
     if (hook && hook(Call::Read, len) < 0) return -1;

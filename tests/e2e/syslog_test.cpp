@@ -360,7 +360,11 @@ void largeRecords(const std::string& layout, const std::string& output, size_t p
   const double spliced = m.at("spliced_framing_spliced_bytes_total" + route);
   const double copied = m.at("spliced_framing_copied_bytes_total" + route);
   CHECK(copied + spliced == in);
-  CHECK(spliced > in / 2);  // most bytes are in large records
+  // Most bytes are in large records, and they are spliced: unless the kernel granted smaller
+  // pipes than asked (pipe-user-pages-soft counts every pipe of the user, other tests' too), which
+  // spliced says, and then records larger than the pipe are copied.
+  CHECK(spliced > 0);
+  if (d.log().find("kernel granted") == std::string::npos) CHECK(spliced > in / 2);
   CHECK(m.at("spliced_copy_fallback_bytes_total" + route) == copied);
   if (!shared) {
     const auto chains = chainsByConn(dir / "archive");

@@ -20,7 +20,8 @@
 // chain's record discipline (writeRecordFromPipe: one segment, never interleaved). as_received
 // splices the header with the body; lines reads the header (copied) and splices the body. A
 // record whose header came in a copied read has the rest of its body spliced the same way. The
-// end of the stream, an error, or a pipe that takes no more in the middle of a body puts the
+// end of the stream, an error, or a pipe that takes no more in the middle of a body (EAGAIN twice
+// in a row while the socket has bytes: once may be bytes that came just after the splice) puts the
 // bytes in the pipe back into user space: the record then ends as on the copy path (a frame cut
 // short is kept as above). Bytes are counted by path (framing_copied_bytes,
 // framing_spliced_bytes).

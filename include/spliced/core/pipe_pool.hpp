@@ -23,6 +23,10 @@ struct PipesConfig {
 
 class PipePool {
  public:
+  // While the kernel grants less than asked, every this-many new pipes ask for the full size
+  // again, so that pipes grow back once the pressure (other processes' pipes) is gone.
+  static constexpr uint64_t kRetryEvery = 16;
+
   // `max_pipes` caps pipes in existence (lent + pooled); 0 means splice is never used.
   PipePool(SysCalls& sys, size_t pipe_size, size_t max_pipes);
   ~PipePool();
@@ -38,7 +42,8 @@ class PipePool {
 
   // A pipe, or nothing when the cap is reached or the kernel refuses one (the caller then copies).
   std::optional<Pipe> acquire();
-  // Takes a pipe back: an empty one is pooled, one that holds bytes is closed.
+  // Takes a pipe back: an empty one is pooled, one that holds bytes is closed, and so is one
+  // smaller than asked for once the kernel grants the full size again.
   void release(Pipe&& pipe);
 
   // Readable from any thread (the admin endpoint sums workers' pools).
@@ -49,7 +54,8 @@ class PipePool {
  private:
   SysCalls& sys_;
   size_t requested_size_;
-  size_t try_size_;  // drops when the kernel refuses larger pipes (pipe-user-pages-soft)
+  size_t try_size_;    // drops when the kernel refuses larger pipes (pipe-user-pages-soft)
+  uint64_t made_ = 0;  // pipes created: every kRetryEvery-th asks for the full size again
   size_t granted_size_ = 0;
   size_t max_pipes_;
   Counter in_use_;

@@ -40,6 +40,8 @@ class SysCalls {
   virtual int tcpBytesAcked(int fd, uint64_t* bytes);
   // Descriptors.
   virtual int pipe2(int fds[2], int flags);
+  // fcntl(F_SETPIPE_SZ): the size granted, or -1 with errno (EPERM over pipe-user-pages-soft).
+  virtual int setPipeSize(int fd, int size);
   virtual int accept4(int fd, sockaddr* addr, socklen_t* len, int flags);
   // Archive files and their durability.
   virtual int openat(int dirfd, const char* path, int flags, mode_t mode);

@@ -108,3 +108,47 @@ TEST_CASE("PipePool with a budget: a refused pipe2 gives its descriptors back",
   CHECK_FALSE(pool.acquire());
   CHECK(b.available() == 10);
 }
+
+TEST_CASE("PipePool: pipes smaller than asked while the kernel refuses grow back once it grants",
+          "[pipes]") {
+  FaultySysCalls sys;
+  constexpr size_t kAsked = 128 * 1024;
+  PipePool pool(sys, kAsked, 64);
+  sys.pipe_size_max = 32 * 1024;  // as over pipe-user-pages-soft: larger sizes get EPERM
+  std::vector<Pipe> held;
+  for (int i = 0; i < 3; ++i) {
+    std::optional<Pipe> p = pool.acquire();
+    REQUIRE(p);
+    CHECK(p->capacity == 32 * 1024);
+    held.push_back(std::move(*p));
+  }
+  CHECK(pool.grantedSize() == 32 * 1024);
+  sys.pipe_size_max = 0;  // the pressure is gone
+  size_t created = 0;
+  while (pool.grantedSize() != kAsked && created < PipePool::kRetryEvery) {
+    std::optional<Pipe> p = pool.acquire();
+    REQUIRE(p);
+    held.push_back(std::move(*p));
+    ++created;
+  }
+  CHECK(pool.grantedSize() == kAsked);  // asked again within kRetryEvery new pipes
+  CHECK(held.back().capacity == kAsked);
+  // From then on the full size; the small pipes are closed when they come back, not pooled.
+  std::optional<Pipe> next = pool.acquire();
+  REQUIRE(next);
+  CHECK(next->capacity == kAsked);
+  held.push_back(std::move(*next));
+  size_t full = 0;
+  for (Pipe& p : held) {
+    if (p.capacity == kAsked) ++full;
+    pool.release(std::move(p));
+  }
+  CHECK(pool.pooled() == full);
+  CHECK(pool.inUse() == 0);
+  for (size_t i = 0; i < full; ++i) {
+    std::optional<Pipe> p = pool.acquire();
+    REQUIRE(p);
+    CHECK(p->capacity == kAsked);
+    pool.release(std::move(*p));
+  }
+}
