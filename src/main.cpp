@@ -5,12 +5,18 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "spliced/cli/cat.hpp"
 #include "spliced/cli/verify.hpp"
 #include "spliced/config/config.hpp"
+#include "spliced/core/handoff.hpp"
 #include "spliced/core/log.hpp"
 #include "spliced/server/server.hpp"
 #include "spliced/version.hpp"
@@ -38,7 +44,8 @@ void usage(FILE* out) {
       "Signals:\n"
       "  SIGHUP              reload the configuration (an invalid one is refused, the old stays)\n"
       "  SIGUSR1             rotate: close every open archive segment now\n"
-      "  SIGUSR2             binary upgrade: not in this version (logged and ignored)\n"
+      "  SIGUSR2             binary upgrade: start this binary again and hand it every listener\n"
+      "                      and connection (proxy routes; see spliced(8))\n"
       "  SIGTERM, SIGINT     stop accepting, drain open streams (drain_timeout), exit\n"
       "Exit status: 0 success, 1 invalid configuration or runtime failure, 2 usage error.\n",
       spliced::kVersion);
@@ -57,6 +64,15 @@ std::string optionName(char** argv, int opt) {
   std::string name = arg;
   if (size_t eq = name.find('='); eq != std::string::npos) name.resize(eq);
   return name;
+}
+
+// The path of this binary, for a binary upgrade to start again: read now, as a package upgrade
+// replaces the file (and /proc/self/exe then names the old one, deleted).
+std::string selfExe() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return {};
+  return std::string(buf, static_cast<size_t>(n));
 }
 
 }  // namespace
@@ -108,24 +124,58 @@ int main(int argc, char** argv) {
     std::printf("%s: configuration is valid\n", config_path.c_str());
     return 0;
   }
+  // Started by a running spliced for a binary upgrade (SIGUSR2): the channel to it.
+  spliced::UniqueFd upgrade_channel;
+  if (const char* fd = std::getenv(spliced::kUpgradeFdEnv); fd != nullptr) {
+    upgrade_channel.reset(std::atoi(fd));
+    ::unsetenv(spliced::kUpgradeFdEnv);
+    ::fcntl(upgrade_channel.get(), F_SETFD, FD_CLOEXEC);
+  }
   // From here on everything is a log line, in the format the file asks for (as far as its log
   // section could be read): a refused config too.
   spliced::setupLogging(loaded.log);
   if (!loaded.errors.empty()) {
     for (const auto& e : loaded.errors) spdlog::error("error=config {}", e.format());
-    spdlog::error("error=config cannot start: {}: configuration is invalid ({} error(s))",
-                  config_path, loaded.errors.size());
+    const std::string why = fmt::format("{}: configuration is invalid ({} error(s))", config_path,
+                                        loaded.errors.size());
+    spdlog::error("error=config cannot start: {}", why);
+    if (upgrade_channel.valid()) {
+      spliced::HandoffRecord no("refuse");
+      no.set("reason", why + ": " + loaded.errors.front().format());
+      (void)spliced::sendRecord(upgrade_channel.get(), no);
+    }
     return 1;
   }
   spliced::Server server(loaded.config);
+  server.setCommandLine(selfExe(), std::vector<std::string>(argv, argv + argc));
+  const bool upgrading = upgrade_channel.valid();
+  if (upgrading) {
+    if (spliced::Status s = server.takeOver(std::move(upgrade_channel)); !s) {
+      spdlog::error("error={} binary upgrade: cannot take over: {}",
+                    spliced::toString(s.error().source()), s.error().message());
+      return 1;
+    }
+  }
   if (spliced::Status s = server.start(); !s) {
     spdlog::error("error={} cannot start: {}", spliced::toString(s.error().source()),
                   s.error().message());
+    if (upgrading) {
+      // The running process keeps everything: nothing of this one may touch the sockets on its
+      // way out (no Unix socket file is removed), so it ends here.
+      server.refuseTakeOver("cannot start: " + s.error().message());
+      spdlog::shutdown();
+      std::_Exit(1);
+    }
     return 1;
   }
+  if (upgrading) (void)server.finishTakeOver();
   spdlog::info("spliced {} started (pid {}), config {}", spliced::kVersion, ::getpid(),
                config_path);
   int rc = server.run();
-  spdlog::info("spliced stopped");
+  if (server.successor() != 0) {
+    spdlog::info("spliced handed over to pid {}", server.successor());
+  } else {
+    spdlog::info("spliced stopped");
+  }
   return rc;
 }

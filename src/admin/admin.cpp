@@ -237,16 +237,29 @@ Status Admin::loadUsers() {
   return Ok{};
 }
 
-Status Admin::start() {
+void Admin::pauseAccepting() {
+  if (listener_ != nullptr) evconnlistener_disable(listener_);
+}
+
+void Admin::resumeAccepting() {
+  if (listener_ != nullptr) evconnlistener_enable(listener_);
+}
+
+Status Admin::start(UniqueFd inherited) {
   if (Status s = loadUsers(); !s) return s;
   if (cfg_.tls) {
     Result<SslCtxPtr> ctx = makeTlsContext(*cfg_.tls);
     if (!ctx) return std::move(ctx).takeError().withContext("admin.tls");
     tls_ = std::move(ctx.value());
   }
-  Result<UniqueFd> sock = openListenSocket(*cfg_.listen);
-  if (!sock) return std::move(sock).takeError();
-  UniqueFd fd = std::move(sock.value());
+  UniqueFd fd;
+  if (inherited.valid()) {
+    fd = std::move(inherited);
+  } else {
+    Result<UniqueFd> sock = openListenSocket(*cfg_.listen);
+    if (!sock) return std::move(sock).takeError();
+    fd = std::move(sock.value());
+  }
   http_.reset(evhttp_new(base_));
   if (!http_) return Error(ErrorSource::Internal, "cannot create the HTTP server");
   evhttp_set_allowed_methods(http_.get(), EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |

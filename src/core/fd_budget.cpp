@@ -16,8 +16,8 @@ void FdBudget::configure(size_t limit, size_t in_use, size_t reserve) {
 
 bool FdBudget::take(size_t n) {
   if (!limited_) return true;
-  if (capacity_ - taken_ < n && reclaim_) reclaim_(n - (capacity_ - taken_));
-  if (capacity_ - taken_ < n) return false;
+  if (available() < n && reclaim_) reclaim_(n - available());
+  if (available() < n) return false;
   taken_ += n;
   return true;
 }

@@ -39,7 +39,8 @@ Status Listener::open(const SocketAddress& addr) {
   return Ok{};
 }
 
-void Listener::adopt(UniqueFd fd) {
+void Listener::adopt(UniqueFd fd, std::string unix_path) {
+  if (!unix_path.empty()) unix_path_ = std::move(unix_path);
   fd_ = std::move(fd);
   sock_ = fd_.get();
   watch();
@@ -55,6 +56,17 @@ void Listener::watch() {
   read_ev_.reset(event_new(base_, sock_, EV_READ | EV_PERSIST, &Listener::onReadable, this));
   resume_ev_.reset(evtimer_new(base_, &Listener::onResume, this));
   event_add(read_ev_.get(), nullptr);
+}
+
+void Listener::pause() {
+  if (waiting_budget_) budget_->cancelWait(this);
+  waiting_budget_ = false;
+  if (read_ev_) event_del(read_ev_.get());
+  if (resume_ev_) event_del(resume_ev_.get());
+}
+
+void Listener::resume() {
+  if (isOpen() && read_ev_) event_add(read_ev_.get(), nullptr);
 }
 
 void Listener::close() {

@@ -84,6 +84,14 @@ std::optional<Pipe> PipePool::acquire() {
   return p;
 }
 
+Pipe PipePool::adopt(Pipe&& pipe) {
+  int sz = ::fcntl(pipe.wr.get(), F_GETPIPE_SZ);
+  pipe.capacity = sz > 0 ? static_cast<size_t>(sz) : 65536;
+  if (budget_ != nullptr) budget_->force(2);
+  ++in_use_;
+  return std::move(pipe);
+}
+
 void PipePool::release(Pipe&& pipe) {
   if (!pipe.rd.valid()) return;
   SPLICED_ASSERT(in_use_ > 0, "a released pipe was acquired from this pool");

@@ -29,6 +29,40 @@ Pump::~Pump() {
   if (pipe_) pool_.release(std::move(*pipe_));  // closed, not pooled, if it still holds bytes
 }
 
+Pump::Frozen Pump::frozen() const {
+  Frozen f;
+  if (pipe_) {
+    f.pipe_rd = pipe_->rd.get();
+    f.pipe_wr = pipe_->wr.get();
+    f.pipe_bytes = pipe_->bytes;
+  }
+  if (buf_ && buf_len_ > 0) f.held.assign(buf_.get() + buf_off_, buf_len_);
+  f.forced_copy = forced_copy_;
+  f.eof = eof_;
+  f.finished = finished_;
+  f.source_err = source_err_;
+  return f;
+}
+
+void Pump::restore(const Frozen& f, std::optional<Pipe> pipe) {
+  SPLICED_ASSERT(!pipe_ && buf_len_ == 0, "a pump is restored before it has run");
+  if (pipe) {
+    pipe->bytes = f.pipe_bytes;
+    pipe_ = pool_.adopt(std::move(*pipe));
+  }
+  if (!f.held.empty()) {
+    buf_size_ = std::max(f.held.size(), kCopyBuffer);
+    buf_ = std::make_unique_for_overwrite<char[]>(buf_size_);
+    std::memcpy(buf_.get(), f.held.data(), f.held.size());
+    buf_off_ = 0;
+    buf_len_ = f.held.size();
+  }
+  forced_copy_ = f.forced_copy;
+  eof_ = f.eof;
+  finished_ = f.finished;
+  source_err_ = f.source_err;
+}
+
 size_t Pump::heldBytes() const { return (pipe_ ? pipe_->bytes : 0) + buf_len_ + sink_.held(); }
 
 PumpResult Pump::done(PumpResult r) {

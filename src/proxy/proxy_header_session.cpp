@@ -38,6 +38,23 @@ void ProxyHeaderSession::start() {
   addEvent(deadline_ev_.get(), timeout_);
 }
 
+bool ProxyHeaderSession::freeze(HandoffRecord& r) {
+  if (!fd_.valid()) return false;
+  if (read_ev_) event_del(read_ev_.get());
+  if (retry_ev_) event_del(retry_ev_.get());
+  if (deadline_ev_) event_del(deadline_ev_.get());
+  r.set("type", "proxy_header");
+  r.set("peer", toHex(&peer_, len_));
+  r.fds.push_back(fd_.get());
+  return true;
+}
+
+void ProxyHeaderSession::thaw() {
+  if (!fd_.valid() || !read_ev_) return;
+  event_add(read_ev_.get(), nullptr);
+  addEvent(deadline_ev_.get(), timeout_);
+}
+
 void ProxyHeaderSession::onReadable(evutil_socket_t, short, void* arg) {
   static_cast<ProxyHeaderSession*>(arg)->tryParse();
 }

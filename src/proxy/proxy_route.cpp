@@ -21,6 +21,13 @@ SessionPtr ProxyRoute::createSession(RouteContext& ctx, Connection conn) {
   return s;
 }
 
+Result<SessionPtr> ProxyRoute::restoreSession(RouteContext& ctx, HandoffRecord& r) {
+  std::shared_ptr<const ForwardConfig> cfg = current();
+  Result<SessionPtr> s = ProxySession::restore(ctx, pool_, *cfg, r);
+  if (s) s.value()->holdConfig(std::move(cfg));
+  return s;
+}
+
 std::shared_ptr<const ForwardConfig> ProxyRoute::current() const {
   std::lock_guard lock(mu_);
   return cfg_;

@@ -85,8 +85,13 @@ const sockaddr* ProxySession::clientAddress() const {
 ProxySession::~ProxySession() = default;
 
 void ProxySession::start() {
-  started_ = std::chrono::steady_clock::now();
-  last_activity_ = started_;
+  if (restored_ && state_ == State::Streaming) {
+    last_activity_ = std::chrono::steady_clock::now();
+    watch();
+    return;
+  }
+  if (!restored_) started_ = std::chrono::steady_clock::now();
+  last_activity_ = std::chrono::steady_clock::now();
   connectNext();
 }
 
@@ -182,28 +187,208 @@ void ProxySession::startStreaming() {
   }
   // The client socket has TCP_NODELAY from its listener (openListenSocket).
   state_ = State::Streaming;
-  auto setup = [&](Direction& d, bool to_upstream, int src, int dst, Counter* written,
-                   Counter* read) {
-    d.owner = this;
-    d.to_upstream = to_upstream;
-    d.src = src;
-    d.dst = dst;
-    d.sink = std::make_unique<SocketSink>(dst, ctx_.sys(), written);
-    d.pump = std::make_unique<Pump>(src, *d.sink, ctx_.pipes(), ctx_.sys(),
-                                    PumpCounters{read, &m.copy_fallback_bytes});
-    d.read_ev.reset(
-        event_new(ctx_.base(), src, EV_READ | EV_PERSIST, &ProxySession::onReadable, &d));
-    d.write_ev.reset(
-        event_new(ctx_.base(), dst, EV_WRITE | EV_PERSIST, &ProxySession::onWritable, &d));
-    event_add(d.read_ev.get(), nullptr);
-  };
-  setup(c2u_, true, client_.get(), upstream_fd_.get(), &m.upstream_bytes, &m.bytes_in);
-  setup(u2c_, false, upstream_fd_.get(), client_.get(), &m.bytes_out, &m.upstream_bytes_in);
+  setupDirection(c2u_, true, client_.get(), upstream_fd_.get());
+  setupDirection(u2c_, false, upstream_fd_.get(), client_.get());
+  event_add(c2u_.read_ev.get(), nullptr);
+  event_add(u2c_.read_ev.get(), nullptr);
   auto idle = ctx_.idleTimeout();
   if (idle.count() > 0) {
     idle_ev_.reset(evtimer_new(ctx_.base(), &ProxySession::onIdle, this));
     addEvent(idle_ev_.get(), idle);
   }
+}
+
+void ProxySession::setupDirection(Direction& d, bool to_upstream, int src, int dst) {
+  RouteMetrics& m = ctx_.metrics();
+  d.owner = this;
+  d.to_upstream = to_upstream;
+  d.src = src;
+  d.dst = dst;
+  d.sink =
+      std::make_unique<SocketSink>(dst, ctx_.sys(), to_upstream ? &m.upstream_bytes : &m.bytes_out);
+  d.pump = std::make_unique<Pump>(
+      src, *d.sink, ctx_.pipes(), ctx_.sys(),
+      PumpCounters{to_upstream ? &m.bytes_in : &m.upstream_bytes_in, &m.copy_fallback_bytes});
+  d.read_ev.reset(event_new(ctx_.base(), src, EV_READ | EV_PERSIST, &ProxySession::onReadable, &d));
+  d.write_ev.reset(
+      event_new(ctx_.base(), dst, EV_WRITE | EV_PERSIST, &ProxySession::onWritable, &d));
+}
+
+void ProxySession::watch() {
+  for (Direction* d : {&c2u_, &u2c_}) {
+    if (ended(*d)) continue;
+    if (d->waiting_sink) {
+      event_add(d->write_ev.get(), nullptr);
+      if (d->to_upstream) {
+        if (!d->check_ev) {
+          d->check_ev.reset(evtimer_new(ctx_.base(), &ProxySession::onPausedCheck, d));
+        }
+        addEvent(d->check_ev.get(), kPausedCheck);
+      }
+    } else {
+      event_add(d->read_ev.get(), nullptr);
+    }
+  }
+  auto idle = ctx_.idleTimeout();
+  if (idle.count() > 0) {
+    if (!idle_ev_) idle_ev_.reset(evtimer_new(ctx_.base(), &ProxySession::onIdle, this));
+    addEvent(idle_ev_.get(), idle);
+  }
+}
+
+namespace {
+
+const char* directionName(bool to_upstream) { return to_upstream ? "c2u" : "u2c"; }
+
+}  // namespace
+
+bool ProxySession::freeze(HandoffRecord& r) {
+  if (state_ == State::Closed || frozen_) return false;
+  frozen_ = true;
+  if (connect_ev_) event_del(connect_ev_.get());
+  if (idle_ev_) event_del(idle_ev_.get());
+  for (Direction* d : {&c2u_, &u2c_}) {
+    if (d->read_ev) event_del(d->read_ev.get());
+    if (d->write_ev) event_del(d->write_ev.get());
+    if (d->check_ev) event_del(d->check_ev.get());
+  }
+  r.set("type", "proxy");
+  r.setNum("id", id_);
+  r.set("peer", toHex(&peer_, peer_len_));
+  if (origin_) r.set("origin", toHex(&*origin_, sizeof *origin_));
+  r.setNum("age_ms", static_cast<uint64_t>(since(started_).count()));
+  r.fds.push_back(client_.get());
+  if (state_ == State::Connecting) {
+    // Nothing has been read from the client yet: the new process connects again, and the
+    // connect in progress here is dropped with this process.
+    r.set("state", "connecting");
+    return true;
+  }
+  r.set("state", "streaming");
+  r.fds.push_back(upstream_fd_.get());
+  r.set("upstream", upstream_->addr.text);
+  r.setNum("connect_ms", static_cast<uint64_t>(std::max<int64_t>(connect_time_.count(), 0)));
+  if (failure_) {
+    r.setNum("failure", static_cast<uint64_t>(*failure_));
+    r.setNum("failure_err", static_cast<uint64_t>(failure_err_));
+  }
+  for (Direction* d : {&c2u_, &u2c_}) {
+    const std::string p = std::string(directionName(d->to_upstream)) + "_";
+    const Pump::Frozen f = d->pump->frozen();
+    r.setNum(p + "done", d->done ? 1 : 0);
+    r.setNum(p + "failed", d->failed ? 1 : 0);
+    r.setNum(p + "waiting", d->waiting_sink ? 1 : 0);
+    r.setNum(p + "bytes", d->bytes);
+    r.setNum(p + "close_follows", d->sink->closeFollows() ? 1 : 0);
+    r.setNum(p + "forced_copy", f.forced_copy ? 1 : 0);
+    r.setNum(p + "eof", f.eof ? 1 : 0);
+    r.setNum(p + "finished", f.finished ? 1 : 0);
+    r.setNum(p + "source_err", static_cast<uint64_t>(f.source_err));
+    r.setNum(p + "held_off", r.blob.size());
+    r.setNum(p + "held", f.held.size());
+    r.blob += f.held;
+    if (f.pipe_rd >= 0) {
+      r.setNum(p + "pipe_fd", r.fds.size());
+      r.setNum(p + "pipe_bytes", f.pipe_bytes);
+      r.fds.push_back(f.pipe_rd);
+      r.fds.push_back(f.pipe_wr);
+    }
+  }
+  return true;
+}
+
+void ProxySession::thaw() {
+  if (!frozen_) return;
+  frozen_ = false;
+  if (state_ == State::Connecting) {
+    if (connect_ev_) addEvent(connect_ev_.get(), cfg_.connect_timeout);
+    return;
+  }
+  if (state_ == State::Streaming) watch();
+}
+
+Result<SessionPtr> ProxySession::restore(RouteContext& ctx, UpstreamPool& pool,
+                                         const ForwardConfig& cfg, HandoffRecord& r) {
+  auto bad = [](const std::string& why) {
+    return Error(ErrorSource::Internal, "a proxy session of the handoff: " + why);
+  };
+  Result<uint64_t> id = r.num("id");
+  Result<std::string> state = r.str("state");
+  Result<std::string> peer = r.str("peer");
+  Result<uint64_t> age = r.num("age_ms");
+  if (!id || !state || !peer || !age) return bad("id, state, peer or age_ms missing");
+  Connection conn;
+  conn.id = id.value();
+  conn.fd = r.takeFd(0);
+  if (!conn.fd.valid()) return bad("no client socket came with it");
+  size_t len = 0;
+  if (!fromHex(peer.value(), &conn.peer, sizeof conn.peer, &len)) return bad("peer is not hex");
+  conn.peer_len = static_cast<socklen_t>(len);
+  if (r.has("origin")) {
+    ProxyAddresses o;
+    if (!fromHex(r.fields["origin"], &o, sizeof o, &len) || len != sizeof o) {
+      return bad("origin is not an address");
+    }
+    conn.origin = o;
+  }
+  auto s = std::make_unique<ProxySession>(ctx, pool, cfg, std::move(conn));
+  s->restored_ = true;
+  s->started_ = std::chrono::steady_clock::now() - std::chrono::milliseconds(age.value());
+  if (state.value() == "connecting") return SessionPtr(std::move(s));
+  if (state.value() != "streaming") return bad("unknown state " + state.value());
+  s->upstream_fd_ = r.takeFd(1);
+  if (!s->upstream_fd_.valid()) return bad("no upstream socket came with it");
+  Result<std::string> up = r.str("upstream");
+  if (!up) return bad("no upstream address");
+  s->upstream_ = pool.adopt(up.value());
+  if (s->upstream_ == nullptr) return bad("upstream " + up.value() + " is not an address");
+  s->connected_ = true;
+  s->state_ = State::Streaming;
+  if (Result<uint64_t> c = r.num("connect_ms")) {
+    s->connect_time_ = std::chrono::milliseconds(c.value());
+  }
+  if (r.has("failure")) {
+    s->failure_ = static_cast<End>(r.num("failure").value());
+    s->failure_err_ = static_cast<int>(r.num("failure_err").value());
+  }
+  s->setupDirection(s->c2u_, true, s->client_.get(), s->upstream_fd_.get());
+  s->setupDirection(s->u2c_, false, s->upstream_fd_.get(), s->client_.get());
+  for (Direction* d : {&s->c2u_, &s->u2c_}) {
+    const std::string p = std::string(directionName(d->to_upstream)) + "_";
+    auto flag = [&](const std::string& k) {
+      Result<uint64_t> v = r.num(p + k);
+      return v && v.value() != 0;
+    };
+    d->done = flag("done");
+    d->failed = flag("failed");
+    d->waiting_sink = flag("waiting");
+    d->bytes = r.num(p + "bytes").ok() ? r.num(p + "bytes").value() : 0;
+    if (flag("close_follows")) d->sink->finishByClose();
+    Pump::Frozen f;
+    f.forced_copy = flag("forced_copy");
+    f.eof = flag("eof");
+    f.finished = flag("finished");
+    f.source_err =
+        static_cast<int>(r.num(p + "source_err").ok() ? r.num(p + "source_err").value() : 0);
+    Result<uint64_t> off = r.num(p + "held_off");
+    Result<uint64_t> held = r.num(p + "held");
+    if (!off || !held || off.value() + held.value() > r.blob.size()) {
+      return bad("its held bytes are out of the record");
+    }
+    f.held = r.blob.substr(off.value(), held.value());
+    std::optional<Pipe> pipe;
+    if (r.has(p + "pipe_fd")) {
+      const size_t at = r.num(p + "pipe_fd").value();
+      Pipe pp;
+      pp.rd = r.takeFd(at);
+      pp.wr = r.takeFd(at + 1);
+      if (!pp.rd.valid() || !pp.wr.valid()) return bad("a pipe came without its descriptors");
+      f.pipe_bytes = r.num(p + "pipe_bytes").ok() ? r.num(p + "pipe_bytes").value() : 0;
+      pipe = std::move(pp);
+    }
+    d->pump->restore(f, std::move(pipe));
+  }
+  return SessionPtr(std::move(s));
 }
 
 void ProxySession::onReadable(evutil_socket_t, short, void* arg) {

@@ -170,6 +170,26 @@ void UpstreamPool::connected(Upstream* u) {
   ++u->active;
 }
 
+Upstream* UpstreamPool::adopt(const std::string& address) {
+  std::lock_guard lock(mu_);
+  for (auto* list : {&upstreams_, &retired_}) {
+    for (auto& u : *list) {
+      if (u->addr.text == address) {
+        ++u->active;
+        return u.get();
+      }
+    }
+  }
+  Parsed<SocketAddress> a = parseSocketAddress(address);
+  if (!a.ok()) return nullptr;
+  auto u = std::make_unique<Upstream>();
+  u->addr = a.value();
+  u->pool = this;
+  u->active = 1;
+  retired_.push_back(std::move(u));
+  return retired_.back().get();
+}
+
 void UpstreamPool::release(Upstream* u, PeerState state) {
   std::lock_guard lock(mu_);
   SPLICED_ASSERT(u->active > 0, "release() follows connected()");

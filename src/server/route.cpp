@@ -94,6 +94,69 @@ void RouteWorker::onAccept(UniqueFd fd, const sockaddr_storage& peer, socklen_t 
   adopt(route_.kind_->createSession(*this, std::move(conn)));
 }
 
+void RouteWorker::freeze(std::vector<HandoffRecord>& out, std::string& refused) {
+  if (listener_) listener_->pause();
+  for (Session* s : sessions_.snapshot()) {
+    HandoffRecord r("session");
+    r.set("route", route_.name_);
+    r.setNum("worker", worker_.index());
+    if (!s->freeze(r)) {
+      if (refused.empty()) refused = fmt::format("route {}: a session cannot move", route_.name_);
+      continue;
+    }
+    out.push_back(std::move(r));
+  }
+}
+
+void RouteWorker::thaw() {
+  if (listener_) listener_->resume();
+  for (Session* s : sessions_.snapshot()) s->thaw();
+}
+
+void RouteWorker::handedOff() {
+  if (listener_) listener_->disown();
+  listening_ = false;
+  // The new process has every session's descriptors: these copies are closed without a word to
+  // the peers (no FIN is sent while the new process holds the socket).
+  sessions_.clear();
+}
+
+Status RouteWorker::restore(HandoffRecord& r) {
+  Result<std::string> type = r.str("type");
+  if (!type) return std::move(type).takeError();
+  SessionPtr s;
+  if (type.value() == "proxy_header") {
+    const RouteConfig& cfg = *cfg_;
+    sockaddr_storage peer{};
+    size_t len = 0;
+    Result<std::string> hex = r.str("peer");
+    if (!hex || !fromHex(hex.value(), &peer, sizeof peer, &len)) {
+      return Error(ErrorSource::Internal, "a PROXY-header session of the handoff has no peer");
+    }
+    UniqueFd fd = r.takeFd(0);
+    if (!fd.valid()) {
+      return Error(ErrorSource::Internal, "a PROXY-header session came without its socket");
+    }
+    s = std::make_unique<ProxyHeaderSession>(*this, *route_.kind_, cfg.allow,
+                                             cfg.accept_proxy_timeout, std::move(fd), peer,
+                                             static_cast<socklen_t>(len));
+    s->holdConfig(cfg_);
+  } else {
+    Result<SessionPtr> made = route_.kind_->restoreSession(*this, r);
+    if (!made) return std::move(made).takeError();
+    s = std::move(made.value());
+  }
+  // Counted as accepted here: over max_connections if need be (it was admitted before).
+  route_.active_.fetch_add(1);
+  const size_t fds = route_.kind_->descriptorsPerSession();
+  worker_.fdBudget().force(fds);
+  fds_held_ += fds;
+  ++metrics_.connections_total;
+  ++metrics_.connections_active;
+  adopt(std::move(s));
+  return Ok{};
+}
+
 void RouteWorker::adopt(SessionPtr session) { sessions_.add(std::move(session))->start(); }
 
 void RouteWorker::replaceSession(Session* from, SessionPtr next) {
@@ -253,7 +316,31 @@ Status Route::start() {
         },
         &w->worker().fdBudget(), kind_->descriptorsPerSession());
   }
-  if (UniqueFd fd = server_.takeActivatedSocket(cfg_->name); fd.valid()) {
+  std::vector<HandedListener> handed = server_.takeHandedListeners(cfg_->name);
+  if (!handed.empty()) {
+    // A binary upgrade: the process before this one listened on these sockets, and still holds
+    // them until this process has started (checked against the workers by Server::takeOver).
+    if (handed.size() == 1 && handed.front().shared) {
+      shared_fd_ = std::move(handed.front().fd);
+      unix_path_ = handed.front().unix_path;
+      for (auto& rw : workers_) {
+        Listener* l = rw->listener_.get();
+        const int sfd = shared_fd_.get();
+        SocketAddress addr = cfg_->listen;
+        server_.onWorkerWait(rw->worker(), [l, sfd, addr] { l->share(sfd, addr); });
+      }
+    } else {
+      for (auto& h : handed) {
+        RouteWorker* w = workers_[h.index % workers_.size()].get();
+        Listener* l = w->listener_.get();
+        HandedListener* hp = &h;
+        server_.onWorkerWait(w->worker(),
+                             [l, hp] { l->adopt(std::move(hp->fd), std::move(hp->unix_path)); });
+      }
+    }
+    spdlog::info("route={} takes its listening socket(s) from the process before the upgrade",
+                 cfg_->name);
+  } else if (UniqueFd fd = server_.takeActivatedSocket(cfg_->name); fd.valid()) {
     // systemd bound it (socket activation): one socket, in every worker's loop, as a Unix one.
     int accepting = 0;
     socklen_t len = sizeof accepting;
@@ -357,6 +444,64 @@ void Route::stopAccepting() {
     shared_fd_.reset();
     if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
   }
+}
+
+Status Route::freeze(std::vector<HandoffRecord>& out) {
+  if (collect_ != nullptr) {
+    return Error(ErrorSource::Config,
+                 fmt::format("route {} collects into an archive: moving archive routes (their "
+                             "sessions, chains and dir lock) is not in this version",
+                             name_));
+  }
+  // The listening sockets: one shared by every worker, or one per worker (SO_REUSEPORT).
+  if (shared_fd_.valid()) {
+    HandoffRecord r("listener");
+    r.set("route", name_).setNum("index", 0).setNum("shared", 1);
+    r.set("listen", cfg_->listen.text).set("unix_path", unix_path_);
+    r.fds.push_back(shared_fd_.get());
+    out.push_back(std::move(r));
+  } else {
+    for (auto& rw : workers_) {
+      if (!rw->listener_ || rw->listener_->fd() < 0) continue;
+      HandoffRecord r("listener");
+      r.set("route", name_).setNum("index", rw->worker().index()).setNum("shared", 0);
+      r.set("listen", cfg_->listen.text);
+      r.set("unix_path", cfg_->listen.isUnix() ? cfg_->listen.path : std::string());
+      r.fds.push_back(rw->listener_->fd());
+      out.push_back(std::move(r));
+    }
+  }
+  std::string refused;
+  for (auto& rw : workers_) {
+    RouteWorker* w = rw.get();
+    server_.onWorkerWait(w->worker(), [w, &out, &refused] { w->freeze(out, refused); });
+  }
+  if (!refused.empty()) return Error(ErrorSource::Internal, refused);
+  return Ok{};
+}
+
+void Route::thaw() {
+  for (auto& rw : workers_) {
+    RouteWorker* w = rw.get();
+    server_.onWorkerWait(w->worker(), [w] { w->thaw(); });
+  }
+}
+
+void Route::handedOff() {
+  for (auto& rw : workers_) {
+    RouteWorker* w = rw.get();
+    server_.onWorkerWait(w->worker(), [w] { w->handedOff(); });
+  }
+  listeners_open_ = 0;
+  unix_path_.clear();  // the new process listens on it now
+  shared_fd_.reset();
+}
+
+Status Route::restore(HandoffRecord& r, size_t worker) {
+  RouteWorker* w = workers_[worker % workers_.size()].get();
+  Status result = Ok{};
+  server_.onWorkerWait(w->worker(), [w, &r, &result] { result = w->restore(r); });
+  return result;
 }
 
 void Route::rotateAll() {

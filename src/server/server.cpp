@@ -171,7 +171,9 @@ Status Server::start() {
   }
   if (config_->admin.listen) {
     admin_ = std::make_unique<Admin>(base_.get(), *this, first_config_->admin);
-    if (Status s = admin_->start(); !s) return std::move(s).takeError().withContext("admin");
+    if (Status s = admin_->start(std::move(handed_admin_)); !s) {
+      return std::move(s).takeError().withContext("admin");
+    }
     spdlog::info("admin listening on {}", admin_->boundAddress());
   }
   drain_ev_.reset(evtimer_new(base_.get(), &Server::onDrainTimeout, this));
@@ -189,8 +191,11 @@ Status Server::start() {
     spdlog::info("{} workers: worker 0 on the main thread, {} more thread(s)", workers_.size(),
                  workers_.size() - 1);
   }
-  // Everything a worker's loop watches exists now: its thread may run it.
-  for (auto& w : workers_) w->startThread();
+  // Everything a worker's loop watches exists now: its thread may run it (after a binary
+  // upgrade, once the sessions handed over are in place: finishTakeOver).
+  if (!takeover_.valid()) {
+    for (auto& w : workers_) w->startThread();
+  }
   if (notifier_.enabled()) {
     notifier_.ready(statusLine());
     status_ev_.reset(event_new(base_.get(), -1, EV_PERSIST, &Server::onStatus, this));
@@ -286,6 +291,14 @@ void Server::reloadFailed(const std::string& why) {
 void Server::reload() {
   if (shutting_down_) {
     spdlog::warn("SIGHUP while shutting down: not reloaded");
+    return;
+  }
+  if (upgrade_) {
+    // The new process reads the config file as it is now; this one would bind what it adds
+    // under the new process's feet.
+    spdlog::warn("SIGHUP during the binary upgrade to pid {}: not reloaded here (the new process "
+                 "reads the config file itself)",
+                 upgrade_->pid);
     return;
   }
   if (reload_reading_) {
@@ -533,7 +546,12 @@ void Server::budgetDescriptors() {
       reserve += p->pool().upstreams().size();
     }
   }
-  const size_t open_now = countOpenFds();
+  // The descriptors of sessions a binary upgrade handed over are open already, and are charged
+  // again when those sessions are made (RouteWorker::restore): counted once.
+  size_t handed = 0;
+  for (const auto& r : handed_sessions_) handed += r.owned.size();
+  const size_t open_all = countOpenFds();
+  const size_t open_now = open_all - std::min(handed, open_all);
   FdBudget whole;
   whole.configure(static_cast<size_t>(rl.rlim_cur), open_now, reserve);
   // Each worker gets an equal share (its own budget: no lock between workers).
@@ -569,7 +587,7 @@ void Server::onSignal(evutil_socket_t sig, short, void* arg) {
       self->rotateAll();
       break;
     case SIGUSR2:
-      spdlog::warn("SIGUSR2: binary upgrade is not supported by this version; ignored");
+      self->startUpgrade();
       break;
     case SIGHUP:
       // Activating an active event is a no-op: SIGHUPs that arrive together make one reload.
@@ -599,6 +617,7 @@ void Server::beginShutdown() {
     maybeFinishShutdown();
     return;
   }
+  if (upgrade_) upgradeFailed("a stop signal came first", false);
   shutting_down_ = true;
   notifier_.stopping(statusLine());
   for (auto& r : routes_) r->stopAccepting();

@@ -42,6 +42,8 @@ SystemdNotifier::SystemdNotifier() {
   if (enabled_ && ::sd_watchdog_enabled(0, &usec) > 0) watchdog_ = std::chrono::microseconds(usec);
 }
 
+void SystemdNotifier::mainPid(pid_t pid) { send(fmt::format("MAINPID={}", pid)); }
+
 void SystemdNotifier::send(const std::string& state) {
   if (!enabled_) return;
   const int r = ::sd_notify(0, state.c_str());

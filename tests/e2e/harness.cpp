@@ -73,7 +73,7 @@ pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, const fs:
     }
   }
   std::vector<std::string> argv_store;
-  argv_store.push_back(SPLICED_BIN);
+  argv_store.push_back(opts.binary.empty() ? std::string(SPLICED_BIN) : opts.binary);
   argv_store.insert(argv_store.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : argv_store) argv.push_back(a.data());

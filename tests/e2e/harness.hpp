@@ -103,6 +103,8 @@ struct DaemonOptions {
   // Sockets passed as systemd passes them: fds 3, 4, ... with LISTEN_FDS and LISTEN_PID set
   // (LISTEN_FDNAMES goes in `env`). The test keeps its own copies.
   std::vector<int> listen_fds;
+  // The binary to run instead of SPLICED_BIN (a copy a test may replace: binary upgrade).
+  std::string binary;
 };
 
 class Daemon {

@@ -440,6 +440,9 @@ int streams(const std::string& to, int clients, double seconds, uint64_t seed, s
   std::atomic<uint64_t> total{0};
   std::atomic<int> resets{0};
   std::vector<std::thread> threads;
+  // Each stream's longest wait between two sends that moved bytes: how long a reload or an
+  // upgrade held it up (and the machine's own hiccups, which every system sees alike).
+  std::vector<double> stall_ms(static_cast<size_t>(clients), 0.0);
   const auto start = std::chrono::steady_clock::now();
   const auto end = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                std::chrono::duration<double>(seconds));
@@ -461,6 +464,8 @@ int streams(const std::string& to, int clients, double seconds, uint64_t seed, s
       std::vector<char> buf(chunk);
       Stream stream(seed + static_cast<uint64_t>(c), 0, {});
       uint64_t off = 0;
+      auto last = std::chrono::steady_clock::now();
+      double& stall = stall_ms[static_cast<size_t>(c)];
       while (std::chrono::steady_clock::now() < end) {
         stream.fill(off, buf.data(), chunk);
         for (size_t done = 0; done < chunk;) {
@@ -469,6 +474,9 @@ int streams(const std::string& to, int clients, double seconds, uint64_t seed, s
           if (w <= 0) return broken("send", w < 0 ? errno : EPIPE);
           done += static_cast<size_t>(w);
           total += static_cast<uint64_t>(w);
+          const auto now = std::chrono::steady_clock::now();
+          stall = std::max(stall, std::chrono::duration<double, std::milli>(now - last).count());
+          last = now;
         }
         off += chunk;
       }
@@ -483,9 +491,16 @@ int streams(const std::string& to, int clients, double seconds, uint64_t seed, s
   }
   for (auto& t : threads) t.join();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("{\"clients\":%d,\"bytes\":%llu,\"seconds\":%.6f,\"resets\":%d,%s}\n", clients,
-              static_cast<unsigned long long>(total.load()), secs, resets.load(),
-              failed.json().c_str());
+  std::sort(stall_ms.begin(), stall_ms.end());
+  auto pct = [&](double p) {
+    if (stall_ms.empty()) return 0.0;
+    return stall_ms[std::min(stall_ms.size() - 1, static_cast<size_t>(p * stall_ms.size()))];
+  };
+  std::printf(
+      "{\"clients\":%d,\"bytes\":%llu,\"seconds\":%.6f,\"resets\":%d,\"stall_p50_ms\":%.3f,"
+      "\"stall_p99_ms\":%.3f,\"stall_max_ms\":%.3f,%s}\n",
+      clients, static_cast<unsigned long long>(total.load()), secs, resets.load(), pct(0.5),
+      pct(0.99), stall_ms.empty() ? 0.0 : stall_ms.back(), failed.json().c_str());
   return failed.count() ? 1 : 0;
 }
 

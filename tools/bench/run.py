@@ -695,9 +695,12 @@ class Direct:
 
 class SplicedProxy(Spliced):
     def __init__(self, workdir, pipe_size="1MiB", pipes_max=1024, name="spliced", binary=None,
-                 workers=1):
+                 workers=1, upgrade_at=()):
         super().__init__(workdir, pipe_size=pipe_size, pipes_max=pipes_max, name=name,
                          binary=binary, workers=workers)
+        # The reloads (by index) that are binary upgrades (SIGUSR2) instead of SIGHUPs.
+        self.upgrade_at = set(upgrade_at)
+        self.pid = None  # the process serving now: the one started, or its last successor
 
     def start_forward(self, upstream_port):
         self.cfg = os.path.join(self.workdir, "spliced-proxy.yaml")
@@ -723,12 +726,31 @@ routes:
 """)
 
     def reload(self, i):
-        """A changed route (balance), applied in place: SIGHUP."""
+        """A changed route (balance), applied in place: SIGHUP; or, at the indexes in
+        upgrade_at, a binary upgrade (SIGUSR2): the same binary started again takes over every
+        listener and live stream, and the old process exits."""
         self.write_proxy_config("least_connections" if i % 2 == 0 else "round_robin")
-        self.proc.send_signal(signal.SIGHUP)
+        pid = self.pid or self.proc.pid
+        if i not in self.upgrade_at:
+            os.kill(pid, signal.SIGHUP)
+            return
+        os.kill(pid, signal.SIGUSR2)
+        # The new process is the old one's child until the old one exits.
+        new = []
+        wait_for(lambda: new.extend(children(pid)) or new, 10, "the upgraded spliced to start")
+        wait_for(lambda: not alive(pid), 30, "the old spliced to hand over and exit")
+        if pid == self.proc.pid:
+            self.proc.wait()
+        self.pid = int(new[0])
 
     def old_processes(self):
-        return 0  # one process: a reload changes the route in place
+        return 0  # an upgrade's old process exits once it has handed everything over
+
+    def stop(self):
+        if self.pid is None:
+            return System.stop(self)
+        os.kill(self.pid, signal.SIGTERM)  # not a child of this script: watched through /proc
+        wait_for(lambda: not alive(self.pid), 30, f"{self.name} to stop")
 
 
 class HAProxy(System):
@@ -981,6 +1003,15 @@ def tree_fds(pid):
         except FileNotFoundError:
             pass
     return total
+
+
+def alive(pid):
+    """True while `pid` runs (a zombie left for init to reap counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def stop_all(system, sink):
@@ -1404,6 +1435,8 @@ def run_reload(system, work, clients, steady, reloads, interval, after):
                 "dip": worst / steady_gbps if steady_gbps > 0 else 0.0,
                 "resets": sent["resets"], "old_processes": olds, "left_open": got["open"],
                 "lost_bytes": max(0, sent["bytes"] - got["bytes"]),
+                "stall_p50_ms": sent["stall_p50_ms"], "stall_p99_ms": sent["stall_p99_ms"],
+                "stall_max_ms": sent["stall_max_ms"],
                 "gbps": sent["bytes"] / 1e9 / sent["seconds"]}
     finally:
         stop_all(system, sink)
@@ -1414,9 +1447,13 @@ def scenario_reload(args):
     place) against HAProxy's reload (a new process, -sf) and nginx's (SIGHUP: new workers)."""
     work = tempfile.mkdtemp(prefix="spliced-bench-", dir="/dev/shm")
     clients, steady, reloads, interval, after = 100, 2.0, 10, 1.0, 2.0
+    upgrades = (3, 7)  # of the ten reloads, these two are binary upgrades (SIGUSR2)
     if args.quick:
         clients, steady, reloads, interval, after = 20, 1.0, 3, 0.5, 0.5
+        upgrades = (1,)
     systems = lineup(args, [own("spliced", lambda **kw: SplicedProxy(work, **kw)),
+                            own("spliced +upgrades",
+                                lambda **kw: SplicedProxy(work, upgrade_at=upgrades, **kw)),
                             ("haproxy+splice", lambda: HAProxy(work, splice=True)),
                             ("nginx", lambda: NginxStream(work))])
     try:
@@ -1424,7 +1461,8 @@ def scenario_reload(args):
             args, systems,
             lambda _, s: run_reload(s, work, clients, steady, reloads, interval, after),
             lambda r: f"steady {r['steady_gbps']:.2f} GB/s worst {r['worst_gbps']:.2f} "
-                      f"(x{r['dip']:.2f}) resets {r['resets']} lost {r['lost_bytes']} "
+                      f"(x{r['dip']:.2f}) stall p50 {r['stall_p50_ms']:.0f} ms p99 "
+                      f"{r['stall_p99_ms']:.0f} ms resets {r['resets']} lost {r['lost_bytes']} "
                       f"old processes {r['old_processes']} left open {r['left_open']}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -1433,7 +1471,8 @@ def scenario_reload(args):
             "kind": "reload",
             "results": {name: {k: statistics.median(r[k] for r in rs)
                                for k in ("steady_gbps", "worst_gbps", "calm_worst_gbps", "dip",
-                                         "vs_calm", "gbps")}
+                                         "vs_calm", "gbps", "stall_p50_ms", "stall_p99_ms",
+                                         "stall_max_ms")}
                         | {"resets": max(r["resets"] for r in rs),
                            "left_open": max(r["left_open"] for r in rs),
                            "lost_bytes": max(r["lost_bytes"] for r in rs),
@@ -2206,14 +2245,16 @@ def main_table(sc):
     if kind == "reload":
         rows = ["| system | steady GB/s | worst 100 ms window before the reloads | worst 100 ms "
                 "window while reloading (runs min–max) | worst / steady | worst while reloading / "
-                "worst before | streams reset (most in a "
-                "run) | bytes lost (most in a run) | old processes still serving (most seen) | "
-                "upstream connections left open (most in a run) |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "worst before | longest stall of a stream, p50 / p99 (ms) | streams reset (most "
+                "in a run) | bytes lost (most in a run) | old processes still serving (most seen) "
+                "| upstream connections left open (most in a run) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in sc["results"].items():
             rows.append(f"| {name} | {r['steady_gbps']:.2f} | {r['calm_worst_gbps']:.2f} | "
                         f"{r['worst_gbps']:.2f} ({spread(r, 'worst_gbps', '.2f')}) | "
-                        f"{r['dip']:.2f} | {r['vs_calm']:.2f} | {r['resets']} | {r['lost_bytes']} | "
+                        f"{r['dip']:.2f} | {r['vs_calm']:.2f} | "
+                        f"{r.get('stall_p50_ms', 0):.0f} / {r.get('stall_p99_ms', 0):.0f} | "
+                        f"{r['resets']} | {r['lost_bytes']} | "
                         f"{r['old_processes']} | {r['left_open']} |")
         return rows
     if kind == "octet":

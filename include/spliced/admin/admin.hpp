@@ -71,8 +71,15 @@ class Admin {
   Admin(event_base* base, const AdminSource& source, const AdminConfig& cfg);
   ~Admin();
 
-  // Reads the htpasswd file and the TLS files, then binds the admin address.
-  Status start();
+  // Reads the htpasswd file and the TLS files, then binds the admin address, or listens on
+  // `inherited`, the admin socket a binary upgrade handed over.
+  Status start(UniqueFd inherited = UniqueFd());
+  // Binary upgrade (running process): the listening socket, accepting paused and resumed, and
+  // let go of once the new process has it (a Unix socket's file stays).
+  int listenFd() const { return fd_; }
+  void pauseAccepting();
+  void resumeAccepting();
+  void disown() { unix_path_.clear(); }
   std::string boundAddress() const;
   // Reads admin.auth.basic_file again; on an error the users already read stay in force. One
   // call for a reload (SIGHUP).

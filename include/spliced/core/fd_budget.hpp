@@ -48,9 +48,16 @@ class FdBudget {
   // Takes `n` descriptors, asking the reclaimer (idle pipes) first when short. False: not
   // enough; nothing is taken.
   bool take(size_t n);
+  // Takes `n` descriptors that are already open (moved in by a binary upgrade), over the
+  // capacity if need be: what is given back later balances it.
+  void force(size_t n) {
+    if (limited_) taken_ += n;
+  }
   // Gives `n` back and tells the waiters.
   void give(size_t n);
-  size_t available() const { return limited_ ? capacity_ - taken_ : SIZE_MAX; }
+  size_t available() const {
+    return limited_ ? (taken_ >= capacity_ ? 0 : capacity_ - taken_) : SIZE_MAX;
+  }
   size_t capacity() const { return capacity_; }
   size_t taken() const { return taken_; }
 

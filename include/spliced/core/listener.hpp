@@ -32,14 +32,27 @@ class Listener final : private FdBudget::Waiter {
 
   // Binds and listens.
   Status open(const SocketAddress& addr);
-  // Accepts from `fd`, a listening socket it now owns (one of a route's SO_REUSEPORT group).
-  void adopt(UniqueFd fd);
+  // Accepts from `fd`, a listening socket it now owns (one of a route's SO_REUSEPORT group, or
+  // one handed over by a binary upgrade; a Unix socket's `unix_path` is removed at close).
+  void adopt(UniqueFd fd, std::string unix_path = "");
   // Accepts from `fd`, a listening socket shared with other workers' listeners and owned by the
   // route, which closes it (and removes a Unix socket's file) once every listener has let go.
   void share(int fd, const SocketAddress& addr);
   // Stops accepting and closes the socket (graceful shutdown); a shared socket is let go.
   void close();
   bool isOpen() const { return sock_ >= 0; }
+  // Binary upgrade: stops accepting for a while (the socket stays open; connections wait in its
+  // backlog), and accepts again.
+  void pause();
+  void resume();
+  // The socket accepted from (-1 when closed).
+  int fd() const { return sock_; }
+  // The new process took the socket over: closes this process's descriptor, and a Unix socket's
+  // file stays where it is.
+  void disown() {
+    unix_path_.clear();
+    close();
+  }
   // The bound address (the real port when the config said port 0).
   std::string boundAddress() const;
 

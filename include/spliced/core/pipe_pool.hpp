@@ -42,6 +42,9 @@ class PipePool {
 
   // A pipe, or nothing when the cap is reached or the kernel refuses one (the caller then copies).
   std::optional<Pipe> acquire();
+  // A pipe that came from another process (binary upgrade), with the bytes it holds: lent from
+  // this pool from now on (its descriptors are charged to the budget, over its limit if need be).
+  Pipe adopt(Pipe&& pipe);
   // Takes a pipe back: an empty one is pooled, one that holds bytes is closed, and so is one
   // smaller than asked for once the kernel grants the full size again.
   void release(Pipe&& pipe);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "spliced/core/fd.hpp"
 #include "spliced/core/metrics.hpp"
@@ -122,6 +123,24 @@ class Pump {
 
   size_t heldBytes() const;
   bool sawEof() const { return eof_; }
+
+  // A binary upgrade moves a pump to the new process: its pipe (the descriptors; the bytes stay
+  // in the kernel), the bytes of its copy buffer and where it stands. The sink's own state is
+  // its owner's to move.
+  struct Frozen {
+    int pipe_rd = -1;  // borrowed (sender) descriptors of the pipe, -1 without one
+    int pipe_wr = -1;
+    size_t pipe_bytes = 0;
+    std::string held;  // the copy buffer's bytes
+    bool forced_copy = false;
+    bool eof = false;
+    bool finished = false;
+    int source_err = 0;
+  };
+  Frozen frozen() const;
+  // The new process: takes over a frozen pump's state; `pipe` is made of the descriptors that
+  // came with it and is adopted by the pool.
+  void restore(const Frozen& f, std::optional<Pipe> pipe);
   bool copying() const { return forced_copy_; }
   // True while the pump keeps a copy buffer (only while it holds copied bytes, on any path).
   bool holdsCopyBuffer() const { return buf_ != nullptr; }

@@ -23,6 +23,7 @@
 #include "spliced/core/address.hpp"
 #include "spliced/core/error.hpp"
 #include "spliced/core/fd.hpp"
+#include "spliced/core/handoff.hpp"
 #include "spliced/core/metrics.hpp"
 #include "spliced/core/pipe_pool.hpp"
 #include "spliced/core/syscalls.hpp"
@@ -41,6 +42,12 @@ class Session {
   virtual void shutdownSweep() = 0;
   // A shutdown has begun: tell the client the stream is ending (nothing by default).
   virtual void beginDrain() {}
+  // Binary upgrade (docs/DESIGN.md, "Binary upgrade"): stops every event of the session and
+  // describes it in `out` (fields, descriptors, bytes held in user space) for the new process.
+  // False when the session cannot move: it is then left running. thaw(): the upgrade failed;
+  // the frozen session goes on as if nothing happened.
+  virtual bool freeze(HandoffRecord& /*out*/) { return false; }
+  virtual void thaw() {}
 
   // The configuration the session started with (its route's config snapshot, opaque here): kept
   // alive as long as the session, whatever reloads change meanwhile.
@@ -127,6 +134,12 @@ class RouteKind {
   virtual void rotate() {}
   // The last step of a shutdown or teardown, once no session is left.
   virtual void finish() {}
+  // A session the process before a binary upgrade froze (Session::freeze), made again here on
+  // the worker whose context is `ctx` (not yet started), or why it cannot be.
+  virtual Result<SessionPtr> restoreSession(RouteContext& /*ctx*/, HandoffRecord& r) {
+    return Error(ErrorSource::Internal,
+                 "this route kind cannot take over a session of type " + r.fields["type"]);
+  }
   // Appends the kind's problems for /healthz, one line each.
   virtual void problems(std::vector<std::string>& /*out*/) const {}
 };

@@ -22,6 +22,7 @@ class SocketSink : public Sink {
   // read its source to EOF, so nothing unread makes the close a reset): the close sends the FIN
   // and finish() makes no shutdown(2) of its own.
   void finishByClose() { close_follows_ = true; }
+  bool closeFollows() const { return close_follows_; }
 
  private:
   int fd_;

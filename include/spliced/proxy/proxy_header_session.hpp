@@ -26,6 +26,10 @@ class ProxyHeaderSession : public Session {
                      socklen_t len);
   void start() override;
   void shutdownSweep() override;
+  // Binary upgrade: moves as its socket alone (its header is only peeked, never taken); the new
+  // process reads the header again, within a full accept_proxy_timeout.
+  bool freeze(HandoffRecord& out) override;
+  void thaw() override;
 
  private:
   static void onReadable(evutil_socket_t, short, void* arg);

@@ -22,6 +22,7 @@ class ProxyRoute : public RouteKind {
   // Starts the active health checks, if configured.
   Status start() override;
   SessionPtr createSession(RouteContext& ctx, Connection conn) override;
+  Result<SessionPtr> restoreSession(RouteContext& ctx, HandoffRecord& r) override;
   void problems(std::vector<std::string>& out) const override;
 
   const UpstreamPool& pool() const { return pool_; }

@@ -46,6 +46,14 @@ class ProxySession : public Session {
 
   void start() override;
   void shutdownSweep() override;
+  // Binary upgrade: a connecting session moves as its client socket alone (nothing has been read
+  // from it; the new process connects again) and a streaming one whole: both sockets, both pipes
+  // with what they hold, copy buffers, half-close and failure states, counters and times.
+  bool freeze(HandoffRecord& out) override;
+  void thaw() override;
+  // The session `r` describes, on `ctx`'s worker (started by start()).
+  static Result<SessionPtr> restore(RouteContext& ctx, UpstreamPool& pool, const ForwardConfig& cfg,
+                                    HandoffRecord& r);
 
  private:
   enum class State { Connecting, Streaming, Closed };
@@ -85,6 +93,10 @@ class ProxySession : public Session {
   static void onConnect(evutil_socket_t fd, short what, void* arg);
   void connectFailed(int err);
   void startStreaming();
+  // Makes a direction's sink, pump and events (none added).
+  void setupDirection(Direction& d, bool to_upstream, int src, int dst);
+  // Adds the events a streaming session waits on now (after a freeze, or once restored).
+  void watch();
   static void onReadable(evutil_socket_t, short, void* arg);
   static void onWritable(evutil_socket_t, short, void* arg);
   static void onPausedCheck(evutil_socket_t, short, void* arg);
@@ -125,6 +137,8 @@ class ProxySession : public Session {
   std::chrono::steady_clock::time_point connect_started_;
   std::chrono::steady_clock::time_point last_activity_;
   std::chrono::milliseconds connect_time_{-1};
+  bool frozen_ = false;
+  bool restored_ = false;  // came from the process before a binary upgrade: start() resumes it
 };
 
 }  // namespace spliced

@@ -81,6 +81,11 @@ class UpstreamPool {
   // A connect to `u` succeeded: passive health clears it, and it counts one more active session
   // until release().
   void connected(Upstream* u);
+  // A session connected to `address` (the text of an upstream's address) came from the process
+  // before a binary upgrade: it counts as connected through that upstream, or through a retired
+  // one made for it when the config no longer names that address. nullptr when `address` does not
+  // parse.
+  Upstream* adopt(const std::string& address);
   enum class PeerState { Ok, Failed };
   // A session connected through `u` is done with it; Failed (a reset or failed transfer) counts
   // as an upstream error.

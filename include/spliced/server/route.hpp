@@ -48,6 +48,17 @@ class RouteWorker final : public RouteContext {
   }
   bool listening() const { return listening_; }
 
+  // Binary upgrade, in the running process (this worker's thread): stops accepting and freezes
+  // every session, appending a record for each to `out`; `refused` gets the first session that
+  // cannot move (then the caller thaws everything). thaw() undoes it; handedOff() lets go of
+  // everything once the new process has it.
+  void freeze(std::vector<HandoffRecord>& out, std::string& refused);
+  void thaw();
+  void handedOff();
+  // Binary upgrade, in the new process (this worker's thread): makes and starts the session `r`
+  // describes, counted as this worker's.
+  Status restore(HandoffRecord& r);
+
   // RouteContext: what its sessions may ask.
   event_base* base() override { return worker_.base(); }
   PipePool& pipes() override { return worker_.pipes(); }
@@ -106,6 +117,15 @@ class Route final : public RouteContext {
   void finish();
   // Frees every session and closes every segment at once (server teardown, workers stopped).
   void closeAll();
+
+  // Binary upgrade, in the running process (main thread): a record for each listening socket
+  // (appended to `out`) and every worker frozen (RouteWorker::freeze); thaw() undoes it,
+  // handedOff() lets go of everything, a Unix socket's file staying where it is.
+  Status freeze(std::vector<HandoffRecord>& out);
+  void thaw();
+  void handedOff();
+  // In the new process (main thread): the session `r` describes, on worker `worker`.
+  Status restore(HandoffRecord& r, size_t worker);
 
   // The config now (main thread).
   const RouteConfig& config() const { return *cfg_; }

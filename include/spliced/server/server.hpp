@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include <sys/types.h>
+
 #include "spliced/admin/admin.hpp"
 #include "spliced/admin/admin_status.hpp"
 #include "spliced/archive/lifecycle.hpp"
@@ -20,6 +22,7 @@
 #include "spliced/core/error.hpp"
 #include "spliced/core/event.hpp"
 #include "spliced/core/fd_budget.hpp"
+#include "spliced/core/handoff.hpp"
 #include "spliced/core/pipe_pool.hpp"
 #include "spliced/core/syscalls.hpp"
 #include "spliced/server/route.hpp"
@@ -27,6 +30,15 @@
 #include "spliced/server/worker.hpp"
 
 namespace spliced {
+
+// A listening socket a binary upgrade handed over: one of a route's per-worker sockets (its
+// worker's index) or the one its workers share.
+struct HandedListener {
+  size_t index = 0;
+  bool shared = false;
+  std::string unix_path;  // a Unix socket's file (removed when this process stops listening)
+  UniqueFd fd;
+};
 
 // A Server owns its event_base, workers, routes, lifecycle thread and admin endpoint, and holds
 // the config snapshot they borrow. Its methods run on the main thread, except post() and
@@ -81,6 +93,27 @@ class Server final : public AdminSource {
   // The socket systemd handed over for `route` (LISTEN_FDNAMES), or an invalid fd.
   UniqueFd takeActivatedSocket(const std::string& route);
 
+  // Binary upgrade (SIGUSR2; upgrade.cpp, docs/DESIGN.md "Binary upgrade").
+  // The command line to run again: the binary's path and the arguments it was started with.
+  void setCommandLine(std::string exe, std::vector<std::string> argv);
+  // The new process, before start(): over `channel` (SPLICED_UPGRADE_FD) says hello, receives
+  // the running process's listeners and frozen sessions, and checks that it can take them.
+  Status takeOver(UniqueFd channel);
+  // The new process, after start(): makes the frozen sessions again and tells the running
+  // process it has everything (which then exits).
+  Status finishTakeOver();
+  // The new process could not take over (refused with `why`): the running process keeps going.
+  void refuseTakeOver(const std::string& why);
+  // The listening sockets handed over for `route` (empty when none).
+  std::vector<HandedListener> takeHandedListeners(const std::string& route);
+  // The running process's side of a handoff over `channel` to the process `pid` (startUpgrade
+  // after its fork; a test with another Server in this process passes 0: nothing to reap).
+  void upgradeOver(UniqueFd channel, pid_t pid);
+  // The process this one handed everything to, once it has (0 until then).
+  pid_t successor() const { return upgrade_done_pid_; }
+  // Everything went to the new process (this one is exiting).
+  bool handedOff() const { return handed_off_; }
+
   // AdminSource.
   ServerStatus status() const override;
   std::vector<std::string> problems() const override;
@@ -89,6 +122,24 @@ class Server final : public AdminSource {
 
  private:
   static void onSignal(evutil_socket_t sig, short, void* arg);
+  // Binary upgrade, in the running process: the new binary started, until it has taken over or
+  // the upgrade has failed.
+  struct UpgradeChild {
+    pid_t pid = -1;
+    UniqueFd channel;
+    EventPtr read_ev;
+    EventPtr timeout_ev;
+    bool frozen = false;  // every route frozen, the state sent: waiting for "ready"
+  };
+  void startUpgrade();
+  static void onUpgradeChannel(evutil_socket_t, short, void* arg);
+  static void onUpgradeTimeout(evutil_socket_t, short, void* arg);
+  void upgradeMessage();
+  // Freezes every route and sends the state; false (everything thawed) when it cannot.
+  bool sendState();
+  // `ending`: the new process closed the channel or refused, and is exiting by itself.
+  void upgradeFailed(const std::string& why, bool ending = true);
+  void upgradeDone();
   static void onDrainTimeout(evutil_socket_t, short, void* arg);
   static void onReload(evutil_socket_t, short, void* arg);
   static void onRouteDrainTimeout(evutil_socket_t, short, void* arg);
@@ -143,6 +194,16 @@ class Server final : public AdminSource {
   std::atomic<bool> shutting_down_{false};
   bool finished_ = false;
   std::chrono::system_clock::time_point start_time_ = std::chrono::system_clock::now();
+  // Binary upgrade.
+  std::string exe_;
+  std::vector<std::string> argv_;
+  std::unique_ptr<UpgradeChild> upgrade_;  // a new binary started and not done yet
+  pid_t upgrade_done_pid_ = 0;
+  bool handed_off_ = false;
+  UniqueFd takeover_;  // the new process: its channel to the running one, until it has taken over
+  std::map<std::string, std::vector<HandedListener>> handed_listeners_;
+  UniqueFd handed_admin_;
+  std::vector<HandoffRecord> handed_sessions_;
 };
 
 }  // namespace spliced

@@ -8,6 +8,8 @@
 #include <map>
 #include <string>
 
+#include <sys/types.h>
+
 #include "spliced/core/fd.hpp"
 
 namespace spliced {
@@ -32,6 +34,8 @@ class SystemdNotifier {
   void stopping(const std::string& status);
   void status(const std::string& status);
   void watchdog();
+  // MAINPID=: a binary upgrade handed the service to `pid`.
+  void mainPid(pid_t pid);
 
  private:
   void send(const std::string& state);
