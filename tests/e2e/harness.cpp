@@ -33,6 +33,31 @@
 
 namespace e2e {
 
+FakeNotifySocket::FakeNotifySocket(const fs::path& path) : path_(path.string()) {
+  fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path_.c_str());
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    throw std::runtime_error("bind " + path_ + ": " + std::strerror(errno));
+  }
+}
+
+FakeNotifySocket::~FakeNotifySocket() { ::close(fd_); }
+
+std::vector<std::string> FakeNotifySocket::receive(
+    const std::function<bool(const std::vector<std::string>&)>& until, Millis timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!until(messages_) && Clock::now() < deadline) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n > 0) messages_.emplace_back(buf, static_cast<size_t>(n));
+  }
+  return messages_;
+}
+
 Shell sh(const TempDir& dir, const std::string& script) {
   writeFile(dir / "script.sh", script);
   const std::string cmd = "cd '" + dir.path().string() + "' && bash ./script.sh 2>&1";

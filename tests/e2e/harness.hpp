@@ -161,6 +161,26 @@ class Daemon {
   int exit_status_ = -1;
 };
 
+// A datagram socket at `path` that receives what the daemon sends with sd_notify (a fake
+// NOTIFY_SOCKET).
+class FakeNotifySocket {
+ public:
+  explicit FakeNotifySocket(const fs::path& path);
+  ~FakeNotifySocket();
+  FakeNotifySocket(const FakeNotifySocket&) = delete;
+  FakeNotifySocket& operator=(const FakeNotifySocket&) = delete;
+  const std::string& path() const { return path_; }
+
+  // Messages received until `until` is true of the list or `timeout` passes.
+  std::vector<std::string> receive(
+      const std::function<bool(const std::vector<std::string>&)>& until, Millis timeout);
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::vector<std::string> messages_;
+};
+
 // What a shell script printed (stdout and stderr together) and its exit status (-1: killed).
 struct Shell {
   int exit_code = -1;

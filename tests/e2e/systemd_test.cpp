@@ -22,39 +22,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A datagram socket at `path` that receives what the daemon sends with sd_notify.
-class FakeNotifySocket {
- public:
-  explicit FakeNotifySocket(const fs::path& path) : path_(path.string()) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path_.c_str());
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
-  }
-  ~FakeNotifySocket() { ::close(fd_); }
-  const std::string& path() const { return path_; }
-
-  // Messages received until `until` is true of the list or `timeout` passes.
-  std::vector<std::string> receive(
-      const std::function<bool(const std::vector<std::string>&)>& until, Millis timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!until(messages_) && std::chrono::steady_clock::now() < deadline) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) continue;
-      char buf[4096];
-      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n > 0) messages_.emplace_back(buf, static_cast<size_t>(n));
-    }
-    return messages_;
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  std::vector<std::string> messages_;
-};
-
 size_t countWith(const std::vector<std::string>& msgs, const std::string& needle) {
   size_t n = 0;
   for (const auto& m : msgs) n += m.find(needle) != std::string::npos ? 1 : 0;

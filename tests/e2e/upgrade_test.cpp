@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cerrno>
@@ -438,4 +439,53 @@ TEST_CASE("upgrade: refused with a reason for archive routes and while shutting 
   REQUIRE(d.waitLog("SIGUSR2 while shutting down: no upgrade", 5s));
   c.shutdownWrite();
   CHECK(d.waitExit(20s) == 0);
+}
+
+TEST_CASE(
+    "upgrade: under systemd the old process hands the main pid to the new one, which is "
+    "ready and keeps the watchdog fed",
+    "[e2e][upgrade][systemd]") {
+  Reaper reaper;
+  auto up = TestUpstream::echo();
+  TempDir dir;
+  FakeNotifySocket notify(dir / "notify.sock");
+  DaemonOptions opts;
+  opts.env = {{"NOTIFY_SOCKET", notify.path()}, {"WATCHDOG_USEC", "400000"}};
+  Daemon d(dir, proxyConfig(up->address(), 2), opts);
+  d.port("web");
+  auto count = [](const std::vector<std::string>& msgs, const std::string& needle) {
+    size_t n = 0;
+    for (const auto& m : msgs) n += m.find(needle) != std::string::npos ? 1 : 0;
+    return n;
+  };
+  notify.receive([&](const auto& m) { return count(m, "READY=1") >= 1; }, 5s);
+  size_t upgrades = 0;
+  const pid_t next = upgrade(d, reaper, upgrades);
+  const std::string handed = "MAINPID=" + std::to_string(next);
+  // The new process's READY=1 names itself; the old one's last word is the new main pid; and
+  // the watchdog is fed from the new process after the old one is gone.
+  auto msgs = notify.receive(
+      [&](const auto& m) {
+        size_t at = m.size();
+        for (size_t i = 0; i < m.size(); ++i) {
+          if (m[i] == handed) at = i;
+        }
+        size_t pings = 0;
+        for (size_t i = at; i < m.size(); ++i) pings += m[i] == "WATCHDOG=1" ? 1 : 0;
+        return pings >= 3;
+      },
+      5s);
+  INFO(d.log());
+  CHECK(count(msgs, handed) == 2);  // READY=1 ... MAINPID=N (new), and MAINPID=N (old)
+  bool new_ready = false;
+  for (const auto& m : msgs) {
+    new_ready = new_ready || (m.rfind("READY=1", 0) == 0 && m.find(handed) != std::string::npos);
+  }
+  CHECK(new_ready);
+  CHECK(std::find(msgs.begin(), msgs.end(), handed) != msgs.end());
+  CHECK(count(msgs, "STOPPING=1") == 0);  // the service did not stop
+  REQUIRE(::kill(next, SIGTERM) == 0);
+  CHECK(reaper.waitExit(next, 20s) == 0);
+  msgs = notify.receive([&](const auto& m) { return count(m, "STOPPING=1") >= 1; }, 5s);
+  CHECK(count(msgs, "STOPPING=1") == 1);
 }
