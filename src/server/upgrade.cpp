@@ -218,6 +218,7 @@ void Server::upgradeMessage() {
 bool Server::sendState() {
   std::vector<HandoffRecord> records;
   upgrade_->frozen = true;  // from here on a failure thaws what froze
+  upgrade_->frozen_at = std::chrono::steady_clock::now();
   for (auto& r : routes_) {
     if (Status s = r->freeze(records); !s) {
       upgradeFailed(s.error().message());
@@ -290,16 +291,19 @@ void Server::upgradeFailed(const std::string& why, bool ending) {
 
 void Server::upgradeDone() {
   const pid_t pid = upgrade_->pid;
+  // How long every connection was frozen: from the first freeze to "ready" (the new process's
+  // loops start right after it sends that).
+  const auto pause = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - upgrade_->frozen_at);
   upgrade_->read_ev.reset();
   upgrade_->timeout_ev.reset();
   upgrade_.reset();
   upgrade_done_pid_ = pid;
   handed_off_ = true;
   if (pid > 0) notifier_.mainPid(pid);
-  spdlog::info(
-      "binary upgrade: pid {} has taken over every listener and connection; this "
-      "process exits",
-      pid);
+  spdlog::info("binary upgrade: pid {} has taken over every listener and connection after a "
+               "pause of {:.1f} ms; this process exits",
+               pid, static_cast<double>(pause.count()) / 1000.0);
   shutting_down_ = true;
   finished_ = true;
   // This process's copies of the descriptors are closed without a word to any peer: the new

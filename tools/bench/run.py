@@ -708,11 +708,16 @@ class SplicedProxy(Spliced):
         self.port, self.admin = str(port), f"127.0.0.1:{admin}"
         self.upstream_port = upstream_port
         self.write_proxy_config("round_robin")
+        log = os.path.join(self.workdir, "spliced.log")
+        self.log_start = os.path.getsize(log) if os.path.exists(log) else 0  # this run's lines
+        self.pid = None
         return self.launch([self.program(), "-c", self.cfg], self.port, stderr=self.log())
 
     def write_proxy_config(self, balance):
+        # With upgrades, info: the old process logs how long it froze the connections.
+        level = "info" if getattr(self, "upgrade_at", None) else "warn"
         with open(self.cfg, "w") as f:
-            f.write(f"""log: {{ level: warn }}
+            f.write(f"""log: {{ level: {level} }}
 admin: {{ listen: {self.admin} }}
 pipes: {{ size: {self.pipe_size}, max: {self.pipes_max} }}
 workers: {self.workers}
@@ -745,6 +750,15 @@ routes:
 
     def old_processes(self):
         return 0  # an upgrade's old process exits once it has handed everything over
+
+    def pauses_ms(self):
+        """How long each binary upgrade froze the connections, as the old processes logged it."""
+        try:
+            with open(os.path.join(self.workdir, "spliced.log")) as f:
+                f.seek(getattr(self, "log_start", 0))
+                return [float(m) for m in re.findall(r"after a pause of ([0-9.]+) ms", f.read())]
+        except OSError:
+            return []
 
     def stop(self):
         if self.pid is None:
@@ -1403,6 +1417,7 @@ def run_reload(system, work, clients, steady, reloads, interval, after):
                 next_look = now + 0.2
             time.sleep(0.005)
         sent = json.loads(gen.stdout.read())
+        pauses = system.pauses_ms() if hasattr(system, "pauses_ms") else []
         if sent.get("failed"):
             raise RuntimeError(f"{system.name}: {sent['failed']} stream(s) failed: "
                                f"{sent['error']}; its log: {system.log_tail()}")
@@ -1437,6 +1452,7 @@ def run_reload(system, work, clients, steady, reloads, interval, after):
                 "lost_bytes": max(0, sent["bytes"] - got["bytes"]),
                 "stall_p50_ms": sent["stall_p50_ms"], "stall_p99_ms": sent["stall_p99_ms"],
                 "stall_max_ms": sent["stall_max_ms"],
+                "upgrade_pause_ms": max(pauses) if pauses else None,
                 "gbps": sent["bytes"] / 1e9 / sent["seconds"]}
     finally:
         stop_all(system, sink)
@@ -1473,7 +1489,10 @@ def scenario_reload(args):
                                for k in ("steady_gbps", "worst_gbps", "calm_worst_gbps", "dip",
                                          "vs_calm", "gbps", "stall_p50_ms", "stall_p99_ms",
                                          "stall_max_ms")}
-                        | {"resets": max(r["resets"] for r in rs),
+                        | {"upgrade_pause_ms": max((r["upgrade_pause_ms"] for r in rs
+                                                   if r.get("upgrade_pause_ms") is not None),
+                                                  default=None),
+                           "resets": max(r["resets"] for r in rs),
                            "left_open": max(r["left_open"] for r in rs),
                            "lost_bytes": max(r["lost_bytes"] for r in rs),
                            "old_processes": max(r["old_processes"] for r in rs),
@@ -2245,15 +2264,18 @@ def main_table(sc):
     if kind == "reload":
         rows = ["| system | steady GB/s | worst 100 ms window before the reloads | worst 100 ms "
                 "window while reloading (runs min–max) | worst / steady | worst while reloading / "
-                "worst before | longest stall of a stream, p50 / p99 (ms) | streams reset (most "
+                "worst before | longest stall of a stream, p50 / p99 (ms) | longest binary "
+                "upgrade pause (ms, most in a run) | streams reset (most "
                 "in a run) | bytes lost (most in a run) | old processes still serving (most seen) "
                 "| upstream connections left open (most in a run) |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in sc["results"].items():
+            pause = "-" if r.get("upgrade_pause_ms") is None else f"{r['upgrade_pause_ms']:.1f}"
             rows.append(f"| {name} | {r['steady_gbps']:.2f} | {r['calm_worst_gbps']:.2f} | "
                         f"{r['worst_gbps']:.2f} ({spread(r, 'worst_gbps', '.2f')}) | "
                         f"{r['dip']:.2f} | {r['vs_calm']:.2f} | "
                         f"{r.get('stall_p50_ms', 0):.0f} / {r.get('stall_p99_ms', 0):.0f} | "
+                        f"{pause} | "
                         f"{r['resets']} | {r['lost_bytes']} | "
                         f"{r['old_processes']} | {r['left_open']} |")
         return rows

@@ -130,6 +130,7 @@ class Server final : public AdminSource {
     EventPtr read_ev;
     EventPtr timeout_ev;
     bool frozen = false;  // every route frozen, the state sent: waiting for "ready"
+    std::chrono::steady_clock::time_point frozen_at{};  // when the first route froze
   };
   void startUpgrade();
   static void onUpgradeChannel(evutil_socket_t, short, void* arg);
