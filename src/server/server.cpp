@@ -296,9 +296,10 @@ void Server::reload() {
   if (upgrade_) {
     // The new process reads the config file as it is now; this one would bind what it adds
     // under the new process's feet.
-    spdlog::warn("SIGHUP during the binary upgrade to pid {}: not reloaded here (the new process "
-                 "reads the config file itself)",
-                 upgrade_->pid);
+    spdlog::warn(
+        "SIGHUP during the binary upgrade to pid {}: not reloaded here (the new process "
+        "reads the config file itself)",
+        upgrade_->pid);
     return;
   }
   if (reload_reading_) {

@@ -301,9 +301,10 @@ void Server::upgradeDone() {
   upgrade_done_pid_ = pid;
   handed_off_ = true;
   if (pid > 0) notifier_.mainPid(pid);
-  spdlog::info("binary upgrade: pid {} has taken over every listener and connection after a "
-               "pause of {:.1f} ms; this process exits",
-               pid, static_cast<double>(pause.count()) / 1000.0);
+  spdlog::info(
+      "binary upgrade: pid {} has taken over every listener and connection after a "
+      "pause of {:.1f} ms; this process exits",
+      pid, static_cast<double>(pause.count()) / 1000.0);
   shutting_down_ = true;
   finished_ = true;
   // This process's copies of the descriptors are closed without a word to any peer: the new
